@@ -1,0 +1,268 @@
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, Literal, cast
+from urllib.parse import urlsplit
+
+from starlette.config import Config
+from starlette.datastructures import CommaSeparatedStrings, Secret
+
+from ._exceptions import ConfigError
+
+__all__ = ["PKCEConfig"]
+
+TokenEndpointAuthMethod = Literal["client_secret_basic", "client_secret_post", "none"]
+
+#: Asymmetric algorithms only: an HS* ID token would be keyed with the client secret, and
+#: accepting it next to public keys is how "HMAC with the public key" attacks start.
+DEFAULT_ID_TOKEN_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA")
+_ALLOWED_ID_TOKEN_ALGORITHMS = frozenset(DEFAULT_ID_TOKEN_ALGORITHMS)
+_MIN_KEY_LENGTH = 32
+_LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+_MIN_KEY_BITS = 128
+
+
+def _option(env: str, help: str, parse: str = "str", **kwargs: Any) -> Any:
+    # The metadata drives `from_environ` and the README's option table, so the two cannot drift apart.
+    return dataclasses.field(metadata={"env": env, "help": help, "parse": parse}, **kwargs)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True, repr=False)
+class PKCEConfig:
+    """Everything `PKCEMiddleware` needs, checked once when it is built.
+
+    Build it in code (`PKCEConfig(issuer=..., client_id=..., secret_key=...)`) or from the
+    environment (`PKCEConfig.from_environ()`, reading the `PKCE_*` variables). A wrong value raises
+    `ConfigError` naming the variable. Secrets are kept in `starlette.datastructures.Secret`, so the
+    repr shows `**********`.
+    """
+
+    issuer: str = _option(
+        "PKCE_ISSUER", "Issuer URL; metadata is read from `<issuer>/.well-known/openid-configuration`."
+    )
+    client_id: str = _option("PKCE_CLIENT_ID", "OAuth client id registered at the provider.")
+    secret_key: str | Secret | Sequence[str | Secret] = _option(
+        "PKCE_SECRET_KEY",
+        "Cookie key(s), comma-separated, each at least 32 characters of random text: the first seals, all open.",
+        "secrets",
+    )
+    client_secret: str | Secret | None = _option(
+        "PKCE_CLIENT_SECRET", "Client secret; unset means a public client (auth method `none`).", "secret", default=None
+    )
+    redirect_uri: str | None = _option(
+        "PKCE_REDIRECT_URI",
+        "Absolute callback URL registered at the provider; its path is the callback path. "
+        "Default: `<request origin>/auth/callback`.",
+        default=None,
+    )
+    scopes: tuple[str, ...] = _option(
+        "PKCE_SCOPES",
+        "Space-separated scopes; `openid` is always included.",
+        "scopes",
+        default=("openid", "profile", "email"),
+    )
+    public_paths: tuple[str, ...] = _option(
+        "PKCE_PUBLIC_PATHS",
+        "Comma-separated path prefixes served without login (`/static` matches `/static/...`).",
+        "list",
+        default=(),
+    )
+    cookie_secure: bool = _option(
+        "PKCE_COOKIE_SECURE",
+        "`Secure` cookies with `__Host-` names. Turn off only for plain-http development.",
+        "bool",
+        default=True,
+    )
+    logout_path: str = _option(
+        "PKCE_LOGOUT_PATH", "Local and RP-initiated logout (POST; GET shows a button).", default="/auth/logout"
+    )
+    login_path: str = _option(
+        "PKCE_LOGIN_PATH",
+        "Starts a login explicitly: `GET <path>?next=/where/to/go` (for single-page apps).",
+        default="/auth/login",
+    )
+    post_logout_redirect_uri: str | None = _option(
+        "PKCE_POST_LOGOUT_REDIRECT_URI",
+        "Where the provider sends the browser after logout (register it there). Default: `<request origin>/`.",
+        default=None,
+    )
+    session_max_age: int = _option(
+        "PKCE_SESSION_MAX_AGE",
+        "Absolute session lifetime in seconds, enforced inside the sealed cookie.",
+        "int",
+        default=86400,
+    )
+    token_endpoint_auth_method: TokenEndpointAuthMethod | None = _option(
+        "PKCE_TOKEN_ENDPOINT_AUTH_METHOD",
+        "`client_secret_basic`, `client_secret_post` or `none`. Default: `none` without a secret, otherwise the "
+        "first of basic/post that the provider supports.",
+        default=None,
+    )
+    id_token_algorithms: tuple[str, ...] = _option(
+        "PKCE_ID_TOKEN_ALGORITHMS",
+        "Comma-separated asymmetric ID token signing algorithms accepted; intersected with the provider's list.",
+        "list",
+        default=DEFAULT_ID_TOKEN_ALGORITHMS,
+    )
+    clock_leeway: int = _option(
+        "PKCE_CLOCK_LEEWAY", "Seconds of clock skew tolerated on `exp`/`iat` (0-300).", "int", default=60
+    )
+    http_timeout: float = _option(
+        "PKCE_HTTP_TIMEOUT", "Seconds allowed for each call to the provider, start to finish.", "float", default=10.0
+    )
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__  # frozen: normalise once here so the rest of the code can trust the values
+        set_(self, "secret_key", _check_secret_keys(self.secret_key))
+        if isinstance(self.client_secret, str):
+            set_(self, "client_secret", Secret(self.client_secret) if self.client_secret else None)
+        _check_url("PKCE_ISSUER", self.issuer)
+        if not self.client_id:
+            raise ConfigError("PKCE_CLIENT_ID must not be empty")
+        if self.redirect_uri is not None:
+            _check_url("PKCE_REDIRECT_URI", self.redirect_uri)
+        if self.post_logout_redirect_uri is not None:
+            _check_url("PKCE_POST_LOGOUT_REDIRECT_URI", self.post_logout_redirect_uri)
+        scopes = tuple(dict.fromkeys(("openid", *self.scopes)))
+        set_(self, "scopes", scopes)
+        set_(self, "public_paths", tuple(_check_path("PKCE_PUBLIC_PATHS", p) for p in self.public_paths))
+        for name, path in (("PKCE_LOGOUT_PATH", self.logout_path), ("PKCE_LOGIN_PATH", self.login_path)):
+            _check_path(name, path)
+        if self.session_max_age < 60:
+            raise ConfigError("PKCE_SESSION_MAX_AGE must be at least 60 seconds")
+        if not 0 <= self.clock_leeway <= 300:
+            raise ConfigError("PKCE_CLOCK_LEEWAY must be between 0 and 300 seconds")
+        if not 0 < self.http_timeout <= 120:
+            raise ConfigError("PKCE_HTTP_TIMEOUT must be more than 0 and at most 120 seconds")
+        if self.token_endpoint_auth_method not in (None, "client_secret_basic", "client_secret_post", "none"):
+            raise ConfigError("PKCE_TOKEN_ENDPOINT_AUTH_METHOD must be client_secret_basic, client_secret_post or none")
+        if self.token_endpoint_auth_method not in (None, "none") and self.client_secret is None:
+            raise ConfigError("PKCE_TOKEN_ENDPOINT_AUTH_METHOD needs PKCE_CLIENT_SECRET")
+        bad = [alg for alg in self.id_token_algorithms if alg not in _ALLOWED_ID_TOKEN_ALGORITHMS]
+        if bad or not self.id_token_algorithms:
+            raise ConfigError(
+                "PKCE_ID_TOKEN_ALGORITHMS may only name asymmetric algorithms: " + ", ".join(DEFAULT_ID_TOKEN_ALGORITHMS)
+            )
+        set_(self, "id_token_algorithms", tuple(self.id_token_algorithms))
+
+    @property
+    def secret_keys(self) -> tuple[Secret, ...]:
+        """The cookie keys, newest (the one that seals) first."""
+        return cast(tuple[Secret, ...], self.secret_key)
+
+    @property
+    def client_secret_value(self) -> str | None:
+        return None if self.client_secret is None else str(self.client_secret)
+
+    @property
+    def callback_path(self) -> str | None:
+        """The path the provider redirects back to; `None` means the default `/auth/callback`."""
+        return urlsplit(self.redirect_uri).path if self.redirect_uri else None
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str] | None = None) -> PKCEConfig:
+        """Read the `PKCE_*` variables (from `os.environ` unless given)."""
+        config = Config(environ=os.environ if environ is None else environ)
+        values: dict[str, Any] = {}
+        for field in dataclasses.fields(cls):
+            env = field.metadata["env"]
+            required = field.default is dataclasses.MISSING
+            raw = config(env, default=None)
+            if raw is None or (raw.strip() == "" and not required):
+                if required:
+                    raise ConfigError(f"{env} is required but not set")
+                continue
+            try:
+                values[field.name] = _PARSERS[field.metadata["parse"]](raw)
+            except ValueError:
+                # The value itself is left out: it may be a secret.
+                raise ConfigError(f"{env} is not a valid {field.metadata['parse']}") from None
+        return cls(**values)
+
+    @classmethod
+    def options(cls) -> list[tuple[str, str, str]]:
+        """`(variable, default, description)` for each option, in declaration order (the README table)."""
+        rows = []
+        for field in dataclasses.fields(cls):
+            if field.default is dataclasses.MISSING:
+                default = "required"
+            elif field.default is None:
+                default = "unset"
+            else:
+                default = _show(field.default)
+            rows.append((field.metadata["env"], default, field.metadata["help"]))
+        return rows
+
+    def __repr__(self) -> str:
+        shown = (f"{field.name}={getattr(self, field.name)!r}" for field in dataclasses.fields(self))
+        return f"PKCEConfig({', '.join(shown)})"
+
+
+def _show(value: object) -> str:
+    if isinstance(value, bool):
+        return f"`{str(value).lower()}`"
+    if isinstance(value, tuple):
+        return f"`{' '.join(value)}`" if value else "none"
+    return f"`{value}`"
+
+
+def _parse_bool(raw: str) -> bool:
+    lowered = raw.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(raw)
+
+
+_PARSERS: dict[str, Callable[[str], Any]] = {
+    "str": str.strip,
+    "int": int,
+    "float": float,
+    "bool": _parse_bool,
+    "secret": lambda raw: Secret(raw.strip()),
+    "secrets": lambda raw: tuple(Secret(item) for item in CommaSeparatedStrings(raw) if item),
+    "list": lambda raw: tuple(item for item in CommaSeparatedStrings(raw) if item),
+    "scopes": str.split,
+}
+
+
+def _check_secret_keys(keys: str | Secret | Iterable[str | Secret]) -> tuple[Secret, ...]:
+    if isinstance(keys, str | Secret):
+        keys = [keys]
+    checked = tuple(Secret(str(key)) for key in keys)
+    if not checked:
+        raise ConfigError("PKCE_SECRET_KEY is required but empty")
+    for index, key in enumerate(checked, start=1):
+        if _estimated_bits(str(key)) < _MIN_KEY_BITS or len(str(key).encode()) < _MIN_KEY_LENGTH:
+            raise ConfigError(
+                f"PKCE_SECRET_KEY key #{index} is too weak: use at least {_MIN_KEY_LENGTH} random characters, "
+                'e.g. python -c "import secrets; print(secrets.token_urlsafe(32))"'
+            )
+    return checked
+
+
+def _estimated_bits(key: str) -> float:
+    # A rough (Shannon) estimate: it cannot prove randomness, but it does refuse "aaaa..." and
+    # "changeme" repeated, which are the mistakes people actually make.
+    counts = Counter(key)
+    per_char = -sum(n / len(key) * math.log2(n / len(key)) for n in counts.values()) if key else 0.0
+    return per_char * len(key)
+
+
+def _check_url(name: str, value: str) -> None:
+    parts = urlsplit(value)
+    if parts.scheme not in ("https", "http") or not parts.hostname or parts.fragment:
+        raise ConfigError(f"{name} must be an absolute http(s) URL without a fragment")
+    if parts.scheme == "http" and parts.hostname not in _LOOPBACK_HOSTS:
+        raise ConfigError(f"{name} must use https (plain http is allowed only for localhost and 127.0.0.1)")
+
+
+def _check_path(name: str, value: str) -> str:
+    if not value.startswith("/") or value.startswith("//") or "?" in value or "#" in value:
+        raise ConfigError(f"{name} must hold absolute paths such as /auth/logout")
+    return value

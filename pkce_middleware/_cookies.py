@@ -1,0 +1,39 @@
+"""Cookie names, attributes, and reading the `Cookie` header without building a `Request`.
+
+With `Secure` on, names carry the `__Host-` prefix: the browser then refuses the cookie unless it
+is `Secure`, host-only and `Path=/`, which stops a sibling subdomain from planting a session or
+login state (cookie tossing). Every cookie is `HttpOnly` and `SameSite=Lax`: Lax, not Strict,
+because the callback is a cross-site top-level navigation from the provider.
+"""
+
+from __future__ import annotations
+
+from starlette.requests import cookie_parser
+from starlette.responses import Response
+from starlette.types import Scope
+
+__all__: list[str] = []
+
+
+class CookiePolicy:
+    def __init__(self, *, secure: bool) -> None:
+        self.secure = secure
+        prefix = "__Host-" if secure else ""
+        # Distinct from the names identity providers use for themselves (`_session`, `_interaction`):
+        # browsers ignore ports, so a provider on the same host shares our cookie jar.
+        self.session_name = f"{prefix}pkce_session"
+        self.flow_prefix = f"{prefix}pkce_flow_"
+
+    def set(self, response: Response, name: str, value: str, *, max_age: int) -> None:
+        response.set_cookie(name, value, max_age=max_age, path="/", secure=self.secure, httponly=True, samesite="lax")
+
+    def delete(self, response: Response, name: str) -> None:
+        response.delete_cookie(name, path="/", secure=self.secure, httponly=True, samesite="lax")
+
+
+def request_cookies(scope: Scope) -> dict[str, str]:
+    values = [value for key, value in scope["headers"] if key == b"cookie"]
+    if not values:
+        return {}
+    # HTTP/2 may split the header; RFC 9113 section 8.2.3 says to join the parts with "; ".
+    return cookie_parser(b"; ".join(values).decode("latin-1"))

@@ -1,0 +1,239 @@
+// Local OpenID Provider (panva/oidc-provider 9.x) for pkce_middleware's demo and tests.
+// Loopback only: it always binds 127.0.0.1, whatever the issuer says.
+//
+// Configuration: ONE JSON object in the env var OP_CONFIG, keys:
+//   port                 int, required. Port to listen on (127.0.0.1).
+//   issuer               string, default "http://127.0.0.1:<port>".
+//   clients              list of client metadata objects handed unchanged to oidc-provider
+//                        (client_id, client_secret or token_endpoint_auth_method "none",
+//                        redirect_uris, post_logout_redirect_uris, grant_types,
+//                        backchannel_logout_uri, ...). Default [].
+//   ttl                  object of seconds for any of AccessToken, IdToken, RefreshToken,
+//                        AuthorizationCode, Session, Interaction, Grant. Absent keys keep
+//                        oidc-provider's defaults.
+//   conformIdTokenClaims bool, default false (the ID token then carries name/email/
+//                        preferred_username too, not only userinfo).
+//   backchannelLogout    bool, default true: enables features.backchannelLogout and lets the
+//                        logout tokens reach 127.0.0.1 (oidc-provider's SSRF guard would drop them).
+//   refreshTokens        bool, default true: a refresh token is issued whenever the client has
+//                        the refresh_token grant, with or without offline_access/prompt=consent.
+//                        false keeps oidc-provider's own rule (offline_access scope needed).
+//   rotateRefreshToken   bool, optional: force rotation on (true) or off (false); absent keeps
+//                        oidc-provider's default (public clients always, confidential after 70 %
+//                        of the TTL).
+//
+// Output on stdout, one line each, for tests to grep:
+//   OP READY <issuer>
+//   OPLOG <METHOD> <path-without-query> <status>
+//   OPLOG grant <grant_type> <client_id> <ok|error code>
+//   OPLOG event <event name> <details...>
+// oidc-provider's own NOTICE/WARNING lines also appear (stdout/stderr) and can be ignored.
+//
+// Users: devInteractions login form, any user name + any password; the user name becomes `sub`.
+
+import * as crypto from 'node:crypto';
+import * as http from 'node:http';
+
+// oidc-provider 9 warns "Unsupported runtime" on Node 20 at import time, yet works; the warning is
+// noise in every test log. A static import would run before any code here, so import dynamically
+// with console.warn filtered for exactly that message.
+const originalWarn = console.warn;
+console.warn = (...args) => {
+  if (typeof args[0] === 'string' && args[0].includes('Unsupported runtime')) return;
+  originalWarn(...args);
+};
+const { default: Provider } = await import('oidc-provider');
+console.warn = originalWarn;
+
+function fail(message) {
+  console.error(`OP CONFIG ERROR: ${message}`);
+  process.exit(2);
+}
+
+let config;
+try {
+  config = JSON.parse(process.env.OP_CONFIG ?? '');
+} catch (err) {
+  fail(`OP_CONFIG must be a JSON object (${err.message})`);
+}
+if (config === null || typeof config !== 'object' || Array.isArray(config)) {
+  fail('OP_CONFIG must be a JSON object');
+}
+const port = config.port;
+if (!Number.isInteger(port) || port <= 0 || port > 65535) {
+  fail('OP_CONFIG.port must be an integer in 1..65535');
+}
+const issuer = config.issuer ?? `http://127.0.0.1:${port}`;
+const clients = config.clients ?? [];
+if (!Array.isArray(clients)) fail('OP_CONFIG.clients must be a list');
+const backchannelLogout = config.backchannelLogout ?? true;
+const refreshTokens = config.refreshTokens ?? true;
+
+const TTL_KEYS = new Set(['AccessToken', 'IdToken', 'RefreshToken', 'AuthorizationCode', 'Session', 'Interaction', 'Grant']);
+const ttl = {};
+for (const [name, seconds] of Object.entries(config.ttl ?? {})) {
+  if (!TTL_KEYS.has(name)) fail(`OP_CONFIG.ttl.${name} is not supported`);
+  if (!Number.isInteger(seconds) || seconds <= 0) fail(`OP_CONFIG.ttl.${name} must be a positive integer`);
+  ttl[name] = seconds;
+}
+
+function signingKeys() {
+  // Fresh keys per start: tests must fetch the JWKS anyway, and nothing outlives the process.
+  const rsa = crypto.generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey.export({ format: 'jwk' });
+  const ec = crypto.generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey.export({ format: 'jwk' });
+  return [
+    // RS256 first: it is the default id_token_signed_response_alg.
+    { ...rsa, kid: `rsa-${crypto.randomBytes(6).toString('hex')}`, alg: 'RS256', use: 'sig' },
+    { ...ec, kid: `ec-${crypto.randomBytes(6).toString('hex')}`, alg: 'ES256', use: 'sig' },
+  ];
+}
+
+function log(...parts) {
+  // Spaces would break field splitting by the readers of these lines.
+  const fields = parts.map((p) => String(p ?? '-').replace(/\s+/g, '_') || '-');
+  process.stdout.write(`OPLOG ${fields.join(' ')}\n`);
+}
+
+const configuration = {
+  clients,
+  ...(Object.keys(ttl).length ? { ttl } : {}),
+  conformIdTokenClaims: config.conformIdTokenClaims ?? false,
+  pkce: { required: () => true },
+  scopes: ['openid', 'profile', 'email', 'offline_access'],
+  claims: {
+    openid: ['sub'],
+    profile: ['name', 'preferred_username'],
+    email: ['email', 'email_verified'],
+  },
+  features: {
+    devInteractions: { enabled: true },
+    rpInitiatedLogout: { enabled: true },
+    backchannelLogout: { enabled: backchannelLogout },
+  },
+  jwks: { keys: signingKeys() },
+  cookies: { keys: [crypto.randomBytes(32).toString('base64url')] },
+  async findAccount(_ctx, id) {
+    return {
+      accountId: id,
+      async claims() {
+        return {
+          sub: id,
+          preferred_username: id,
+          name: `${id} (test user)`,
+          email: `${id}@example.test`,
+          email_verified: true,
+        };
+      },
+    };
+  },
+};
+
+if (backchannelLogout) {
+  // oidc-provider 9 hands fetch a `dispatcher` that destroys sockets to special-use IPs
+  // (127/8 included), so logout tokens to a local app never arrive. Dropping it restores plain fetch.
+  configuration.fetch = (url, options) => {
+    const { dispatcher: _ssrfGuard, ...rest } = options;
+    return globalThis.fetch(url, rest);
+  };
+}
+if (refreshTokens) {
+  configuration.issueRefreshToken = async (_ctx, client) => client.grantTypeAllowed('refresh_token');
+}
+if (typeof config.rotateRefreshToken === 'boolean') {
+  configuration.rotateRefreshToken = config.rotateRefreshToken;
+}
+
+let provider;
+try {
+  provider = new Provider(issuer, configuration);
+} catch (err) {
+  fail(err.message);
+}
+
+// oidc-provider validates static client metadata lazily, on the first request naming the client;
+// a typo would then surface as an obscure error mid-test. Fail at start instead.
+for (const client of clients) {
+  try {
+    await provider.Client.find(String(client?.client_id ?? ''));
+  } catch (err) {
+    fail(`client ${JSON.stringify(client?.client_id)}: ${err.message}${err.error_description ? ` (${err.error_description})` : ''}`);
+  }
+}
+
+// Every built-in page (login, consent, logout, errors) @imports a Google web font; offline
+// browsers would wait on it, so it is cut from string bodies on the way out.
+const GOOGLE_FONT_IMPORT = /@import url\(https:\/\/fonts\.googleapis\.com\/[^)]*\);?/g;
+provider.use(async (ctx, next) => {
+  await next();
+  if (typeof ctx.body === 'string' && ctx.body.includes('fonts.googleapis.com')) {
+    ctx.body = ctx.body.replace(GOOGLE_FONT_IMPORT, '');
+  }
+});
+
+function grantFields(ctx) {
+  // On grant.error the client may not be authenticated yet, and params may be missing entirely.
+  let grantType;
+  try { grantType = ctx.oidc?.params?.grant_type; } catch { grantType = undefined; }
+  return [grantType, ctx.oidc?.client?.clientId];
+}
+
+provider.on('grant.success', (ctx) => {
+  const [grantType, clientId] = grantFields(ctx);
+  log('grant', grantType, clientId, 'ok');
+  log('event', 'grant.success', grantType, clientId);
+});
+provider.on('grant.error', (ctx, err) => {
+  const [grantType, clientId] = grantFields(ctx);
+  const code = err?.error ?? 'server_error';
+  log('grant', grantType, clientId, code);
+  log('event', 'grant.error', grantType, clientId, code, err?.error_description);
+});
+provider.on('backchannel.success', (_ctx, client, accountId, sid) => {
+  log('event', 'backchannel.success', client?.clientId, accountId, sid);
+});
+provider.on('backchannel.error', (_ctx, err, client, accountId, sid) => {
+  log('event', 'backchannel.error', client?.clientId, accountId, sid, err?.cause?.message ?? err?.message);
+});
+provider.on('end_session.success', (ctx) => {
+  log('event', 'end_session.success', ctx.oidc?.client?.clientId);
+});
+provider.on('authorization.error', (_ctx, err) => {
+  log('event', 'authorization.error', err?.error, err?.error_description);
+});
+provider.on('server_error', (_ctx, err) => {
+  log('event', 'server_error', err?.message);
+  console.error(err);
+});
+
+const handler = provider.callback();
+const server = http.createServer((req, res) => {
+  // Logged on 'finish' from the raw response: devInteractions answers some requests by writing
+  // to res directly (303 after a form), so koa's ctx.status would be wrong there.
+  res.on('finish', () => {
+    const path = (req.url ?? '/').split('?', 1)[0];
+    log(req.method, path, res.statusCode);
+  });
+  handler(req, res);
+});
+
+server.on('error', (err) => {
+  console.error(`OP LISTEN ERROR: ${err.message}`);
+  process.exit(1);
+});
+
+server.listen(port, '127.0.0.1', () => {
+  process.stdout.write(`OP READY ${issuer}\n`);
+});
+
+let stopping = false;
+function shutdown(signal) {
+  if (stopping) return;
+  stopping = true;
+  process.stdout.write(`OP STOP ${signal}\n`);
+  server.close(() => process.exit(0));
+  // Keep-alive sockets from test clients would otherwise hold close() open.
+  server.closeAllConnections();
+  setTimeout(() => process.exit(0), 2000).unref();
+}
+process.on('SIGTERM', () => shutdown('SIGTERM'));
+process.on('SIGINT', () => shutdown('SIGINT'));

@@ -1,0 +1,484 @@
+"""A real OpenID Provider for tests: panva's oidc-provider run by ``provider/server.mjs``.
+
+``LocalProvider`` starts and stops the Node process; ``login_with_forms`` and
+``logout_with_forms`` play a browser against it (and against the app in front of it) over
+real HTTP with a synchronous ``httpx.Client``.
+
+Needs ``node`` on PATH and ``provider/node_modules`` (``npm ci --prefix provider``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Mapping
+from html.parser import HTMLParser
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+from urllib.parse import urljoin, urlsplit
+
+import httpx
+
+__all__ = [
+    "LocalProvider",
+    "free_port",
+    "login_with_forms",
+    "logout_with_forms",
+]
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+PROVIDER_DIR = REPO_ROOT / "provider"
+SERVER_SCRIPT = PROVIDER_DIR / "server.mjs"
+
+_REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+
+
+def free_port() -> int:
+    """Return a TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class LocalProvider:
+    """oidc-provider on 127.0.0.1, configured through ``OP_CONFIG`` (see provider/server.mjs).
+
+    ``clients`` are oidc-provider client metadata dicts, ``ttl`` maps token kinds
+    (AccessToken, IdToken, RefreshToken, AuthorizationCode, Session, Interaction, Grant) to
+    seconds, and ``extra`` is merged last into OP_CONFIG for the remaining keys
+    (``issuer``, ``conformIdTokenClaims``, ``backchannelLogout``, ``refreshTokens``,
+    ``rotateRefreshToken``). Use as a context manager, or call ``start()``/``stop()``.
+    """
+
+    def __init__(
+        self,
+        clients: list[dict[str, Any]],
+        *,
+        port: int | None = None,
+        ttl: dict[str, int] | None = None,
+        extra: dict[str, Any] | None = None,
+        startup_timeout: float = 30.0,
+    ) -> None:
+        self._clients = clients
+        self._ttl = ttl
+        self._extra = dict(extra or {})
+        self._fixed_port = port
+        self._startup_timeout = startup_timeout
+        self.port: int = port if port is not None else free_port()
+        self.log_lines: list[str] = []
+        self.metadata: dict[str, Any] = {}
+        self._lines_changed = threading.Condition()
+        self._process: subprocess.Popen[str] | None = None
+        self._reader: threading.Thread | None = None
+
+    @property
+    def issuer(self) -> str:
+        issuer = self._extra.get("issuer")
+        return str(issuer) if issuer is not None else f"http://127.0.0.1:{self.port}"
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The OP_CONFIG object the process gets."""
+        config: dict[str, Any] = {"port": self.port, "clients": self._clients}
+        if self._ttl is not None:
+            config["ttl"] = self._ttl
+        config.update(self._extra)
+        return config
+
+    def __enter__(self) -> LocalProvider:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def start(self) -> LocalProvider:
+        """Start the process and return once discovery answers 200; raise RuntimeError otherwise."""
+        if self._process is not None:
+            raise RuntimeError("LocalProvider already started")
+        node = shutil.which("node")
+        if node is None:
+            raise RuntimeError("node is not on PATH; the test provider needs Node.js")
+        if not (PROVIDER_DIR / "node_modules" / "oidc-provider").is_dir():
+            raise RuntimeError(
+                f"{PROVIDER_DIR / 'node_modules'} is missing oidc-provider; "
+                "run `npm ci --prefix provider` in the repository root first"
+            )
+        # A port picked by free_port() can be taken by someone else before node binds it.
+        attempts = 3 if self._fixed_port is None and "issuer" not in self._extra else 1
+        for attempt in range(attempts):
+            try:
+                self._launch(node)
+                return self
+            except _PortTaken:
+                if attempt == attempts - 1:
+                    raise
+                self.port = free_port()
+        raise AssertionError("unreachable")
+
+    def _launch(self, node: str) -> None:
+        self.log_lines = []
+        env = dict(os.environ)
+        env["OP_CONFIG"] = json.dumps(self.config)
+        env.pop("DEBUG", None)  # oidc-provider's debug output would drown the OPLOG lines
+        env["NO_COLOR"] = "1"
+        process = subprocess.Popen(
+            [node, str(SERVER_SCRIPT)],
+            cwd=PROVIDER_DIR,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,  # so a crash's stack trace lands in log_lines too
+            text=True,
+            encoding="utf-8",
+            errors="replace",
+            bufsize=1,
+        )
+        self._process = process
+        self._reader = threading.Thread(
+            target=self._read_output, args=(process,), name=f"op-log-{self.port}", daemon=True
+        )
+        self._reader.start()
+        try:
+            self._wait_ready(process)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _read_output(self, process: subprocess.Popen[str]) -> None:
+        assert process.stdout is not None
+        for raw in process.stdout:
+            with self._lines_changed:
+                self.log_lines.append(raw.rstrip("\n"))
+                self._lines_changed.notify_all()
+        with self._lines_changed:
+            self._lines_changed.notify_all()
+
+    def _wait_ready(self, process: subprocess.Popen[str]) -> None:
+        deadline = time.monotonic() + self._startup_timeout
+        while True:
+            # The condition is released before _raise_died: the reader needs it to drain the pipe.
+            with self._lines_changed:
+                if any(line.startswith("OP READY ") for line in self.log_lines):
+                    break
+                self._lines_changed.wait(0.2)
+            if process.poll() is not None:
+                self._raise_died(process)
+            if time.monotonic() >= deadline:
+                raise RuntimeError(
+                    f"oidc-provider did not print 'OP READY' within {self._startup_timeout} s; "
+                    f"last output:\n{self._tail()}"
+                )
+
+        discovery = f"{self.issuer}/.well-known/openid-configuration"
+        last_error = "no answer"
+        with httpx.Client(timeout=2.0) as http:
+            while time.monotonic() < deadline:
+                if process.poll() is not None:
+                    self._raise_died(process)
+                try:
+                    response = http.get(discovery)
+                except httpx.TransportError as exc:
+                    last_error = repr(exc)
+                else:
+                    if response.status_code == 200:
+                        self.metadata = response.json()
+                        return
+                    last_error = f"HTTP {response.status_code}"
+                time.sleep(0.1)
+        raise RuntimeError(
+            f"{discovery} did not answer 200 within {self._startup_timeout} s ({last_error}); "
+            f"last output:\n{self._tail()}"
+        )
+
+    def _raise_died(self, process: subprocess.Popen[str]) -> None:
+        # Let the reader drain the pipe, so the crash message is in the tail.
+        if self._reader is not None:
+            self._reader.join(timeout=2.0)
+        tail = self._tail()
+        if "EADDRINUSE" in tail:
+            raise _PortTaken(f"port {self.port} is taken:\n{tail}")
+        raise RuntimeError(
+            f"oidc-provider exited with code {process.returncode} before it was ready; last output:\n{tail}"
+        )
+
+    def _tail(self, count: int = 30) -> str:
+        return "\n".join(self.log_lines[-count:]) or "(no output)"
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """SIGTERM the process, kill it if it is still alive after ``timeout`` seconds."""
+        process, self._process = self._process, None
+        if process is None:
+            return
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=timeout)
+        if self._reader is not None:
+            self._reader.join(timeout=timeout)
+            self._reader = None
+        if process.stdout is not None:
+            process.stdout.close()
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def sync_log(self, timeout: float = 5.0) -> None:
+        """Wait until ``log_lines`` holds everything the provider logged before this call.
+
+        The provider logs an event before it answers, but the reader thread may see that line
+        only after the test got the answer. A request to a unique path is logged after all
+        earlier lines, so once its line is read the earlier ones are too.
+        """
+        if not self.running:
+            return  # stop() drained the pipe already
+        marker = f"/__oplog_sync/{secrets.token_hex(8)}"
+        try:
+            httpx.get(f"http://127.0.0.1:{self.port}{marker}", timeout=timeout)
+        except httpx.TransportError as exc:
+            raise RuntimeError(f"provider did not answer the log sync request: {exc!r}") from exc
+        self.wait_for_log(lambda line: line.startswith(f"OPLOG GET {marker} "), timeout=timeout)
+
+    def grant_count(self, grant_type: str, outcome: str = "ok", client_id: str | None = None) -> int:
+        """Count token endpoint grants (``OPLOG grant <type> <client> <outcome>`` lines).
+
+        Calls ``sync_log()`` first while the provider runs, so grants answered just before count.
+        """
+        self.sync_log()
+        count = 0
+        for line in list(self.log_lines):
+            fields = line.split()
+            if len(fields) != 5 or fields[:2] != ["OPLOG", "grant"]:
+                continue
+            if fields[2] != grant_type or fields[4] != outcome:
+                continue
+            if client_id is not None and fields[3] != client_id:
+                continue
+            count += 1
+        return count
+
+    def events(self, name: str) -> list[list[str]]:
+        """Fields after the name of each ``OPLOG event <name> ...`` line so far (after ``sync_log()``)."""
+        self.sync_log()
+        found: list[list[str]] = []
+        for line in list(self.log_lines):
+            fields = line.split()
+            if fields[:3] == ["OPLOG", "event", name]:
+                found.append(fields[3:])
+        return found
+
+    def wait_for_log(self, predicate: Callable[[str], bool], timeout: float = 5.0) -> str:
+        """Block until a log line satisfies ``predicate`` (e.g. a back-channel event); return it."""
+        deadline = time.monotonic() + timeout
+        seen = 0
+        with self._lines_changed:
+            while True:
+                for line in self.log_lines[seen:]:
+                    if predicate(line):
+                        return line
+                seen = len(self.log_lines)
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError(
+                        f"no matching provider log line within {timeout} s; last output:\n{self._tail()}"
+                    )
+                self._lines_changed.wait(remaining)
+
+
+class _PortTaken(RuntimeError):
+    pass
+
+
+class _Form:
+    def __init__(self, action: str, method: str, form_id: str | None) -> None:
+        self.action = action
+        self.method = method
+        self.form_id = form_id
+        self.fields: dict[str, str] = {}
+
+
+class _FormParser(HTMLParser):
+    """Collects forms with their hidden inputs and named submit buttons.
+
+    Buttons may sit outside their form and point at it with ``form="<id>"`` (the logout page
+    does that), so they are attached to forms after parsing.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.forms: list[_Form] = []
+        self.inputs: list[tuple[str | None, _Form | None, dict[str, str]]] = []
+        self._current: _Form | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        attributes = {key: value or "" for key, value in attrs}
+        if tag == "form":
+            self._current = _Form(
+                attributes.get("action", ""),
+                attributes.get("method", "get").lower(),
+                attributes.get("id"),
+            )
+            self.forms.append(self._current)
+        elif tag in ("input", "button"):
+            attributes["_tag"] = tag
+            self.inputs.append((attributes.get("form"), self._current, attributes))
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "form":
+            self._current = None
+
+
+def _parse_forms(html: str) -> list[_Form]:
+    parser = _FormParser()
+    parser.feed(html)
+    parser.close()
+    by_id = {form.form_id: form for form in parser.forms if form.form_id}
+    for form_ref, enclosing, attributes in parser.inputs:
+        form = by_id.get(form_ref) if form_ref else enclosing
+        if form is None or "name" not in attributes:
+            continue
+        # Only values a user cannot change; typed fields and submit buttons are the caller's choice.
+        if attributes["_tag"] == "input" and attributes.get("type", "text").lower() == "hidden":
+            form.fields[attributes["name"]] = attributes.get("value", "")
+    return parser.forms
+
+
+# A form handler looks at a non-redirect response and returns (method, url, data) to submit,
+# or None when the response is not a page it knows how to answer (the walk then ends there).
+_FormHandler = Callable[[httpx.Response], tuple[str, str, dict[str, str]] | None]
+
+
+def _walk(
+    client: httpx.Client,
+    method: str,
+    url: str,
+    *,
+    data: Mapping[str, str] | None,
+    headers: Mapping[str, str] | None,
+    answer_form: _FormHandler,
+    max_hops: int,
+) -> tuple[httpx.Response, list[str]]:
+    visited: list[str] = []
+    body: Mapping[str, str] | None = data
+    request_headers: Mapping[str, str] | None = headers
+    for _ in range(max_hops + 1):
+        visited.append(url)
+        # follow_redirects per request, so a client built with it on still shows every hop.
+        response = client.request(method, url, data=body, headers=request_headers, follow_redirects=False)
+        if response.status_code in _REDIRECT_STATUSES:
+            location = response.headers.get("location")
+            if not location:
+                raise AssertionError(f"{response.status_code} from {url} without Location")
+            url = urljoin(str(response.url), location)
+            # Like browsers: 307/308 repeat the request, the others turn it into a GET.
+            if response.status_code not in (307, 308):
+                method, body = "GET", None
+            request_headers = None
+            continue
+        submission = answer_form(response)
+        if submission is None:
+            return response, visited
+        method, url, body = submission
+        request_headers = None
+    raise AssertionError(f"more than {max_hops} hops; visited:\n" + "\n".join(visited))
+
+
+def _is_html(response: httpx.Response) -> bool:
+    content_type: str = response.headers.get("content-type", "")
+    return content_type.startswith("text/html")
+
+
+def login_with_forms(
+    client: httpx.Client,
+    start_url: str,
+    username: str,
+    *,
+    password: str = "anything",
+    max_hops: int = 20,
+) -> tuple[httpx.Response, list[str]]:
+    """Log in like a browser: GET ``start_url`` and walk every redirect and provider form.
+
+    The provider's devInteractions login form is answered with ``username``/``password`` and
+    its consent form with "Continue"; forms are found by their hidden ``prompt`` input on
+    ``/interaction/<uid>`` pages, so no uid is assumed. Cookies persist in ``client``'s jar;
+    redirects are followed by hand whatever ``client.follow_redirects`` says.
+
+    Returns ``(final_response, visited_urls)``: the first response that is neither a redirect
+    nor a provider form (normally the app page after its callback), and every absolute URL
+    requested, in order, starting with ``start_url`` (form POST targets included).
+    Raises AssertionError after ``max_hops`` requests.
+    """
+
+    def answer(response: httpx.Response) -> tuple[str, str, dict[str, str]] | None:
+        if not (
+            response.status_code == 200
+            and _is_html(response)
+            and urlsplit(str(response.url)).path.startswith("/interaction/")
+        ):
+            return None
+        for form in _parse_forms(response.text):
+            prompt = form.fields.get("prompt")
+            action = urljoin(str(response.url), form.action or str(response.url))
+            if prompt == "login":
+                return "POST", action, {**form.fields, "login": username, "password": password}
+            if prompt == "consent":
+                return "POST", action, dict(form.fields)
+        raise AssertionError(
+            f"provider interaction page {response.url} has no login or consent form:\n{response.text[:2000]}"
+        )
+
+    return _walk(client, "GET", start_url, data=None, headers=None, answer_form=answer, max_hops=max_hops)
+
+
+def logout_with_forms(
+    client: httpx.Client,
+    app_logout_url: str,
+    origin: str,
+    *,
+    max_hops: int = 20,
+) -> tuple[httpx.Response, list[str]]:
+    """Log out like a browser: POST ``app_logout_url`` with ``Origin: origin`` and walk on.
+
+    The app is expected to redirect to the provider's end_session endpoint; its confirm page
+    (the form carrying a hidden ``xsrf``) is submitted with ``logout=yes``, which ends the
+    provider session and redirects to the client's post_logout_redirect_uri.
+
+    Returns ``(final_response, visited_urls)`` like ``login_with_forms``: the first response
+    that is neither a redirect nor the confirm page, and every URL requested, in order.
+    """
+
+    def answer(response: httpx.Response) -> tuple[str, str, dict[str, str]] | None:
+        if not (response.status_code == 200 and _is_html(response)):
+            return None
+        for form in _parse_forms(response.text):
+            if "xsrf" in form.fields:
+                action = urljoin(str(response.url), form.action or str(response.url))
+                return "POST", action, {**form.fields, "logout": "yes"}
+        return None
+
+    return _walk(
+        client,
+        "POST",
+        app_logout_url,
+        data=None,
+        headers={"Origin": origin},
+        answer_form=answer,
+        max_hops=max_hops,
+    )
