@@ -145,7 +145,7 @@ class PKCEConfig:
         bad = [alg for alg in self.id_token_algorithms if alg not in _ALLOWED_ID_TOKEN_ALGORITHMS]
         if bad or not self.id_token_algorithms:
             raise ConfigError(
-                "PKCE_ID_TOKEN_ALGORITHMS may only name asymmetric algorithms: " + ", ".join(DEFAULT_ID_TOKEN_ALGORITHMS)
+                "PKCE_ID_TOKEN_ALGORITHMS may only name asymmetric ones: " + ", ".join(DEFAULT_ID_TOKEN_ALGORITHMS)
             )
         set_(self, "id_token_algorithms", tuple(self.id_token_algorithms))
 
