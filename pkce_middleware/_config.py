@@ -87,7 +87,8 @@ class PKCEConfig:
     )
     post_logout_redirect_uri: str | None = _option(
         "PKCE_POST_LOGOUT_REDIRECT_URI",
-        "Where the provider sends the browser after logout (register it there). Default: `<request origin>/`.",
+        "Where the provider sends the browser after logout (register it there). "
+        "Default: `<request origin><PKCE_LOGOUT_PATH>`, which then says the user is signed out.",
         default=None,
     )
     session_max_age: int = _option(

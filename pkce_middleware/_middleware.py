@@ -249,7 +249,11 @@ class PKCEMiddleware:
         """GET shows a button; POST (same origin only) ends the session here and at the provider."""
         headers = Headers(scope=scope)
         if scope["method"] in ("GET", "HEAD"):
-            await logout_page(self.config.logout_path)(scope, receive, send)
+            # Also the default post-logout landing: with no session left it says so and offers a new login.
+            signed_in = self._open_session(scope) is not None
+            await logout_page(self.config.logout_path, self.config.login_path, signed_in=signed_in)(
+                scope, receive, send
+            )
             return
         if scope["method"] != "POST":
             await Response(status_code=405, headers={"Allow": "GET, POST", **NO_STORE})(scope, receive, send)
@@ -270,7 +274,8 @@ class PKCEMiddleware:
             target = (
                 self._provider.end_session_url(
                     id_token=opened[0].id_token,
-                    post_logout_redirect_uri=self.config.post_logout_redirect_uri or _origin(scope) + "/",
+                    post_logout_redirect_uri=self.config.post_logout_redirect_uri
+                    or _origin(scope) + self.config.logout_path,
                 )
                 or "/"
             )

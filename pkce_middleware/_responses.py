@@ -84,7 +84,11 @@ def provider_error_page(error: str, description: str | None) -> Response:
     return page("Sign-in did not complete", f'<p>{text}</p><p><a href="/">Start again</a></p>', status_code=400)
 
 
-def logout_page(action: str) -> Response:
+def logout_page(action: str, login_path: str, *, signed_in: bool) -> Response:
+    if not signed_in:
+        return page(
+            "You are signed out", f'<p><a href="{html.escape(login_path)}">Sign in again</a></p>', status_code=200
+        )
     body = f'<form method="post" action="{html.escape(action)}"><button type="submit">Sign out</button></form>'
     return page("Sign out?", body, status_code=200)
 

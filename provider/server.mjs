@@ -22,6 +22,9 @@
 //                        oidc-provider's default (public clients always, confidential after 70 %
 //                        of the TTL).
 //
+// Env OP_EXIT_ON_STDIN_EOF=1 (optional): exit when stdin reaches EOF, i.e. when the parent that
+// holds the pipe dies.
+//
 // Output on stdout, one line each, for tests to grep:
 //   OP READY <issuer>
 //   OPLOG <METHOD> <path-without-query> <status>
@@ -58,6 +61,11 @@ try {
 }
 if (config === null || typeof config !== 'object' || Array.isArray(config)) {
   fail('OP_CONFIG must be a JSON object');
+}
+const KNOWN_KEYS = new Set(['port', 'issuer', 'clients', 'ttl', 'conformIdTokenClaims', 'backchannelLogout', 'refreshTokens', 'rotateRefreshToken']);
+for (const key of Object.keys(config)) {
+  // A misspelt option would otherwise be ignored silently and a test would probe the wrong setup.
+  if (!KNOWN_KEYS.has(key)) fail(`unknown OP_CONFIG key ${JSON.stringify(key)}`);
 }
 const port = config.port;
 if (!Number.isInteger(port) || port <= 0 || port > 65535) {
@@ -225,6 +233,12 @@ server.listen(port, '127.0.0.1', () => {
   process.stdout.write(`OP READY ${issuer}\n`);
 });
 
+// A parent that vanished closes our stdout; EPIPE then means nobody is listening, not a crash.
+process.stdout.on('error', (err) => {
+  if (err.code === 'EPIPE') process.exit(0);
+  throw err;
+});
+
 let stopping = false;
 function shutdown(signal) {
   if (stopping) return;
@@ -234,6 +248,13 @@ function shutdown(signal) {
   // Keep-alive sockets from test clients would otherwise hold close() open.
   server.closeAllConnections();
   setTimeout(() => process.exit(0), 2000).unref();
+}
+if (process.env.OP_EXIT_ON_STDIN_EOF === '1') {
+  // Set by tests/oidc_provider.py, which holds our stdin open: if the test process dies without
+  // stopping us, EOF arrives here instead of an orphan keeping its port.
+  process.stdin.on('end', () => shutdown('stdin-eof'));
+  process.stdin.on('error', () => shutdown('stdin-error'));
+  process.stdin.resume();
 }
 process.on('SIGTERM', () => shutdown('SIGTERM'));
 process.on('SIGINT', () => shutdown('SIGINT'));

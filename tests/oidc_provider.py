@@ -135,11 +135,13 @@ class LocalProvider:
         env["OP_CONFIG"] = json.dumps(self.config)
         env.pop("DEBUG", None)  # oidc-provider's debug output would drown the OPLOG lines
         env["NO_COLOR"] = "1"
+        # We hold node's stdin open; if this process dies without stop(), node sees EOF and exits.
+        env["OP_EXIT_ON_STDIN_EOF"] = "1"
         process = subprocess.Popen(
             [node, str(SERVER_SCRIPT)],
             cwd=PROVIDER_DIR,
             env=env,
-            stdin=subprocess.DEVNULL,
+            stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,  # so a crash's stack trace lands in log_lines too
             text=True,
@@ -233,8 +235,9 @@ class LocalProvider:
         if self._reader is not None:
             self._reader.join(timeout=timeout)
             self._reader = None
-        if process.stdout is not None:
-            process.stdout.close()
+        for pipe in (process.stdin, process.stdout):
+            if pipe is not None:
+                pipe.close()
 
     @property
     def running(self) -> bool:
@@ -315,16 +318,16 @@ class _Form:
 
 
 class _FormParser(HTMLParser):
-    """Collects forms with their hidden inputs and named submit buttons.
+    """Collects forms and their hidden inputs.
 
-    Buttons may sit outside their form and point at it with ``form="<id>"`` (the logout page
-    does that), so they are attached to forms after parsing.
+    An input may sit outside its form and name it with ``form="<id>"``, so inputs are attached
+    to forms after parsing. Typed fields and buttons are left out: their values are the caller's.
     """
 
     def __init__(self) -> None:
         super().__init__(convert_charrefs=True)
         self.forms: list[_Form] = []
-        self.inputs: list[tuple[str | None, _Form | None, dict[str, str]]] = []
+        self.hidden_inputs: list[tuple[str | None, _Form | None, dict[str, str]]] = []
         self._current: _Form | None = None
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
@@ -336,9 +339,8 @@ class _FormParser(HTMLParser):
                 attributes.get("id"),
             )
             self.forms.append(self._current)
-        elif tag in ("input", "button"):
-            attributes["_tag"] = tag
-            self.inputs.append((attributes.get("form"), self._current, attributes))
+        elif tag == "input" and attributes.get("type", "").lower() == "hidden" and "name" in attributes:
+            self.hidden_inputs.append((attributes.get("form"), self._current, attributes))
 
     def handle_endtag(self, tag: str) -> None:
         if tag == "form":
@@ -350,12 +352,9 @@ def _parse_forms(html: str) -> list[_Form]:
     parser.feed(html)
     parser.close()
     by_id = {form.form_id: form for form in parser.forms if form.form_id}
-    for form_ref, enclosing, attributes in parser.inputs:
+    for form_ref, enclosing, attributes in parser.hidden_inputs:
         form = by_id.get(form_ref) if form_ref else enclosing
-        if form is None or "name" not in attributes:
-            continue
-        # Only values a user cannot change; typed fields and submit buttons are the caller's choice.
-        if attributes["_tag"] == "input" and attributes.get("type", "text").lower() == "hidden":
+        if form is not None:
             form.fields[attributes["name"]] = attributes.get("value", "")
     return parser.forms
 
@@ -423,7 +422,8 @@ def login_with_forms(
     Returns ``(final_response, visited_urls)``: the first response that is neither a redirect
     nor a provider form (normally the app page after its callback), and every absolute URL
     requested, in order, starting with ``start_url`` (form POST targets included).
-    Raises AssertionError after ``max_hops`` requests.
+    Raises AssertionError when more than ``max_hops`` redirects and form posts follow the first
+    request.
     """
 
     def answer(response: httpx.Response) -> tuple[str, str, dict[str, str]] | None:

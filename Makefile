@@ -1,0 +1,36 @@
+# Two commands matter: `make demo` and `make test`. Both install what they need first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: install test lint demo bench clean
+
+install: $(VENV)/.installed provider/node_modules/.package-lock.json
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@
+
+# npm ci writes node_modules/.package-lock.json, so the lock file's date decides a reinstall.
+provider/node_modules/.package-lock.json: provider/package-lock.json
+	npm ci --prefix provider --no-audit --no-fund --loglevel=error
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+test: lint
+	$(BIN)/python -m pytest
+	$(BIN)/python benchmarks/bench_request.py --quick
+
+demo: install
+	$(BIN)/python examples/demo.py
+
+bench: install
+	$(BIN)/python benchmarks/bench_request.py
+
+clean:
+	rm -rf $(VENV) provider/node_modules .mypy_cache .ruff_cache .pytest_cache build

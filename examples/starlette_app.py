@@ -1,0 +1,43 @@
+"""A Starlette app behind PKCEMiddleware. Configure with PKCE_* variables, then:
+
+    uvicorn examples.starlette_app:app
+
+`make demo` starts it against a local provider with everything set.
+"""
+
+from __future__ import annotations
+
+import html
+
+from starlette.applications import Starlette
+from starlette.authentication import requires
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse
+from starlette.routing import Route
+
+from pkce_middleware import PKCEMiddleware
+
+
+async def home(request: Request) -> HTMLResponse:
+    user = request.user
+    return HTMLResponse(
+        f"<!doctype html><title>pkce_middleware demo</title>"
+        f"<p>hello {html.escape(user.identity)}</p>"
+        f"<p>Signed in as <b>{html.escape(user.display_name)}</b> with scopes "
+        f"<code>{html.escape(' '.join(request.auth.scopes))}</code>.</p>"
+        f'<p><a href="/me">/me</a> shows your ID token claims as JSON.</p>'
+        f'<form method="post" action="/auth/logout"><button>Sign out</button></form>'
+    )
+
+
+@requires("openid")
+async def me(request: Request) -> JSONResponse:
+    return JSONResponse({"sub": request.user.identity, "claims": dict(request.user.claims)})
+
+
+async def health(request: Request) -> PlainTextResponse:
+    # Listed in PKCE_PUBLIC_PATHS by the demo: reachable without login.
+    return PlainTextResponse("ok")
+
+
+app = PKCEMiddleware(Starlette(routes=[Route("/", home), Route("/me", me), Route("/health", health)]))
