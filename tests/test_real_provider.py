@@ -57,18 +57,18 @@ def _env(provider: LocalProvider, client: dict[str, object], port: int) -> dict[
 def provider_and_apps() -> Iterator[tuple[LocalProvider, dict[str, App]]]:
     ports = {"confidential": free_port(), "public": free_port()}
     clients = {name: _client(name, port, public=name == "public") for name, port in ports.items()}
-    with LocalProvider(list(clients.values())) as provider:
-        with (
-            app_server(
-                "examples.starlette_app:app",
-                ports["confidential"],
-                _env(provider, clients["confidential"], ports["confidential"]),
-            ) as confidential,
-            app_server(
-                "examples.starlette_app:app", ports["public"], _env(provider, clients["public"], ports["public"])
-            ) as public,
-        ):
-            yield provider, {"confidential": App("confidential", confidential), "public": App("public", public)}
+    with (
+        LocalProvider(list(clients.values())) as provider,
+        app_server(
+            "examples.starlette_app:app",
+            ports["confidential"],
+            _env(provider, clients["confidential"], ports["confidential"]),
+        ) as confidential,
+        app_server(
+            "examples.starlette_app:app", ports["public"], _env(provider, clients["public"], ports["public"])
+        ) as public,
+    ):
+        yield provider, {"confidential": App("confidential", confidential), "public": App("public", public)}
 
 
 @pytest.mark.parametrize("client_name", ["confidential", "public"])
@@ -121,14 +121,14 @@ def test_existing_sessions_keep_working_while_the_provider_is_down() -> None:
     with (
         LocalProvider([client]) as provider,
         app_server("examples.starlette_app:app", port, _env(provider, client, port)) as url,
+        httpx.Client() as browser,
     ):
-        with httpx.Client() as browser:
-            page, _ = login_with_forms(browser, f"{url}/", "survivor")
-            assert "hello survivor" in page.text
-            provider.stop()
-            for _ in range(3):
-                assert "hello survivor" in browser.get(f"{url}/").text
-            # Discovery was cached at startup, so a new visitor is still sent to the (dead) provider
-            # rather than shown an error; nothing on this path waited for the network.
-            with httpx.Client() as stranger:
-                assert stranger.get(f"{url}/").status_code == 302
+        page, _ = login_with_forms(browser, f"{url}/", "survivor")
+        assert "hello survivor" in page.text
+        provider.stop()
+        for _ in range(3):
+            assert "hello survivor" in browser.get(f"{url}/").text
+        # Discovery was cached at startup, so a new visitor is still sent to the (dead) provider
+        # rather than shown an error; nothing on this path waited for the network.
+        with httpx.Client() as stranger:
+            assert stranger.get(f"{url}/").status_code == 302
