@@ -194,7 +194,7 @@ class PKCEConfig:
             elif field.default is None:
                 default = "unset"
             else:
-                default = _show(field.default)
+                default = _show(field.default, field.metadata["parse"])
             rows.append((field.metadata["env"], default, field.metadata["help"]))
         return rows
 
@@ -203,11 +203,11 @@ class PKCEConfig:
         return f"PKCEConfig({', '.join(shown)})"
 
 
-def _show(value: object) -> str:
+def _show(value: object, parse: str) -> str:
     if isinstance(value, bool):
         return f"`{str(value).lower()}`"
     if isinstance(value, tuple):
-        return f"`{' '.join(value)}`" if value else "none"
+        return f"`{(' ' if parse == 'scopes' else ',').join(value)}`" if value else "none"
     return f"`{value}`"
 
 

@@ -1,0 +1,320 @@
+"""A scriptable, in-process OpenID Provider that misbehaves on request.
+
+`HostileProvider` is an ASGI app (Starlette) that serves discovery, a JWKS and a token
+endpoint, signs ID tokens with joserfc, and records every request it gets. Plug it into the
+middleware with `PKCEMiddleware(app, config=..., transport=httpx.ASGITransport(app=hostile))`.
+
+It has no login UI: a test plays the browser, reads `nonce` and `code_challenge` from the
+authorization URL the middleware redirected to, and calls `issue_code(...)` to get the `code`
+the provider would have sent back. By default the provider behaves correctly (it even enforces
+PKCE and single-use codes); each test then sets a few attributes to make it lie:
+
+* `claim_overrides` / `header_overrides`: replace ID token claims or header members
+  (`REMOVE` deletes one);
+* `id_token_encoder`: build the ID token by hand (`unsigned`, `hs256_with_public_key`, ...);
+* `discovery_issuer`, `iss_parameter_supported`, `metadata_overrides`: lie in discovery;
+* `rotate_key()`, `jwks_keys`, `signing_key`: key rotation and key set tricks;
+* `token_behaviour` (`"ok"`, `"error_500"`, `"garbage"`, `"hang"`, `"invalid_grant"`) and
+  `token_overrides`: a failing or incomplete token endpoint.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import dataclasses
+import functools
+import hashlib
+import hmac
+import json
+import secrets
+import time
+from collections import Counter
+from collections.abc import Callable
+from typing import Any, Literal
+from urllib.parse import parse_qs
+
+from authlib.oidc.core.util import create_half_hash
+from joserfc.jwk import Key, RSAKey
+from joserfc.jws import JWSRegistry
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
+
+__all__ = [
+    "DEFAULT_CLIENT_ID",
+    "DEFAULT_ISSUER",
+    "REMOVE",
+    "HostileProvider",
+    "IDTokenEncoder",
+    "TokenBehaviour",
+    "TokenRequest",
+    "b64url",
+    "hs256_with_public_key",
+    "rsa_key",
+    "sign_compact",
+    "tamper_signature",
+    "unsigned",
+]
+
+DEFAULT_ISSUER = "https://op.test"
+DEFAULT_CLIENT_ID = "app-client"
+
+TokenBehaviour = Literal["ok", "error_500", "garbage", "hang", "invalid_grant"]
+#: Builds the compact ID token from the (already overridden) header and claims.
+IDTokenEncoder = Callable[[dict[str, Any], dict[str, Any]], str]
+
+
+class _Remove:
+    def __repr__(self) -> str:
+        return "REMOVE"
+
+
+#: Value for `claim_overrides`, `header_overrides` and `token_overrides` that deletes the member.
+REMOVE: Any = _Remove()
+
+
+@functools.cache
+def rsa_key(kid: str) -> RSAKey:
+    """A 2048-bit RSA signing key, generated once per process for each `kid` (keygen is slow)."""
+    return RSAKey.generate_key(2048, parameters={"kid": kid, "use": "sig", "alg": "RS256"}, private=True)
+
+
+def b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def sign_compact(header: dict[str, Any], claims: dict[str, Any], key: Key) -> str:
+    """A JWS compact serialization signed with joserfc's algorithm for `header["alg"]`.
+
+    Unlike `joserfc.jwt.encode`, this puts any header members in as they are (`crit`, `jwk`, ...):
+    a hostile provider does not validate what it sends.
+    """
+    signing_input = f"{b64url(_json(header))}.{b64url(_json(claims))}"
+    signature = JWSRegistry.algorithms[header["alg"]].sign(signing_input.encode("ascii"), key)
+    return f"{signing_input}.{b64url(signature)}"
+
+
+def unsigned(header: dict[str, Any], claims: dict[str, Any]) -> str:
+    """`alg: none`, empty signature (the RFC 7519 section 6.1 "Unsecured JWT")."""
+    header = {key: value for key, value in header.items() if key != "kid"}
+    header["alg"] = "none"
+    return f"{b64url(_json(header))}.{b64url(_json(claims))}."
+
+
+def hs256_with_public_key(key: RSAKey) -> IDTokenEncoder:
+    """An encoder for the classic key confusion: HMAC-SHA256 keyed with the RSA public key's PEM."""
+    pem = key.as_pem(private=False)
+
+    def encode(header: dict[str, Any], claims: dict[str, Any]) -> str:
+        header = {**header, "alg": "HS256"}
+        signing_input = f"{b64url(_json(header))}.{b64url(_json(claims))}"
+        return f"{signing_input}.{b64url(hmac.digest(pem, signing_input.encode('ascii'), 'sha256'))}"
+
+    return encode
+
+
+def tamper_signature(token: str) -> str:
+    """The same token with its signature's first character changed.
+
+    The first character carries six full bits; changing the last one may only touch padding bits
+    and leave the decoded signature, and so its validity, unchanged.
+    """
+    signing_input, signature = token.rsplit(".", 1)
+    first = "B" if signature[0] == "A" else "A"
+    return f"{signing_input}.{first}{signature[1:]}"
+
+
+def _json(value: dict[str, Any]) -> bytes:
+    return json.dumps(value, separators=(",", ":")).encode()
+
+
+def _apply(target: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    result = dict(target)
+    for name, value in overrides.items():
+        if value is REMOVE:
+            result.pop(name, None)
+        else:
+            result[name] = value
+    return result
+
+
+@dataclasses.dataclass(frozen=True)
+class TokenRequest:
+    """What arrived at the token endpoint."""
+
+    form: dict[str, list[str]]
+    authorization: str | None
+    content_type: str | None
+
+    def one(self, name: str) -> str:
+        """The single value of form field `name` (fails the test if absent or repeated)."""
+        values = self.form.get(name, [])
+        assert len(values) == 1, f"{name!r} sent {len(values)} times"
+        return values[0]
+
+
+@dataclasses.dataclass(frozen=True)
+class _Grant:
+    nonce: str
+    challenge: str
+    challenge_method: str
+    sub: str
+
+
+class HostileProvider:
+    """See the module docstring. Every attribute may be changed between requests."""
+
+    def __init__(self, *, issuer: str = DEFAULT_ISSUER, client_id: str = DEFAULT_CLIENT_ID) -> None:
+        self.issuer = issuer
+        self.client_id = client_id
+        # Discovery
+        self.discovery_issuer: str | None = None
+        self.iss_parameter_supported = True
+        self.metadata_overrides: dict[str, Any] = {}
+        # Keys
+        self.signing_key: Key = rsa_key("op-key-1")
+        self.jwks_keys: list[Key] = [self.signing_key]
+        # ID token
+        self.sub = "alice"
+        self.claim_overrides: dict[str, Any] = {}
+        self.header_overrides: dict[str, Any] = {}
+        self.id_token_encoder: IDTokenEncoder | None = None
+        # Token endpoint
+        self.token_behaviour: TokenBehaviour = "ok"
+        self.hang_seconds = 1.0
+        self.token_overrides: dict[str, Any] = {}
+        # Records
+        self.calls: Counter[str] = Counter()
+        self.token_requests: list[TokenRequest] = []
+        self.issued_id_tokens: list[str] = []
+        self.issued_access_tokens: list[str] = []
+        self._grants: dict[str, _Grant] = {}
+        self._app = Starlette(
+            routes=[
+                Route("/.well-known/openid-configuration", self._discovery, methods=["GET"]),
+                Route("/jwks", self._jwks, methods=["GET"]),
+                Route("/token", self._token, methods=["POST"]),
+                Route("/authorize", self._authorize, methods=["GET"]),
+            ]
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._app(scope, receive, send)
+
+    # -- what tests call ---------------------------------------------------------------------
+
+    @property
+    def authorization_endpoint(self) -> str:
+        return f"{self.issuer}/authorize"
+
+    @property
+    def last_token_request(self) -> TokenRequest:
+        assert self.token_requests, "no token request was made"
+        return self.token_requests[-1]
+
+    def issue_code(
+        self, *, nonce: str, challenge: str, challenge_method: str = "S256", sub: str | None = None
+    ) -> str:
+        """Register a completed authorization (what the login UI would do) and return its code."""
+        code = secrets.token_urlsafe(24)
+        self._grants[code] = _Grant(nonce, challenge, challenge_method, self.sub if sub is None else sub)
+        return code
+
+    def rotate_key(self, kid: str = "op-key-2") -> Key:
+        """Sign with a new key from now on and publish only that one."""
+        self.signing_key = rsa_key(kid)
+        self.jwks_keys = [self.signing_key]
+        return self.signing_key
+
+    def metadata(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "issuer": self.issuer if self.discovery_issuer is None else self.discovery_issuer,
+            "authorization_endpoint": self.authorization_endpoint,
+            "token_endpoint": f"{self.issuer}/token",
+            "jwks_uri": f"{self.issuer}/jwks",
+            "end_session_endpoint": f"{self.issuer}/logout",
+            "response_types_supported": ["code"],
+            "subject_types_supported": ["public"],
+            "code_challenge_methods_supported": ["S256"],
+            # A hostile provider happily advertises what the client must never accept.
+            "id_token_signing_alg_values_supported": ["RS256", "ES256", "HS256", "none"],
+            "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
+            "authorization_response_iss_parameter_supported": self.iss_parameter_supported,
+        }
+        return _apply(data, self.metadata_overrides)
+
+    def id_token_for(self, grant_nonce: str, sub: str, access_token: str) -> str:
+        now = int(time.time())
+        claims = {
+            "iss": self.issuer,
+            "sub": sub,
+            "aud": self.client_id,
+            "exp": now + 300,
+            "iat": now,
+            "auth_time": now - 5,
+            "nonce": grant_nonce,
+            "at_hash": create_half_hash(access_token, "RS256").decode("ascii"),
+            "name": "Alice Example",
+        }
+        header = {"alg": "RS256", "typ": "JWT", "kid": self.signing_key.kid}
+        claims = _apply(claims, self.claim_overrides)
+        header = _apply(header, self.header_overrides)
+        if self.id_token_encoder is not None:
+            return self.id_token_encoder(header, claims)
+        return sign_compact(header, claims, self.signing_key)
+
+    # -- endpoints ---------------------------------------------------------------------------
+
+    async def _discovery(self, request: Request) -> Response:
+        self.calls["discovery"] += 1
+        return JSONResponse(self.metadata())
+
+    async def _jwks(self, request: Request) -> Response:
+        self.calls["jwks"] += 1
+        return JSONResponse({"keys": [key.as_dict(private=False) for key in self.jwks_keys]})
+
+    async def _authorize(self, request: Request) -> Response:
+        self.calls["authorize"] += 1
+        return PlainTextResponse("a login form would be here")
+
+    async def _token(self, request: Request) -> Response:
+        self.calls["token"] += 1
+        body = (await request.body()).decode("utf-8")
+        self.token_requests.append(
+            TokenRequest(
+                form=parse_qs(body, keep_blank_values=True),
+                authorization=request.headers.get("authorization"),
+                content_type=request.headers.get("content-type"),
+            )
+        )
+        behaviour = self.token_behaviour
+        if behaviour == "hang":
+            await asyncio.sleep(self.hang_seconds)
+        elif behaviour == "error_500":
+            return PlainTextResponse("Internal Server Error", status_code=500)
+        elif behaviour == "garbage":
+            return Response(b"<html>\x00\xff not json", status_code=200, media_type="application/json")
+        elif behaviour == "invalid_grant":
+            return _oauth_error("invalid_grant", "the code is not valid")
+
+        form = self.token_requests[-1].form
+        grant = self._grants.pop(form.get("code", [""])[0], None)  # single use, as RFC 6749 4.1.2 asks
+        if grant is None or form.get("grant_type") != ["authorization_code"]:
+            return _oauth_error("invalid_grant", "unknown or used code")
+        verifier = form.get("code_verifier", [""])[0]
+        if grant.challenge_method != "S256" or b64url(hashlib.sha256(verifier.encode()).digest()) != grant.challenge:
+            return _oauth_error("invalid_grant", "PKCE verification failed")
+
+        access_token = secrets.token_urlsafe(32)
+        id_token = self.id_token_for(grant.nonce, grant.sub, access_token)
+        self.issued_access_tokens.append(access_token)
+        self.issued_id_tokens.append(id_token)
+        answer = {"access_token": access_token, "token_type": "Bearer", "expires_in": 300, "id_token": id_token}
+        return JSONResponse(_apply(answer, self.token_overrides), headers={"Cache-Control": "no-store"})
+
+
+def _oauth_error(error: str, description: str) -> Response:
+    return JSONResponse({"error": error, "error_description": description}, status_code=400)
