@@ -34,9 +34,11 @@ class PKCEMiddlewareError(Exception):
     #: What a person reading the error page is told; never includes input from the request.
     message = "Something went wrong while signing you in."
 
-    def __init__(self, detail: str = "", *, error: str | None = None) -> None:
+    def __init__(self, detail: str = "", *, error: str | None = None, status_code: int | None = None) -> None:
         if error is not None:
             self.error = error
+        if status_code is not None:
+            self.status_code = status_code
         self.detail = detail
         super().__init__(f"{self.error}: {detail}" if detail else self.error)
 

@@ -15,7 +15,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ._config import PKCEConfig
 from ._cookies import CookiePolicy, request_cookies
 from ._crypto import Sealer
-from ._exceptions import CallbackError, ConfigError, PKCEMiddlewareError
+from ._exceptions import CallbackError, ConfigError, LoginError, PKCEMiddlewareError
 from ._flow import (
     FLOW_MAX_AGE,
     MAX_PARALLEL_FLOWS,
@@ -197,13 +197,17 @@ class PKCEMiddleware:
         if any(names.count(name) > 1 for name in _SINGLE_VALUED):
             raise CallbackError("a parameter is repeated", error="duplicate_parameter")
         query = dict(params)
-        if "error" in query:
-            logger.warning("login refused: reason=provider_error error=%r", query["error"][:100])
-            return provider_error_page(query["error"], query.get("error_description"))
         state = query.get("state")
+        flow_value = cookies.get(flow_name) if flow_name else None
+        if "error" in query:
+            # Anyone can link to the callback with error=...; the provider's own words are shown
+            # only when the answer belongs to an attempt of this browser (RFC 9207 section 2.4).
+            attempt = self._flows.open(flow_value) if flow_value and state else None
+            ours = attempt is not None and state is not None and secrets.compare_digest(attempt.state, state)
+            logger.warning("login refused: reason=provider_error error=%r ours=%s", query["error"][:100], ours)
+            return provider_error_page(query["error"], query.get("error_description") if ours else None)
         if not state:
             raise CallbackError("no state", error="state_missing")
-        flow_value = cookies.get(flow_name) if flow_name else None
         if flow_value is None:
             if self._open_session(scope) is not None:
                 # Another tab already finished this login; nothing to do but carry on.
@@ -259,7 +263,7 @@ class PKCEMiddleware:
             await Response(status_code=405, headers={"Allow": "GET, POST", **NO_STORE})(scope, receive, send)
             return
         if not _same_origin(headers, _origin(scope)):
-            exc = CallbackError("logout POST from another origin", error="cross_origin_logout")
+            exc = LoginError("logout POST from another origin", error="cross_origin_logout", status_code=403)
             _log_refusal(exc, scope)
             await error_response(exc, browser=is_navigation("GET", headers))(scope, receive, send)
             return

@@ -290,7 +290,8 @@ class Provider:
         try:
             data = json.loads(b"".join(chunks))
         except ValueError:
-            if method == "GET" and response.status_code != 200:
+            if response.status_code != 200:
+                # An error status with an HTML (or empty) body: the status is the news, not the body.
                 return response, None
             raise ProviderError(
                 f"{what} answer (HTTP {response.status_code}) is not JSON", error=f"{what}_invalid"

@@ -78,10 +78,11 @@ def error_response(exc: PKCEMiddlewareError, *, browser: bool, retry_url: str = 
 def provider_error_page(error: str, description: str | None) -> Response:
     """The provider sent the browser back with `error=`: show it, escaped (RFC 9207 section 2.4
     reminds that such an answer may not even come from our provider)."""
-    text = f"The sign-in service answered: <code>{html.escape(error[:100])}</code>"
+    text = f"The sign-in service answered <code>{html.escape(error[:60])}</code>."
     if description:
-        text += f" &mdash; {html.escape(description[:300])}"
-    return page("Sign-in did not complete", f'<p>{text}</p><p><a href="/">Start again</a></p>', status_code=400)
+        text += f" It said: {html.escape(description[:300])}"
+    body = f'<p>{text}</p><p><a href="/">Start again</a></p><p><code>reason: provider_error</code></p>'
+    return page("Sign-in did not complete", body, status_code=400)
 
 
 def logout_page(action: str, login_path: str, *, signed_in: bool) -> Response:

@@ -20,6 +20,7 @@ from authlib.oidc.core.util import create_half_hash
 from joserfc import jwt
 from joserfc.errors import ClaimError, ExpiredTokenError, JoseError
 from joserfc.jwk import ECKey, Key, KeySet, OKPKey, RSAKey
+from joserfc.jws import JWSRegistry
 
 from ._exceptions import IDTokenError
 
@@ -42,7 +43,13 @@ class IDTokenValidator:
         self.issuer = issuer
         self.client_id = client_id
         self.algorithms = tuple(algorithms)
+        if not self.algorithms:
+            # joserfc reads "no algorithms" as "any recommended one", HS256 included.
+            raise ValueError("at least one ID token algorithm is needed")
         self.leeway = leeway
+        # RFC 7515 section 4: header members not understood are ignored unless listed in `crit`
+        # (joserfc's default registry refuses any unregistered member); `crit` is still enforced.
+        self._registry = JWSRegistry(algorithms=self.algorithms, strict_check_header=False)
 
     def validate(self, raw: str, keys: KeySet, *, nonce: str, access_token: str | None, now: int) -> dict[str, Any]:
         """The validated claims; raises `IDTokenError` (or `UnknownKeyId`)."""
@@ -51,7 +58,7 @@ class IDTokenValidator:
         if raw.count(".") != 2:
             raise IDTokenError("not a JWS compact serialization")
         try:
-            token = jwt.decode(raw, lambda obj: _pick_key(keys, obj.headers()), algorithms=self.algorithms)
+            token = jwt.decode(raw, lambda obj: _pick_key(keys, obj.headers()), registry=self._registry)
         except UnknownKeyId:
             raise
         except JoseError as exc:

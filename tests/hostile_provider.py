@@ -215,9 +215,7 @@ class HostileProvider:
         assert self.token_requests, "no token request was made"
         return self.token_requests[-1]
 
-    def issue_code(
-        self, *, nonce: str, challenge: str, challenge_method: str = "S256", sub: str | None = None
-    ) -> str:
+    def issue_code(self, *, nonce: str, challenge: str, challenge_method: str = "S256", sub: str | None = None) -> str:
         """Register a completed authorization (what the login UI would do) and return its code."""
         code = secrets.token_urlsafe(24)
         self._grants[code] = _Grant(nonce, challenge, challenge_method, self.sub if sub is None else sub)

@@ -1,0 +1,295 @@
+"""`IDTokenValidator` on its own: one test per rule of OpenID Connect Core 1.0 section 3.1.3.7.
+
+Tokens are signed with joserfc. Every rejection asserts that the error names the rule that
+fired (`detail` starts with the claim or the JOSE error), so a test cannot pass because some
+other, unrelated check refused the token.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from authlib.oidc.core.util import create_half_hash
+from hostile_provider import REMOVE, b64url, hs256_with_public_key, rsa_key, sign_compact, tamper_signature, unsigned
+from joserfc import jwt
+from joserfc.jwk import ECKey, KeySet, RSAKey
+from joserfc.jws import JWSRegistry
+
+from pkce_middleware import IDTokenError
+from pkce_middleware._tokens import MAX_ID_TOKEN_AGE, IDTokenValidator, UnknownKeyId
+
+ISSUER = "https://op.test"
+CLIENT_ID = "app-client"
+NONCE = "n-0S6_WzA2Mj"
+ACCESS_TOKEN = "access-token-value"
+NOW = 1_800_000_000
+LEEWAY = 60
+
+RSA = rsa_key("op-key-1")
+OTHER_RSA = rsa_key("op-key-2")
+RSA_ATTACKER = rsa_key("attacker-key")
+EC = ECKey.generate_key("P-256", parameters={"kid": "op-ec-1", "use": "sig"})
+#: An EC key, because a 2048-bit RSA JWK does not fit in joserfc's 512-byte header limit.
+EC_ATTACKER = ECKey.generate_key("P-256", parameters={"kid": "attacker-ec", "use": "sig"})
+
+
+def validator(*algorithms: str) -> IDTokenValidator:
+    return IDTokenValidator(
+        issuer=ISSUER, client_id=CLIENT_ID, algorithms=algorithms or ("RS256", "ES256"), leeway=LEEWAY
+    )
+
+
+def public(*keys: RSAKey | ECKey) -> KeySet:
+    """The provider's JWKS as the middleware holds it: public halves only."""
+    return KeySet.import_key_set({"keys": [key.as_dict(private=False) for key in keys]})
+
+
+def claims(**overrides: Any) -> dict[str, Any]:
+    values: dict[str, Any] = {
+        "iss": ISSUER,
+        "sub": "alice",
+        "aud": CLIENT_ID,
+        "exp": NOW + 300,
+        "iat": NOW,
+        "nonce": NONCE,
+        "at_hash": create_half_hash(ACCESS_TOKEN, "RS256").decode(),
+    }
+    for name, value in overrides.items():
+        if value is REMOVE:
+            del values[name]
+        else:
+            values[name] = value
+    return values
+
+
+def signed(payload: dict[str, Any] | None = None, *, key: RSAKey | ECKey = RSA, **header: Any) -> str:
+    """A token signed by joserfc's own encoder (header members it validates)."""
+    full_header: dict[str, Any] = {"alg": "RS256", "kid": key.kid, **header}
+    return jwt.encode(full_header, claims() if payload is None else payload, key)
+
+
+def validate(
+    raw: str,
+    keys: KeySet | None = None,
+    *,
+    nonce: str = NONCE,
+    access_token: str | None = ACCESS_TOKEN,
+    algorithms: tuple[str, ...] = (),
+) -> dict[str, Any]:
+    return validator(*algorithms).validate(
+        raw, keys if keys is not None else public(RSA), nonce=nonce, access_token=access_token, now=NOW
+    )
+
+
+def rejected(raw: str, keys: KeySet | None = None, **kwargs: Any) -> IDTokenError:
+    with pytest.raises(IDTokenError) as caught:
+        validate(raw, keys, **kwargs)
+    return caught.value
+
+
+# -- accepted ---------------------------------------------------------------------------------
+
+
+def test_valid_rs256_token_gives_its_claims() -> None:
+    assert validate(signed()) == claims()
+
+
+def test_valid_es256_token_is_checked_with_the_ec_key() -> None:
+    token = signed(claims(at_hash=create_half_hash(ACCESS_TOKEN, "ES256").decode()), key=EC, alg="ES256")
+    assert validate(token, public(RSA, EC))["sub"] == "alice"
+
+
+def test_aud_list_naming_only_this_client_is_accepted() -> None:
+    assert validate(signed(claims(aud=[CLIENT_ID])))["aud"] == [CLIENT_ID]
+
+
+def test_azp_naming_this_client_is_accepted() -> None:
+    assert validate(signed(claims(azp=CLIENT_ID)))["azp"] == CLIENT_ID
+
+
+def test_exp_just_inside_the_leeway_is_accepted() -> None:
+    assert validate(signed(claims(exp=NOW - LEEWAY + 1)))["exp"] == NOW - LEEWAY + 1
+
+
+def test_token_without_at_hash_is_accepted() -> None:
+    assert "at_hash" not in validate(signed(claims(at_hash=REMOVE)))
+
+
+def test_no_kid_with_a_single_key_uses_that_key() -> None:
+    """Conformance rp-id_token-kid-absent-single-jwks: ACCEPT."""
+    token = sign_compact({"alg": "RS256"}, claims(), RSA)
+    assert validate(token)["sub"] == "alice"
+
+
+def test_unknown_non_critical_header_member_is_ignored() -> None:
+    """RFC 7515 section 4: header members not understood MUST be ignored unless listed in `crit`."""
+    token = sign_compact({"alg": "RS256", "kid": RSA.kid, "typ": "JWT", "x-provider-build": "2024.1"}, claims(), RSA)
+    assert validate(token)["sub"] == "alice"
+
+
+# -- claims (steps 2-11) ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("claim", "overrides"),
+    [
+        pytest.param("iss", {"iss": "https://evil.test"}, id="iss-wrong"),
+        pytest.param("iss", {"iss": ISSUER + "/"}, id="iss-trailing-slash"),
+        pytest.param("iss", {"iss": "https://op.tes"}, id="iss-prefix"),
+        pytest.param("iss", {"iss": REMOVE}, id="iss-missing"),
+        pytest.param("iss", {"iss": [ISSUER]}, id="iss-not-a-string"),
+        pytest.param("aud", {"aud": "other-client"}, id="aud-wrong"),
+        pytest.param("aud", {"aud": REMOVE}, id="aud-missing"),
+        pytest.param("aud", {"aud": []}, id="aud-empty-list"),
+        pytest.param("aud", {"aud": [CLIENT_ID, "https://untrusted.test"]}, id="aud-extra-untrusted"),
+        pytest.param("aud", {"aud": [CLIENT_ID, "https://untrusted.test"], "azp": CLIENT_ID}, id="aud-extra-with-azp"),
+        pytest.param("azp", {"azp": "other-client"}, id="azp-wrong"),
+        pytest.param("exp", {"exp": NOW - LEEWAY}, id="exp-expired"),
+        pytest.param("exp", {"exp": REMOVE}, id="exp-missing"),
+        pytest.param("exp", {"exp": "tomorrow"}, id="exp-not-a-number"),
+        pytest.param("iat", {"iat": REMOVE}, id="iat-missing"),
+        pytest.param("iat", {"iat": NOW + LEEWAY + 1}, id="iat-future"),
+        pytest.param("iat", {"iat": NOW - MAX_ID_TOKEN_AGE - LEEWAY - 1}, id="iat-too-old"),
+        pytest.param("iat", {"iat": "now"}, id="iat-not-a-number"),
+        pytest.param("nbf", {"nbf": NOW + LEEWAY + 1}, id="nbf-future"),
+        pytest.param("sub", {"sub": REMOVE}, id="sub-missing"),
+        pytest.param("sub", {"sub": ""}, id="sub-empty"),
+        pytest.param("sub", {"sub": 42}, id="sub-not-a-string"),
+        pytest.param("nonce", {"nonce": "attacker-nonce"}, id="nonce-wrong"),
+        pytest.param("nonce", {"nonce": REMOVE}, id="nonce-missing"),
+        pytest.param("nonce", {"nonce": ""}, id="nonce-empty"),
+        pytest.param("nonce", {"nonce": [NONCE]}, id="nonce-not-a-string"),
+        pytest.param("at_hash", {"at_hash": create_half_hash("another-token", "RS256").decode()}, id="at_hash-wrong"),
+        pytest.param("at_hash", {"at_hash": 7}, id="at_hash-not-a-string"),
+    ],
+)
+def test_claim_rule_refuses(claim: str, overrides: dict[str, Any]) -> None:
+    error = rejected(signed(claims(**overrides)))
+    assert error.detail.startswith(f"{claim}:"), error.detail
+    assert claim in str(error)
+
+
+def test_at_hash_without_an_access_token_is_refused() -> None:
+    error = rejected(signed(), access_token=None)
+    assert error.detail.startswith("at_hash:")
+
+
+def test_nonce_of_another_login_is_refused() -> None:
+    error = rejected(signed(), nonce="the-nonce-this-browser-sent")
+    assert error.detail.startswith("nonce:")
+
+
+# -- signature and header (step 6, RFC 8725) --------------------------------------------------
+
+
+def test_alg_none_is_refused() -> None:
+    error = rejected(unsigned({"alg": "RS256", "kid": RSA.kid}, claims()))
+    assert "unsupported_algorithm" in error.detail
+
+
+def test_hs256_keyed_with_the_rsa_public_key_is_refused() -> None:
+    token = hs256_with_public_key(RSA)({"alg": "HS256", "kid": RSA.kid}, claims())
+    error = rejected(token)
+    assert "unsupported_algorithm" in error.detail
+
+
+def test_hs256_is_refused_even_when_allowed_by_name() -> None:
+    """Even a validator told to allow HS256 never turns an RSA public key into an HMAC key."""
+    token = hs256_with_public_key(RSA)({"alg": "HS256"}, claims())
+    error = rejected(token, algorithms=("RS256", "HS256"))
+    assert error.detail == "no kid and 0 candidate keys"
+
+
+def test_algorithm_outside_the_allowlist_is_refused() -> None:
+    token = sign_compact({"alg": "PS256", "kid": RSA.kid}, claims(), RSA)
+    error = rejected(token, algorithms=("RS256",))
+    assert "unsupported_algorithm" in error.detail
+
+
+def test_bad_signature_is_refused() -> None:
+    error = rejected(tamper_signature(signed()))
+    assert "bad_signature" in error.detail
+
+
+def test_signature_by_another_key_with_our_kid_is_refused() -> None:
+    token = sign_compact({"alg": "RS256", "kid": RSA.kid}, claims(), RSA_ATTACKER)
+    error = rejected(token)
+    assert "bad_signature" in error.detail
+
+
+def test_unknown_kid_asks_for_a_jwks_refetch() -> None:
+    token = signed(key=OTHER_RSA)
+    with pytest.raises(UnknownKeyId) as caught:
+        validate(token)
+    assert str(caught.value) == OTHER_RSA.kid
+
+
+def test_no_kid_with_several_keys_is_refused() -> None:
+    """Conformance rp-id_token-kid-absent-multiple-jwks: reject (or try each; we reject)."""
+    token = sign_compact({"alg": "RS256"}, claims(), RSA)
+    error = rejected(token, public(RSA, OTHER_RSA))
+    assert error.detail == "no kid and 2 candidate keys"
+
+
+def test_unknown_critical_header_is_refused() -> None:
+    """Authlib CVE-2025-59420: a `crit` member we do not understand must fail the token."""
+    header: dict[str, Any] = {"alg": "RS256", "kid": RSA.kid, "crit": ["urn:example:must-understand"]}
+    header["urn:example:must-understand"] = True
+    error = rejected(sign_compact(header, claims(), RSA))
+    assert "unsupported_header" in error.detail
+
+
+def test_crit_naming_an_absent_member_is_refused() -> None:
+    header = {"alg": "RS256", "kid": RSA.kid, "crit": ["urn:example:absent"]}
+    error = rejected(sign_compact(header, claims(), RSA))
+    assert "crit" in error.detail
+
+
+def test_embedded_jwk_header_is_not_trusted() -> None:
+    """Authlib CVE-2026-27962: a key the token brings along proves nothing."""
+    header = {"alg": "ES256", "jwk": EC_ATTACKER.as_dict(private=False)}
+    error = rejected(sign_compact(header, claims(), EC_ATTACKER), public(RSA, EC))
+    assert "bad_signature" in error.detail
+
+
+def test_embedded_jwk_with_its_own_kid_is_not_trusted() -> None:
+    header = {"alg": "ES256", "kid": EC_ATTACKER.kid, "jwk": EC_ATTACKER.as_dict(private=False)}
+    with pytest.raises(UnknownKeyId):
+        validate(sign_compact(header, claims(), EC_ATTACKER), public(RSA, EC))
+
+
+def test_key_type_must_match_the_algorithm() -> None:
+    """An ES256 header cannot select the RSA key by its kid."""
+    token = sign_compact({"alg": "ES256", "kid": RSA.kid}, claims(), EC)
+    with pytest.raises(UnknownKeyId):
+        validate(token, public(RSA, EC))
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        pytest.param("", id="empty"),
+        pytest.param("a.b", id="two-parts"),
+        pytest.param("a.b.c.d.e", id="five-parts-jwe"),
+        pytest.param("x" * 20000 + ".a.b", id="too-long"),
+        pytest.param("!!.??.**", id="not-base64"),
+    ],
+)
+def test_malformed_token_is_refused(raw: str) -> None:
+    rejected(raw)
+
+
+def test_payload_that_is_not_a_json_object_is_refused() -> None:
+    header = b64url(json.dumps({"alg": "RS256", "kid": RSA.kid}).encode())
+    signing_input = f"{header}.{b64url(b'[1,2,3]')}"
+    signature = JWSRegistry.algorithms["RS256"].sign(signing_input.encode(), RSA)
+    error = rejected(f"{signing_input}.{b64url(signature)}")
+    assert "invalid_payload" in error.detail
+
+
+def test_validator_refuses_an_empty_algorithm_list() -> None:
+    """joserfc reads "no algorithms" as "any recommended one", HS256 included."""
+    with pytest.raises(ValueError, match="algorithm"):
+        IDTokenValidator(issuer=ISSUER, client_id=CLIENT_ID, algorithms=(), leeway=LEEWAY)
