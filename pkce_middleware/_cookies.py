@@ -31,6 +31,26 @@ class CookiePolicy:
         response.delete_cookie(name, path="/", secure=self.secure, httponly=True, samesite="lax")
 
 
+def read_cookie(scope: Scope, name: bytes) -> str | None:
+    """One cookie's value, found without parsing the whole header (this runs on every request).
+
+    The first occurrence wins: browsers send the most specific cookie first, and `__Host-` names
+    cannot be shadowed from a sibling domain anyway.
+    """
+    value: bytes
+    for key, value in scope["headers"]:
+        if key != b"cookie":
+            continue
+        start = 0
+        while (found := value.find(name, start)) >= 0:
+            after = found + len(name)
+            if (found == 0 or value[found - 1] in b"; ") and value[after : after + 1] == b"=":
+                end = value.find(b";", after)
+                return value[after + 1 : end if end >= 0 else len(value)].strip().decode("latin-1")
+            start = after
+    return None
+
+
 def request_cookies(scope: Scope) -> dict[str, str]:
     values = [value for key, value in scope["headers"] if key == b"cookie"]
     if not values:

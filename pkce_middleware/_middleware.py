@@ -13,7 +13,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ._config import PKCEConfig
-from ._cookies import CookiePolicy, request_cookies
+from ._cookies import CookiePolicy, read_cookie, request_cookies
 from ._crypto import Sealer
 from ._exceptions import CallbackError, ConfigError, LoginError, PKCEMiddlewareError
 from ._flow import (
@@ -64,6 +64,7 @@ class PKCEMiddleware:
         self.config = config = config if config is not None else PKCEConfig.from_environ()
         keys = [str(key) for key in config.secret_keys]
         self._cookies = CookiePolicy(secure=config.cookie_secure)
+        self._session_cookie = self._cookies.session_name.encode()
         self._sessions = SessionCodec(Sealer(keys, "session"))
         self._flows = FlowCodec(Sealer(keys, "flow"))
         self._used_states = UsedStates()
@@ -108,7 +109,7 @@ class PKCEMiddleware:
 
     def _open_session(self, scope: Scope) -> tuple[OIDCUser, OIDCCredentials] | None:
         """The hot path: cookie lookup, AEAD open (cached), expiry check. No I/O."""
-        value = request_cookies(scope).get(self._cookies.session_name)
+        value = read_cookie(scope, self._session_cookie)
         if value is None:
             return None
         opened = self._sessions.open(value)
@@ -267,7 +268,7 @@ class PKCEMiddleware:
             _log_refusal(exc, scope)
             await error_response(exc, browser=is_navigation("GET", headers))(scope, receive, send)
             return
-        value = request_cookies(scope).get(self._cookies.session_name)
+        value = read_cookie(scope, self._session_cookie)
         opened = self._sessions.open(value) if value else None
         target = "/"
         if opened is not None:

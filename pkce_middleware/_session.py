@@ -14,6 +14,8 @@ from ._crypto import Sealer
 
 __all__ = ["OIDCCredentials", "OIDCUser"]
 
+_CACHE_KEY_CHARS = 24
+
 #: ID token members that only served validation; they would only make the cookie larger.
 _VALIDATION_ONLY_CLAIMS = frozenset({"nonce", "at_hash", "c_hash", "s_hash"})
 
@@ -63,7 +65,7 @@ class OIDCCredentials(AuthCredentials):
         return f"OIDCCredentials(scopes={self.scopes!r}, expires_at={self.expires_at!r})"
 
 
-@dataclasses.dataclass(frozen=True, repr=False)
+@dataclasses.dataclass(repr=False, slots=True)
 class Session:
     claims: Mapping[str, Any]
     access_token: str
@@ -114,7 +116,7 @@ class SessionCodec:
 
     def __init__(self, sealer: Sealer, *, cache_size: int = 1024) -> None:
         self._sealer = sealer
-        self._cache: OrderedDict[str, tuple[Session, OIDCUser, OIDCCredentials]] = OrderedDict()
+        self._cache: OrderedDict[str, tuple[str, tuple[Session, OIDCUser, OIDCCredentials]]] = OrderedDict()
         self._cache_size = cache_size
 
     def seal(self, session: Session) -> str:
@@ -131,10 +133,14 @@ class SessionCodec:
         return self._sealer.seal(json.dumps(payload, separators=(",", ":")).encode())
 
     def open(self, value: str) -> tuple[Session, OIDCUser, OIDCCredentials] | None:
-        cached = self._cache.get(value)
-        if cached is not None:
-            self._cache.move_to_end(value)
-            return cached
+        # Keyed by the value's tail (the GCM tag: unique per seal, as the nonce is random) because
+        # hashing a fresh 3 KB string on every request costs more than the rest of the lookup;
+        # the full value is still compared, so only an exact match is a hit.
+        key = value[-_CACHE_KEY_CHARS:]
+        cached = self._cache.get(key)
+        if cached is not None and cached[0] == value:
+            self._cache.move_to_end(key)
+            return cached[1]
         plaintext = self._sealer.open(value)
         if plaintext is None:
             return None
@@ -154,7 +160,7 @@ class SessionCodec:
             # Only we can seal, so this is a cookie from an incompatible version: treat it as absent.
             return None
         opened = (session, session.user(), session.credentials())
-        self._cache[value] = opened
+        self._cache[key] = (value, opened)
         if len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
         return opened
