@@ -6,6 +6,7 @@ example app's page; then they log out through the provider's end-session confirm
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -53,22 +54,27 @@ def _env(provider: LocalProvider, client: dict[str, object], port: int) -> dict[
     return env
 
 
+#: Which example serves each client: both client kinds on Starlette, and the other frameworks' examples.
+APPS = {
+    "confidential": "examples.starlette_app:app",
+    "public": "examples.starlette_app:app",
+    "fastapi": "examples.fastapi_app:app",
+    "quart": "examples.quart_app:app",
+}
+
+
 @pytest.fixture(scope="module")
 def provider_and_apps() -> Iterator[tuple[LocalProvider, dict[str, App]]]:
-    ports = {"confidential": free_port(), "public": free_port()}
+    ports = {name: free_port() for name in APPS}
     clients = {name: _client(name, port, public=name == "public") for name, port in ports.items()}
-    with (
-        LocalProvider(list(clients.values())) as provider,
-        app_server(
-            "examples.starlette_app:app",
-            ports["confidential"],
-            _env(provider, clients["confidential"], ports["confidential"]),
-        ) as confidential,
-        app_server(
-            "examples.starlette_app:app", ports["public"], _env(provider, clients["public"], ports["public"])
-        ) as public,
-    ):
-        yield provider, {"confidential": App("confidential", confidential), "public": App("public", public)}
+    with LocalProvider(list(clients.values())) as provider, contextlib.ExitStack() as stack:
+        apps = {
+            name: App(
+                name, stack.enter_context(app_server(target, ports[name], _env(provider, clients[name], ports[name])))
+            )
+            for name, target in APPS.items()
+        }
+        yield provider, apps
 
 
 @pytest.mark.parametrize("client_name", ["confidential", "public"])
@@ -132,3 +138,16 @@ def test_existing_sessions_keep_working_while_the_provider_is_down() -> None:
         # rather than shown an error; nothing on this path waited for the network.
         with httpx.Client() as stranger:
             assert stranger.get(f"{url}/").status_code == 302
+
+
+@pytest.mark.parametrize("client_name", ["fastapi", "quart"])
+def test_other_framework_examples_log_in_too(
+    provider_and_apps: tuple[LocalProvider, dict[str, App]], client_name: str
+) -> None:
+    provider, apps = provider_and_apps
+    with httpx.Client() as browser:
+        page, _ = login_with_forms(browser, f"{apps[client_name].url}/", f"{client_name}-user")
+        assert page.status_code == 200
+        assert page.text == f"hello {client_name}-user"
+        assert browser.get(f"{apps[client_name].url}/").text == f"hello {client_name}-user"
+    assert provider.grant_count("authorization_code", client_id=client_name) == 1
