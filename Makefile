@@ -3,9 +3,13 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install test lint demo bench clean
+.PHONY: install redis-server test lint demo bench readme clean
 
-install: $(VENV)/.installed provider/node_modules/.package-lock.json
+install: $(VENV)/.installed provider/node_modules/.package-lock.json redis-server
+
+# The Redis tests run a real redis-server (Debian's package); install it when it is missing.
+redis-server:
+	@command -v redis-server >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +32,9 @@ test: lint
 
 demo: install
 	$(BIN)/python examples/demo.py
+
+readme: install
+	$(BIN)/python scripts/update_readme.py
 
 bench: install
 	$(BIN)/python benchmarks/bench_request.py

@@ -183,6 +183,7 @@ def realistic_session(now: int) -> SessionData:
 def pkce_cookie(middleware: PKCEMiddleware, data: SessionData) -> str:
     """A session cookie value, sealed by the middleware's own codec (exactly what a login would set)."""
     session = Session(
+        id="bench-session",
         claims=data.claims,
         access_token=data.access_token,
         id_token=data.id_token,
@@ -191,6 +192,7 @@ def pkce_cookie(middleware: PKCEMiddleware, data: SessionData) -> str:
         scopes=data.scopes,
         created_at=data.created_at,
         expires_at=data.expires_at,
+        last_seen=int(time.time()),
     )
     return middleware._sessions.seal(session)
 

@@ -97,6 +97,36 @@ class PKCEConfig:
         "int",
         default=86400,
     )
+    session_idle_timeout: int = _option(
+        "PKCE_SESSION_IDLE_TIMEOUT",
+        "Seconds without a request after which the session ends (sliding; re-issued at most once a minute).",
+        "int",
+        default=3600,
+    )
+    session_store: str = _option(
+        "PKCE_SESSION_STORE",
+        "`cookie` (sessions sealed in the browser) or a Redis URL such as `redis://127.0.0.1:6379/0` "
+        "(server-side sessions, shared by every process).",
+        default="cookie",
+    )
+    session_id_token: bool = _option(
+        "PKCE_SESSION_ID_TOKEN",
+        "Keep the raw ID token in the session (`request.auth.id_token`, `id_token_hint` at logout); "
+        "`false` makes the cookie smaller.",
+        "bool",
+        default=True,
+    )
+    refresh_margin: int = _option(
+        "PKCE_REFRESH_MARGIN",
+        "Refresh the access token this many seconds before it expires (needs a refresh token: `offline_access`).",
+        "int",
+        default=60,
+    )
+    backchannel_logout_path: str = _option(
+        "PKCE_BACKCHANNEL_LOGOUT_PATH",
+        "Where the provider POSTs back-channel logout tokens (register it as `backchannel_logout_uri`).",
+        default="/auth/backchannel-logout",
+    )
     token_endpoint_auth_method: TokenEndpointAuthMethod | None = _option(
         "PKCE_TOKEN_ENDPOINT_AUTH_METHOD",
         "`client_secret_basic`, `client_secret_post` or `none`. Default: `none` without a secret, otherwise the "
@@ -131,10 +161,20 @@ class PKCEConfig:
         scopes = tuple(dict.fromkeys(("openid", *self.scopes)))
         set_(self, "scopes", scopes)
         set_(self, "public_paths", tuple(_check_path("PKCE_PUBLIC_PATHS", p) for p in self.public_paths))
-        for name, path in (("PKCE_LOGOUT_PATH", self.logout_path), ("PKCE_LOGIN_PATH", self.login_path)):
+        for name, path in (
+            ("PKCE_LOGOUT_PATH", self.logout_path),
+            ("PKCE_LOGIN_PATH", self.login_path),
+            ("PKCE_BACKCHANNEL_LOGOUT_PATH", self.backchannel_logout_path),
+        ):
             _check_path(name, path)
         if self.session_max_age < 60:
             raise ConfigError("PKCE_SESSION_MAX_AGE must be at least 60 seconds")
+        if self.session_idle_timeout < 60:
+            raise ConfigError("PKCE_SESSION_IDLE_TIMEOUT must be at least 60 seconds")
+        if not 0 <= self.refresh_margin <= 3600:
+            raise ConfigError("PKCE_REFRESH_MARGIN must be between 0 and 3600 seconds")
+        if self.session_store != "cookie" and urlsplit(self.session_store).scheme not in ("redis", "rediss", "unix"):
+            raise ConfigError("PKCE_SESSION_STORE must be `cookie` or a redis://, rediss:// or unix:// URL")
         if not 0 <= self.clock_leeway <= 300:
             raise ConfigError("PKCE_CLOCK_LEEWAY must be between 0 and 300 seconds")
         if not 0 < self.http_timeout <= 120:

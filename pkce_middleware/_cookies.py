@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from starlette.requests import cookie_parser
 from starlette.responses import Response
-from starlette.types import Scope
+from starlette.types import Message, Scope
 
 __all__: list[str] = []
 
@@ -24,11 +24,27 @@ class CookiePolicy:
         self.session_name = f"{prefix}pkce_session"
         self.flow_prefix = f"{prefix}pkce_flow_"
 
-    def set(self, response: Response, name: str, value: str, *, max_age: int) -> None:
+    def set(self, response: Response | CookieWriter, name: str, value: str, *, max_age: int) -> None:
         response.set_cookie(name, value, max_age=max_age, path="/", secure=self.secure, httponly=True, samesite="lax")
 
-    def delete(self, response: Response, name: str) -> None:
+    def delete(self, response: Response | CookieWriter, name: str) -> None:
         response.delete_cookie(name, path="/", secure=self.secure, httponly=True, samesite="lax")
+
+
+class CookieWriter(Response):
+    """Collects `Set-Cookie` headers for a response the app is sending, not one of ours.
+
+    It borrows `Response.set_cookie`/`delete_cookie` (SimpleCookie underneath) so the header
+    format is the one starlette writes everywhere else.
+    """
+
+    def __init__(self) -> None:
+        self.raw_headers = []
+
+    def apply(self, message: Message) -> None:
+        """Add the cookies to an `http.response.start` message, and make it uncacheable."""
+        headers = [(k, v) for k, v in message.get("headers", ()) if k.lower() != b"cache-control"]
+        message["headers"] = [*headers, *self.raw_headers, (b"cache-control", b"no-store")]
 
 
 def read_cookie(scope: Scope, name: bytes) -> str | None:

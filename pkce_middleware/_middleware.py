@@ -9,11 +9,11 @@ from urllib.parse import parse_qsl, quote
 import httpx
 from starlette.authentication import AuthCredentials, UnauthenticatedUser
 from starlette.datastructures import URL, Headers
-from starlette.responses import RedirectResponse, Response
+from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ._config import PKCEConfig
-from ._cookies import CookiePolicy, read_cookie, request_cookies
+from ._cookies import CookiePolicy, CookieWriter, request_cookies
 from ._crypto import Sealer
 from ._exceptions import CallbackError, ConfigError, LoginError, PKCEMiddlewareError
 from ._flow import (
@@ -25,6 +25,7 @@ from ._flow import (
     flow_cookie_suffix,
     safe_return_path,
 )
+from ._lifecycle import SessionManager
 from ._provider import Provider
 from ._responses import (
     NO_STORE,
@@ -34,15 +35,16 @@ from ._responses import (
     logout_page,
     provider_error_page,
 )
-from ._session import OIDCCredentials, OIDCUser, Session, SessionCodec
+from ._session import Session, SessionCodec
+from ._store import CookieStore, SessionStore
 
 __all__ = ["PKCEMiddleware"]
 
 logger = logging.getLogger("pkce_middleware")
 
 DEFAULT_CALLBACK_PATH = "/auth/callback"
-#: Browsers drop a cookie whose name and value exceed 4096 bytes, silently (starlette #2412).
-MAX_COOKIE_BYTES = 4000
+#: A logout token is a few hundred bytes; nobody needs to send us more (Starlette multipart DoS advisories).
+MAX_LOGOUT_BODY = 64 * 1024
 _SINGLE_VALUED = ("state", "code", "iss", "error")
 
 
@@ -64,16 +66,18 @@ class PKCEMiddleware:
         self.config = config = config if config is not None else PKCEConfig.from_environ()
         keys = [str(key) for key in config.secret_keys]
         self._cookies = CookiePolicy(secure=config.cookie_secure)
-        self._session_cookie = self._cookies.session_name.encode()
         self._sessions = SessionCodec(Sealer(keys, "session"))
         self._flows = FlowCodec(Sealer(keys, "flow"))
         self._used_states = UsedStates()
         self._provider = Provider(config, transport=transport)
+        self._store: SessionStore = _make_store(config, self._sessions, self._cookies, Sealer(keys, "session-id"))
+        self._lifecycle = SessionManager(config, self._store, self._provider)
         self._callback_path = config.callback_path or DEFAULT_CALLBACK_PATH
         self._routes: dict[str, Callable[[Scope, Receive, Send], Awaitable[None]]] = {
             self._callback_path: self._callback,
             config.login_path: self._login,
             config.logout_path: self._logout,
+            config.backchannel_logout_path: self._backchannel_logout,
         }
 
     def __repr__(self) -> str:
@@ -91,10 +95,23 @@ class PKCEMiddleware:
             await route(scope, receive, send)
             return
 
-        opened = self._open_session(scope)
-        if opened is not None:
+        try:
+            current = await self._lifecycle.current(scope)
+        except PKCEMiddlewareError as exc:  # the provider or the store is down: say so, keep the session
+            _log_refusal(exc, scope)
+            if scope["type"] == "websocket":
+                await send({"type": "websocket.close", "code": 1011, "reason": exc.error})
+            else:
+                await error_response(exc, browser=is_navigation(scope["method"], Headers(scope=scope)))(
+                    scope, receive, send
+                )
+            return
+
+        if current is not None:
             # Overwrites whatever an outer layer or a client-controlled value put there.
-            scope["user"], scope["auth"] = opened
+            scope["user"], scope["auth"] = current.user, current.credentials
+            if current.write and scope["type"] == "http":
+                send = await self._sending_session(current.session, scope, send)
             await self.app(scope, receive, send)
         elif self._is_public(scope["path"]):
             scope["user"], scope["auth"] = UnauthenticatedUser(), AuthCredentials()
@@ -105,17 +122,32 @@ class PKCEMiddleware:
             await self._start_login(scope, receive, send, return_to=_request_target(scope))
         else:
             login_url = f"{self.config.login_path}?next={quote(_request_target(scope), safe='')}"
-            await login_required(login_url)(scope, receive, send)
+            response = login_required(login_url)
+            await self._forget_session(scope, response)
+            await response(scope, receive, send)
 
-    def _open_session(self, scope: Scope) -> tuple[OIDCUser, OIDCCredentials] | None:
-        """The hot path: cookie lookup, AEAD open (cached), expiry check. No I/O."""
-        value = read_cookie(scope, self._session_cookie)
-        if value is None:
-            return None
-        opened = self._sessions.open(value)
-        if opened is None or opened[0].expires_at <= time.time():
-            return None
-        return opened[1], opened[2]
+    async def _sending_session(self, session: Session, scope: Scope, send: Send) -> Send:
+        """`send`, adding the re-issued session cookie to the app's response headers."""
+        cookies = CookieWriter()
+        try:
+            await self._store.save(session, scope, cookies)
+        except PKCEMiddlewareError as exc:
+            _log_refusal(exc, scope)  # this response goes out unchanged; the next request tries again
+            return send
+
+        async def send_with_cookie(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                cookies.apply(message)
+            await send(message)
+
+        return send_with_cookie
+
+    async def _forget_session(self, scope: Scope, response: Response) -> None:
+        """Delete a session cookie that no longer opens, so the browser stops sending it."""
+        if any(name.startswith(self._cookies.session_name) for name in request_cookies(scope)):
+            cookies = CookieWriter()
+            await self._store.discard(None, scope, cookies)
+            response.raw_headers.extend(cookies.raw_headers)
 
     def _is_public(self, path: str) -> bool:
         # Dot-segments are never public: "/static/../admin" must not ride on "/static".
@@ -131,7 +163,7 @@ class PKCEMiddleware:
             await Response(status_code=405, headers={"Allow": "GET, HEAD", **NO_STORE})(scope, receive, send)
             return
         target = dict(parse_qsl(scope["query_string"].decode("latin-1"))).get("next", "/")
-        if self._open_session(scope) is not None:
+        if await self._store.load(scope) is not None:
             await RedirectResponse(safe_return_path(target), 303, headers=NO_STORE)(scope, receive, send)
             return
         await self._start_login(scope, receive, send, return_to=target)
@@ -146,12 +178,10 @@ class PKCEMiddleware:
             await error_response(exc, browser=True, retry_url=attempt.return_to)(scope, receive, send)
             return
         response = RedirectResponse(url, 302, headers=NO_STORE)
-        cookies = request_cookies(scope)
-        for name in self._stale_flows(cookies):
+        for name in self._stale_flows(request_cookies(scope)):
             self._cookies.delete(response, name)
-        if self._cookies.session_name in cookies:
-            # A session that did not open is dead; a fresh login must not build on it (fixation).
-            self._cookies.delete(response, self._cookies.session_name)
+        # A session that did not open is dead; a fresh login must not build on it (fixation).
+        await self._forget_session(scope, response)
         suffix = flow_cookie_suffix(attempt.state)
         assert suffix is not None
         self._cookies.set(response, self._cookies.flow_prefix + suffix, self._flows.seal(attempt), max_age=FLOW_MAX_AGE)
@@ -210,7 +240,7 @@ class PKCEMiddleware:
         if not state:
             raise CallbackError("no state", error="state_missing")
         if flow_value is None:
-            if self._open_session(scope) is not None:
+            if await self._store.load(scope) is not None:
                 # Another tab already finished this login; nothing to do but carry on.
                 return RedirectResponse("/", 303, headers=NO_STORE)
             raise CallbackError("no login attempt cookie for this state", error="flow_missing")
@@ -235,17 +265,19 @@ class PKCEMiddleware:
             raise CallbackError("state already used", error="state_replayed")
 
         token, claims = await self._provider.redeem(attempt, code, now=now)
-        session = Session.new(
-            claims=claims, token=token, scopes=self.config.scopes, now=now, max_age=self.config.session_max_age
-        )
-        value = self._sessions.seal(session)
-        if len(value) + len(self._cookies.session_name) > MAX_COOKIE_BYTES:
-            logger.warning(
-                "session cookie is %d bytes; browsers may drop it (reason=session_cookie_too_large)", len(value)
+        session = self._lifecycle.keep(
+            Session.new(
+                claims=claims, token=token, scopes=self.config.scopes, now=now, max_age=self.config.session_max_age
             )
+        )
+        writer = CookieWriter()
+        # Never adopt a session the browser brought along (fixation): drop it, then write the new one.
+        old = await self._store.load(scope)
+        await self._store.discard(old.session if old else None, scope, writer)
+        await self._store.save(session, scope, writer)
         response = RedirectResponse(attempt.return_to, 303, headers=NO_STORE)
-        self._cookies.set(response, self._cookies.session_name, value, max_age=self.config.session_max_age)
-        logger.info("login ok: sub=%r", claims["sub"])
+        response.raw_headers.extend(writer.raw_headers)
+        logger.info("login ok: sub=%r", session.sub)
         return response
 
     # -- logout --------------------------------------------------------------------------------
@@ -255,10 +287,9 @@ class PKCEMiddleware:
         headers = Headers(scope=scope)
         if scope["method"] in ("GET", "HEAD"):
             # Also the default post-logout landing: with no session left it says so and offers a new login.
-            signed_in = self._open_session(scope) is not None
-            await logout_page(self.config.logout_path, self.config.login_path, signed_in=signed_in)(
-                scope, receive, send
-            )
+            signed_in = await self._lifecycle.current(scope) is not None
+            page = logout_page(self.config.logout_path, self.config.login_path, signed_in=signed_in)
+            await page(scope, receive, send)
             return
         if scope["method"] != "POST":
             await Response(status_code=405, headers={"Allow": "GET, POST", **NO_STORE})(scope, receive, send)
@@ -268,26 +299,43 @@ class PKCEMiddleware:
             _log_refusal(exc, scope)
             await error_response(exc, browser=is_navigation("GET", headers))(scope, receive, send)
             return
-        value = read_cookie(scope, self._session_cookie)
-        opened = self._sessions.open(value) if value else None
-        target = "/"
-        if opened is not None:
+        loaded = await self._store.load(scope)
+        cookies = CookieWriter()
+        await self._store.discard(loaded.session if loaded else None, scope, cookies)
+        target: str | None = "/"
+        if loaded is not None:
             try:
                 await self._provider.metadata()
             except PKCEMiddlewareError as exc:
                 _log_refusal(exc, scope)  # the local logout still happens
-            target = (
-                self._provider.end_session_url(
-                    id_token=opened[0].id_token,
-                    post_logout_redirect_uri=self.config.post_logout_redirect_uri
-                    or _origin(scope) + self.config.logout_path,
-                )
-                or "/"
+            post_logout = self.config.post_logout_redirect_uri or _origin(scope) + self.config.logout_path
+            target = self._provider.end_session_url(
+                id_token=loaded.session.id_token, post_logout_redirect_uri=post_logout
             )
-        response = RedirectResponse(target, 303, headers=NO_STORE)
-        self._cookies.delete(response, self._cookies.session_name)
-        logger.info("logout: sub=%r", opened[0].claims.get("sub") if opened else None)
+            logger.info("logout: sub=%r", loaded.session.sub)
+        response = RedirectResponse(target or "/", 303, headers=NO_STORE)
+        response.raw_headers.extend(cookies.raw_headers)
         await response(scope, receive, send)
+
+    async def _backchannel_logout(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """OpenID Connect Back-Channel Logout 1.0: the provider ends sessions server to server."""
+        try:
+            if scope["method"] != "POST":
+                raise LoginError("back-channel logout must be a POST", error="method_not_allowed", status_code=405)
+            token = await _read_logout_token(scope, receive)
+            now = int(time.time())
+            claims = await self._provider.validate_logout_token(token, now=now)
+            if claims.jti is not None and not await self._store.claim_jti(claims.jti, ttl=self.config.session_max_age):
+                raise LoginError("logout token replayed", error="logout_token_replayed")
+            await self._store.revoke(sid=claims.sid, sub=claims.sub, now=now)
+        except PKCEMiddlewareError as exc:
+            _log_refusal(exc, scope)
+            # Section 2.8: 400 for a token we refuse; a provider or store outage is not the token's fault.
+            status = exc.status_code if exc.status_code in (405, 502, 503, 504) else 400
+            await JSONResponse({"error": exc.error}, status_code=status, headers=NO_STORE)(scope, receive, send)
+            return
+        logger.info("back-channel logout: sid=%r sub=%r", claims.sid, claims.sub)
+        await Response(status_code=200, headers=NO_STORE)(scope, receive, send)
 
     # -- lifespan ------------------------------------------------------------------------------
 
@@ -296,6 +344,7 @@ class PKCEMiddleware:
         startup = await receive()
         try:
             await self._provider.startup()
+            await self._store.startup()
         except ConfigError as exc:
             await send({"type": "lifespan.startup.failed", "message": str(exc)})
             return
@@ -311,9 +360,40 @@ class PKCEMiddleware:
         async def send_closing_client(message: Message) -> None:
             if message["type"] in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
                 await self._provider.aclose()
+                await self._store.aclose()
             await send(message)
 
         await self.app(scope, receive_after_startup, send_closing_client)
+
+
+def _make_store(config: PKCEConfig, codec: SessionCodec, cookies: CookiePolicy, id_sealer: Sealer) -> SessionStore:
+    if config.session_store == "cookie":
+        return CookieStore(codec, cookies, max_age=config.session_max_age)
+    from ._redis import RedisStore  # the redis package is needed only by those who use it
+
+    return RedisStore(config.session_store, codec, cookies, id_sealer, max_age=config.session_max_age)
+
+
+async def _read_logout_token(scope: Scope, receive: Receive) -> str:
+    """The `logout_token` of a form POST, reading at most MAX_LOGOUT_BODY bytes."""
+    if Headers(scope=scope).get("content-type", "").split(";")[0].strip() != "application/x-www-form-urlencoded":
+        raise LoginError("not a form post", error="logout_token_invalid")
+    body = b""
+    more = True
+    while more:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise LoginError("client went away", error="logout_token_invalid")
+        body += message.get("body", b"")
+        more = message.get("more_body", False)
+        if len(body) > MAX_LOGOUT_BODY:
+            raise LoginError("body too large", error="logout_token_invalid", status_code=413)
+    tokens = [
+        value for name, value in parse_qsl(body.decode("latin-1"), keep_blank_values=True) if name == "logout_token"
+    ]
+    if len(tokens) != 1 or not tokens[0]:
+        raise LoginError("exactly one logout_token is needed", error="logout_token_invalid")
+    return tokens[0]
 
 
 def _origin(scope: Scope) -> str:

@@ -1,13 +1,17 @@
 """Everything that talks to the identity provider, through one shared `httpx.AsyncClient`.
 
-Discovery and the JWKS are fetched once and cached; an ID token with an unknown `kid` causes at
-most one JWKS refetch per `JWKS_REFETCH_INTERVAL`. Each call has one deadline, start to finish
-(httpx's timeouts are per read, so a provider that drips bytes would otherwise hold a request
-open for ever), and a cap on the size of what it reads.
+Discovery and the JWKS are fetched once and cached; an ID token or logout token with an unknown
+`kid` causes at most one JWKS refetch per `JWKS_REFETCH_INTERVAL` (logout tokens arrive at an
+unauthenticated endpoint, so that limit also keeps forged ones from driving our JWKS traffic).
+Each call has one deadline, start to finish (httpx's timeouts are per read, so a provider that
+drips bytes would otherwise hold a request open for ever), and a cap on the size of what it reads.
 
 References:
     OpenID Connect Discovery 1.0 sections 3 and 4.3 (issuer must match),
-    RFC 6749 sections 2.3.1 (client authentication) and 4.1.3/5.1/5.2 (token request and answer).
+    RFC 6749 sections 2.3.1 (client authentication), 4.1.3/5.1/5.2 (token request and answer)
+    and 6 (refreshing an access token),
+    OpenID Connect Core 1.0 section 12 (refresh; 12.2 for the refreshed ID token),
+    OpenID Connect Back-Channel Logout 1.0 section 2.6 (logout token validation).
 """
 
 from __future__ import annotations
@@ -17,7 +21,8 @@ import dataclasses
 import json
 import logging
 import time
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 from urllib.parse import quote_plus, urlsplit
 
 import httpx
@@ -28,9 +33,9 @@ from joserfc.errors import JoseError
 from joserfc.jwk import JWKRegistry, Key, KeySet
 
 from ._config import PKCEConfig
-from ._exceptions import CallbackError, ConfigError, IDTokenError, ProviderError, ProviderTimeout
+from ._exceptions import CallbackError, ConfigError, IDTokenError, LoginError, ProviderError, ProviderTimeout
 from ._flow import LoginAttempt
-from ._tokens import IDTokenValidator, UnknownKeyId
+from ._tokens import IDTokenValidator, LogoutClaims, UnknownKeyId
 
 __all__: list[str] = []
 
@@ -41,6 +46,36 @@ JWKS_REFETCH_INTERVAL = 60.0
 DISCOVERY_RETRY_INTERVAL = 5.0
 MAX_RESPONSE_BYTES = 512 * 1024
 _ASYMMETRIC_KEY_TYPES = frozenset({"RSA", "EC", "OKP"})
+_T = TypeVar("_T")
+
+
+@dataclasses.dataclass(frozen=True)
+class _Grant:
+    """What one grant's token answer must hold, and how its failures are named."""
+
+    #: Prefix of the reason codes (`<prefix>_endpoint_error`, `_response_invalid`, `_invalid`, `_timeout`).
+    prefix: str
+    required: tuple[str, ...]
+    #: The error for an OAuth error answer (RFC 6749 section 5.2): the grant itself was refused.
+    rejected: Callable[[str], LoginError]
+
+
+def _code_rejected(reason: str) -> LoginError:
+    # The provider refused this code (used, expired, wrong verifier): a login to redo, not an outage.
+    return CallbackError(f"token endpoint said {reason}", error="code_rejected")
+
+
+def _refresh_rejected(reason: str) -> LoginError:
+    # Revoked, expired or already rotated (RFC 9700 section 4.14): retrying cannot help, the session is over.
+    return ProviderError(
+        f"token endpoint refused the refresh token: {reason}", error="refresh_rejected", status_code=401
+    )
+
+
+_CODE_GRANT = _Grant("token", ("access_token", "id_token", "token_type"), _code_rejected)
+#: OIDC Core section 12.2: a refresh answer "might not contain an id_token", nor a new refresh token.
+_REFRESH_GRANT = _Grant("refresh", ("access_token", "token_type"), _refresh_rejected)
+_OPTIONAL_TOKENS = ("id_token", "refresh_token")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -186,14 +221,62 @@ class Provider:
     async def redeem(self, attempt: LoginAttempt, code: str, *, now: int) -> tuple[dict[str, Any], dict[str, Any]]:
         """Exchange `code` for tokens and validate the ID token: `(token response, ID token claims)`."""
         metadata = await self.metadata()
+        validator = self._validator
+        assert validator is not None  # set together with the metadata just awaited
         body = prepare_token_request(
             "authorization_code", code=code, redirect_uri=attempt.redirect_uri, code_verifier=attempt.code_verifier
         )
-        headers = {"Content-Type": "application/x-www-form-urlencoded"}
-        _, headers, body = self._client_auth(metadata).prepare("POST", metadata.token_endpoint, headers, body)
-        token = await self._post_token(metadata.token_endpoint, headers, body)
-        claims = await self._validate_id_token(token["id_token"], nonce=attempt.nonce, token=token, now=now)
+        token = await self._post_token(metadata, body, _CODE_GRANT)
+        claims = await self._verify(
+            lambda keys: validator.validate(
+                token["id_token"], keys, nonce=attempt.nonce, access_token=token["access_token"], now=now
+            ),
+            error="id_token_invalid",
+        )
         return token, claims
+
+    async def refresh(
+        self, refresh_token: str, *, previous_claims: Mapping[str, Any], now: int
+    ) -> tuple[dict[str, Any], dict[str, Any] | None]:
+        """Redeem `refresh_token`: `(token response, claims of its ID token or None)`.
+
+        The answer may lack `refresh_token` (keep the old one) and `id_token` (keep the old claims).
+        `previous_claims` are the session's; a new ID token must keep their `sub` (Core section 12.2).
+        `refresh_rejected` (401) means the refresh token is dead and the session with it; any other
+        error is the provider's trouble, and the session may live on while its access token does.
+        """
+        if not refresh_token:
+            raise _refresh_rejected("no refresh token")
+        metadata = await self.metadata()
+        validator = self._validator
+        assert validator is not None  # set together with the metadata just awaited
+        body = prepare_token_request("refresh_token", refresh_token=refresh_token)
+        token = await self._post_token(metadata, body, _REFRESH_GRANT)
+        raw = token.get("id_token")
+        if raw is None:
+            return token, None
+        claims = await self._verify(
+            lambda keys: validator.validate_refreshed(
+                raw, keys, previous_claims=previous_claims, access_token=token["access_token"], now=now
+            ),
+            error="refresh_id_token_invalid",
+        )
+        return token, claims
+
+    async def validate_logout_token(self, raw: str, *, now: int) -> LogoutClaims:
+        """Back-Channel Logout 1.0 section 2.6; `IDTokenError` (`logout_token_invalid`, 400) on any rule.
+
+        Fetching the JWKS may still fail with `ProviderError`/`ProviderTimeout` (the provider's trouble,
+        not the token's). The `jti` is returned unchecked: replay detection needs the session store.
+        """
+        await self.metadata()
+        validator = self._validator
+        assert validator is not None  # set together with the metadata just awaited
+        return await self._verify(
+            lambda keys: validator.validate_logout_token(raw, keys, now=now),
+            error="logout_token_invalid",
+            status_code=400,
+        )
 
     def _client_auth(self, metadata: ProviderMetadata) -> ClientAuth:
         config = self._config
@@ -213,39 +296,55 @@ class Provider:
             return ClientAuth(quote_plus(config.client_id), quote_plus(secret or ""), method)
         return ClientAuth(config.client_id, secret, method)
 
-    async def _post_token(self, url: str, headers: dict[str, str], body: str) -> dict[str, Any]:
-        response, data = await self._call("POST", url, "token", headers=headers, content=body)
+    async def _post_token(self, metadata: ProviderMetadata, body: str, grant: _Grant) -> dict[str, Any]:
+        """POST `body` to the token endpoint with our client authentication; the checked answer."""
+        headers = {"Content-Type": "application/x-www-form-urlencoded"}
+        url, headers, body = self._client_auth(metadata).prepare("POST", metadata.token_endpoint, headers, body)
+        response, data = await self._call("POST", url, grant.prefix, headers=headers, content=body)
         if response.status_code != 200:
             error = data.get("error") if isinstance(data, dict) else None
             reason = _printable(error) if isinstance(error, str) else f"HTTP {response.status_code}"
-            if 400 <= response.status_code < 500 and isinstance(error, str):
-                # The provider refused this code (used, expired, wrong verifier): a login to redo, not an outage.
-                raise CallbackError(f"token endpoint said {reason}", error="code_rejected")
-            raise ProviderError(f"token endpoint answered {reason}", error="token_endpoint_error")
+            # RFC 6749 section 5.2 answers errors with 400 (401 for client authentication); an OAuth
+            # error under another status (403, 429 from a gateway) is not a verdict on the grant.
+            if response.status_code in (400, 401) and isinstance(error, str):
+                raise grant.rejected(reason)
+            raise ProviderError(f"token endpoint answered {reason}", error=f"{grant.prefix}_endpoint_error")
+        invalid = f"{grant.prefix}_response_invalid"
         if not isinstance(data, dict):
-            raise ProviderError("token answer is not a JSON object", error="token_response_invalid")
-        for member in ("access_token", "id_token", "token_type"):
+            raise ProviderError("token answer is not a JSON object", error=invalid)
+        for member in _OPTIONAL_TOKENS:
+            # Some providers send `null` for what they did not issue; callers then test `in`.
+            if member in data and data[member] is None and member not in grant.required:
+                del data[member]
+        for member in (*grant.required, *(m for m in _OPTIONAL_TOKENS if m in data)):
             if not isinstance(data.get(member), str) or not data[member]:
-                raise ProviderError(f"token answer lacks {member}", error="token_response_invalid")
+                raise ProviderError(f"token answer lacks {member}", error=invalid)
         # RFC 6749 section 5.1: token_type is case-insensitive.
         if data["token_type"].lower() != "bearer":
-            raise ProviderError("token_type is not Bearer", error="token_response_invalid")
+            raise ProviderError("token_type is not Bearer", error=invalid)
         return data
 
-    async def _validate_id_token(self, raw: str, *, nonce: str, token: dict[str, Any], now: int) -> dict[str, Any]:
-        assert self._validator is not None  # set together with the metadata that redeem() awaited
-        keys = await self._load_keys(force=False)
+    async def _verify(self, check: Callable[[KeySet], _T], *, error: str, status_code: int | None = None) -> _T:
+        """`check(keys)` with the cached JWKS, and once more with a refetched one for an unknown `kid`.
+
+        Every `IDTokenError` leaves with reason code `error`, so login, refresh and logout tokens
+        are told apart in the log.
+        """
         try:
-            return self._validator.validate(raw, keys, nonce=nonce, access_token=token["access_token"], now=now)
-        except UnknownKeyId as exc:
-            kid = str(exc)
-        if time.monotonic() - self._keys_forced_at < JWKS_REFETCH_INTERVAL:
-            raise IDTokenError(f"kid {kid!r} unknown and the JWKS was refetched moments ago")
-        keys = await self._load_keys(force=True)
-        try:
-            return self._validator.validate(raw, keys, nonce=nonce, access_token=token["access_token"], now=now)
-        except UnknownKeyId:
-            raise IDTokenError(f"kid {kid!r} not in the provider's JWKS") from None
+            keys = await self._load_keys(force=False)
+            try:
+                return check(keys)
+            except UnknownKeyId as exc:
+                kid = str(exc)
+            if time.monotonic() - self._keys_forced_at < JWKS_REFETCH_INTERVAL:
+                raise IDTokenError(f"kid {kid!r} unknown and the JWKS was refetched moments ago")
+            keys = await self._load_keys(force=True)
+            try:
+                return check(keys)
+            except UnknownKeyId:
+                raise IDTokenError(f"kid {kid!r} not in the provider's JWKS") from None
+        except IDTokenError as exc:
+            raise IDTokenError(exc.detail, error=error, status_code=status_code) from None
 
     async def _load_keys(self, *, force: bool) -> KeySet:
         if self._keys is not None and not force:

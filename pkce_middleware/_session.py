@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import secrets
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -67,33 +68,64 @@ class OIDCCredentials(AuthCredentials):
 
 @dataclasses.dataclass(repr=False, slots=True)
 class Session:
+    """One login. Treated as immutable: every change makes a new one (`dataclasses.replace`)."""
+
+    id: str
     claims: Mapping[str, Any]
     access_token: str
+    #: Empty when the configuration keeps ID tokens out of the cookie.
     id_token: str
     refresh_token: str | None
     access_expires_at: int | None
     scopes: tuple[str, ...]
     created_at: int
+    #: Absolute end (`PKCE_SESSION_MAX_AGE` after login); refreshing never moves it.
     expires_at: int
+    #: Last time the session was written back; the idle timeout counts from here.
+    last_seen: int
 
     def __repr__(self) -> str:
         return f"Session(sub={self.claims.get('sub')!r}, expires_at={self.expires_at})"
+
+    @property
+    def sub(self) -> str:
+        return str(self.claims["sub"])
+
+    @property
+    def sid(self) -> str | None:
+        sid = self.claims.get("sid")
+        return sid if isinstance(sid, str) else None
 
     @classmethod
     def new(
         cls, *, claims: Mapping[str, Any], token: Mapping[str, Any], scopes: Sequence[str], now: int, max_age: int
     ) -> Session:
-        expires_in = token.get("expires_in")
         return cls(
-            claims={k: v for k, v in claims.items() if k not in _VALIDATION_ONLY_CLAIMS},
+            id=secrets.token_urlsafe(24),
+            claims=_keep(claims),
             access_token=token["access_token"],
             id_token=token["id_token"],
-            refresh_token=token.get("refresh_token") if isinstance(token.get("refresh_token"), str) else None,
-            access_expires_at=now + int(expires_in) if isinstance(expires_in, int | float) else None,
+            refresh_token=_refresh_token(token, None),
+            access_expires_at=_access_expiry(token, now),
             # RFC 6749 section 5.1: `scope` is in the answer only when it differs from the request.
-            scopes=tuple(token["scope"].split()) if isinstance(token.get("scope"), str) else tuple(scopes),
+            scopes=_scopes(token, tuple(scopes)),
             created_at=now,
             expires_at=now + max_age,
+            last_seen=now,
+        )
+
+    def refreshed(self, token: Mapping[str, Any], claims: Mapping[str, Any] | None, now: int) -> Session:
+        """The session after a refresh grant: new tokens, same login (OIDC Core 12.2)."""
+        return dataclasses.replace(
+            self,
+            claims=_keep(claims) if claims is not None else self.claims,
+            access_token=token["access_token"],
+            id_token=token["id_token"] if claims is not None and self.id_token else self.id_token,
+            # RFC 6749 section 6: without a new refresh token the old one stays valid.
+            refresh_token=_refresh_token(token, self.refresh_token),
+            access_expires_at=_access_expiry(token, now),
+            scopes=_scopes(token, self.scopes),
+            last_seen=now,
         )
 
     def user(self) -> OIDCUser:
@@ -103,6 +135,27 @@ class Session:
         return OIDCCredentials(
             self.scopes, access_token=self.access_token, id_token=self.id_token, expires_at=self.access_expires_at
         )
+
+
+def _keep(claims: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in claims.items() if k not in _VALIDATION_ONLY_CLAIMS}
+
+
+def _refresh_token(token: Mapping[str, Any], previous: str | None) -> str | None:
+    value = token.get("refresh_token")
+    return value if isinstance(value, str) and value else previous
+
+
+def _access_expiry(token: Mapping[str, Any], now: int) -> int | None:
+    expires_in = token.get("expires_in")
+    if isinstance(expires_in, bool) or not isinstance(expires_in, int | float) or not 0 < expires_in < 10**9:
+        return None
+    return now + int(expires_in)
+
+
+def _scopes(token: Mapping[str, Any], requested: tuple[str, ...]) -> tuple[str, ...]:
+    scope = token.get("scope")
+    return tuple(scope.split()) if isinstance(scope, str) else requested
 
 
 class SessionCodec:
@@ -121,6 +174,7 @@ class SessionCodec:
 
     def seal(self, session: Session) -> str:
         payload = {
+            "id": session.id,
             "c": session.claims,
             "at": session.access_token,
             "it": session.id_token,
@@ -129,8 +183,13 @@ class SessionCodec:
             "sc": " ".join(session.scopes),
             "ct": session.created_at,
             "ex": session.expires_at,
+            "ls": session.last_seen,
         }
         return self._sealer.seal(json.dumps(payload, separators=(",", ":")).encode())
+
+    def is_current(self, value: str) -> bool:
+        """Whether `value` is sealed with the newest key (else it is re-sealed on its next write)."""
+        return self._sealer.is_current(value)
 
     def open(self, value: str) -> tuple[Session, OIDCUser, OIDCCredentials] | None:
         # Keyed by the value's tail (the GCM tag: unique per seal, as the nonce is random) because
@@ -147,6 +206,7 @@ class SessionCodec:
         try:
             data = json.loads(plaintext)
             session = Session(
+                id=data["id"],
                 claims=data["c"],
                 access_token=data["at"],
                 id_token=data["it"],
@@ -155,6 +215,7 @@ class SessionCodec:
                 scopes=tuple(data["sc"].split()),
                 created_at=data["ct"],
                 expires_at=data["ex"],
+                last_seen=data["ls"],
             )
         except (ValueError, KeyError, TypeError, AttributeError):
             # Only we can seal, so this is a cookie from an incompatible version: treat it as absent.

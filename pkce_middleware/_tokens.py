@@ -1,19 +1,27 @@
-"""ID token validation, OpenID Connect Core 1.0 section 3.1.3.7 (errata set 2).
+"""ID token and logout token validation.
 
 Two steps, as joserfc separates them: `jwt.decode` checks the JWS (algorithm pinned, key from the
-provider's JWKS only) and `JWTClaimsRegistry` checks the claims; then the OIDC-specific rules that
-no JWT library knows (`azp`, extra audiences, `iat` age, `nonce`, `at_hash`).
+provider's JWKS only) and `JWTClaimsRegistry` checks the registered claims; then the rules that no
+JWT library knows. Three kinds of token share those steps:
+
+* the ID token of a login (Core section 3.1.3.7: `azp`, extra audiences, `iat` age, `nonce`, `at_hash`);
+* an ID token from a refresh (Core section 12.2: the same checks without a `nonce`, plus the same
+  `iss`, `sub`, `aud` and `auth_time` as the session's first ID token);
+* a back-channel logout token (Back-Channel Logout section 2.6: `events`, `sid`/`sub`, `jti`, no `nonce`).
 
 References:
     https://openid.net/specs/openid-connect-core-1_0.html#IDTokenValidation
     https://openid.net/specs/openid-connect-core-1_0.html#CodeIDToken (at_hash)
-    RFC 7515 section 4.1.11 (crit), RFC 8725 (JWT best current practices)
+    https://openid.net/specs/openid-connect-core-1_0.html#RefreshTokenResponse (section 12.2)
+    https://openid.net/specs/openid-connect-backchannel-1_0.html#LogoutToken (sections 2.4 and 2.6)
+    RFC 7515 section 4.1.11 (crit), RFC 8725 (JWT best current practices; 3.11 explicit typing)
 """
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from authlib.oidc.core.util import create_half_hash
@@ -30,15 +38,33 @@ __all__: list[str] = []
 MAX_ID_TOKEN_LENGTH = 16384
 #: An ID token from the token endpoint is minted seconds before we see it.
 MAX_ID_TOKEN_AGE = 600
+#: A logout token is posted as the user logs out; one older than this is refused, so a replay
+#: store need only remember a `jti` for this long (plus the leeway).
+MAX_LOGOUT_TOKEN_AGE = 600
+BACKCHANNEL_LOGOUT_EVENT = "http://schemas.openid.net/event/backchannel-logout"
 
 _KEY_TYPES: dict[str, type[Key]] = {"RS": RSAKey, "PS": RSAKey, "ES": ECKey, "Ed": OKPKey}
+_ID_TOKEN_CLAIMS = ("iss", "sub", "aud", "exp", "iat")
+_LOGOUT_TOKEN_CLAIMS = ("iss", "aud", "iat", "jti")
 
 
 class UnknownKeyId(Exception):
     """The token names a `kid` the cached JWKS does not have: refetch the JWKS once and retry."""
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class LogoutClaims:
+    """What a valid logout token says: whose sessions end (`sid` and/or `sub`), and its `jti`."""
+
+    sid: str | None
+    sub: str | None
+    jti: str
+    iat: int
+
+
 class IDTokenValidator:
+    """Validates the JWTs the provider signs for this client: ID tokens and logout tokens."""
+
     def __init__(self, *, issuer: str, client_id: str, algorithms: Collection[str], leeway: int) -> None:
         self.issuer = issuer
         self.client_id = client_id
@@ -52,35 +78,116 @@ class IDTokenValidator:
         self._registry = JWSRegistry(algorithms=self.algorithms, strict_check_header=False)
 
     def validate(self, raw: str, keys: KeySet, *, nonce: str, access_token: str | None, now: int) -> dict[str, Any]:
-        """The validated claims; raises `IDTokenError` (or `UnknownKeyId`)."""
+        """The validated claims of a login's ID token; raises `IDTokenError` (or `UnknownKeyId`)."""
+        token = self._decode(raw, keys)
+        claims = token.claims
+        self._check_id_token(token, nonce=nonce, access_token=access_token, now=now)
+        return claims
+
+    def validate_refreshed(
+        self, raw: str, keys: KeySet, *, previous_claims: Mapping[str, Any], access_token: str | None, now: int
+    ) -> dict[str, Any]:
+        """The validated claims of an ID token from a refresh (Core section 12.2).
+
+        `previous_claims` are the session's claims; `sub` must be among them, and `iss`, `aud`,
+        `iat`, `auth_time` and `nonce` are compared when they are (a session may keep only some claims).
+        """
+        token = self._decode(raw, keys)
+        claims = token.claims
+        # A refreshed ID token need not carry a nonce (errata 2: it SHOULD NOT).
+        self._check_id_token(token, nonce=None, access_token=access_token, now=now)
+        if claims["sub"] != previous_claims.get("sub"):
+            raise IDTokenError("sub: differs from the session's")
+        if "iss" in previous_claims and claims["iss"] != previous_claims["iss"]:
+            raise IDTokenError("iss: differs from the session's")
+        if "aud" in previous_claims and _audiences(claims["aud"]) != _audiences(previous_claims["aud"]):
+            raise IDTokenError("aud: differs from the session's")
+        # 12.2: iat is the new token's issue time; one older than the session's is a token replayed.
+        if "iat" in previous_claims and claims["iat"] < previous_claims["iat"]:
+            raise IDTokenError("iat: older than the session's")
+        # auth_time is the original authentication's time; a new value would claim a login that never happened.
+        if (
+            "auth_time" in claims
+            and "auth_time" in previous_claims
+            and claims["auth_time"] != previous_claims["auth_time"]
+        ):
+            raise IDTokenError("auth_time: changed")
+        # Errata 2: "if it is present, its value MUST be the same" as at login; comparable only if kept.
+        if "nonce" in claims and "nonce" in previous_claims and claims["nonce"] != previous_claims["nonce"]:
+            raise IDTokenError("nonce: differs from the session's")
+        return claims
+
+    def validate_logout_token(self, raw: str, keys: KeySet, *, now: int) -> LogoutClaims:
+        """Back-Channel Logout 1.0 section 2.6; any failure is `IDTokenError` with `logout_token_invalid`.
+
+        Replay detection is the caller's: it gets the `jti` to remember.
+        """
+        try:
+            return self._check_logout_token(self._decode(raw, keys), now=now)
+        except IDTokenError as exc:
+            raise IDTokenError(exc.detail, error="logout_token_invalid", status_code=400) from None
+
+    def _decode(self, raw: str, keys: KeySet) -> jwt.Token:
+        """The JWS step: size, shape, pinned algorithm and a key from the provider's JWKS."""
         if not isinstance(raw, str) or len(raw) > MAX_ID_TOKEN_LENGTH:
             raise IDTokenError("not a string, or too long")
         if raw.count(".") != 2:
             raise IDTokenError("not a JWS compact serialization")
         try:
-            token = jwt.decode(raw, lambda obj: _pick_key(keys, obj.headers()), registry=self._registry)
+            return jwt.decode(raw, lambda obj: _pick_key(keys, obj.headers()), registry=self._registry)
         except UnknownKeyId:
             raise
         except JoseError as exc:
             raise IDTokenError(f"signature: {exc.error}") from None
         except (ValueError, TypeError, KeyError) as exc:
             raise IDTokenError(f"malformed: {type(exc).__name__}") from None
-        claims = token.claims
-        self._check_claims(claims, nonce=nonce, now=now)
-        self._check_at_hash(claims, token.header["alg"], access_token)
-        return claims
 
-    def _check_claims(self, claims: dict[str, Any], *, nonce: str, now: int) -> None:
-        registry = jwt.JWTClaimsRegistry(
-            now=now,
-            leeway=self.leeway,
-            iss={"essential": True, "value": self.issuer},
-            sub={"essential": True},
-            aud={"essential": True, "value": self.client_id},
-            exp={"essential": True},
-            iat={"essential": True},
-            nonce={"essential": True},
-        )
+    def _check_id_token(self, token: jwt.Token, *, nonce: str | None, access_token: str | None, now: int) -> None:
+        """Section 3.1.3.7; `nonce=None` means none is required (a refresh)."""
+        claims = token.claims
+        # RFC 8725 section 3.11: a logout token, though signed by the same key, is no ID token.
+        if _is_logout_type(token.header.get("typ")):
+            raise IDTokenError("typ: a logout token is not an ID token")
+        essential = _ID_TOKEN_CLAIMS if nonce is None else (*_ID_TOKEN_CLAIMS, "nonce")
+        self._check_registered(claims, essential=essential, max_age=MAX_ID_TOKEN_AGE, now=now)
+        # Steps 4-5 (errata 2: "validate per extensions"): a present azp must name us.
+        if "azp" in claims and claims["azp"] != self.client_id:
+            raise IDTokenError("azp: not this client")
+        # Step 11; the comparison runs in constant time like every other secret comparison here.
+        if nonce is not None and (
+            not isinstance(claims["nonce"], str) or not secrets.compare_digest(claims["nonce"], nonce)
+        ):
+            raise IDTokenError("nonce: mismatch")
+        self._check_at_hash(claims, token.header["alg"], access_token)
+
+    def _check_logout_token(self, token: jwt.Token, *, now: int) -> LogoutClaims:
+        claims = token.claims
+        # Section 2.4 (and RFC 8725 section 3.11): explicit typing keeps an ID token from passing as one.
+        typ = token.header.get("typ")
+        if typ is not None and not _is_logout_type(typ):
+            raise IDTokenError("typ: not logout+jwt")
+        # Section 2.4 marks jti REQUIRED, and mod_auth_openidc's 2026 hardening refuses logout tokens
+        # without one: without it a replayed token cannot be told from a new one.
+        self._check_registered(claims, essential=_LOGOUT_TOKEN_CLAIMS, max_age=MAX_LOGOUT_TOKEN_AGE, now=now)
+        # Section 2.4: a nonce is forbidden, so an ID token (which has one) is never a logout token.
+        if "nonce" in claims:
+            raise IDTokenError("nonce: not allowed in a logout token")
+        events = claims.get("events")
+        if not isinstance(events, dict) or not isinstance(events.get(BACKCHANNEL_LOGOUT_EVENT), dict):
+            raise IDTokenError("events: no back-channel logout event")
+        for name in ("sid", "sub"):
+            if name in claims and (not isinstance(claims[name], str) or not claims[name]):
+                raise IDTokenError(f"{name}: not a non-empty string")
+        if "sid" not in claims and "sub" not in claims:
+            raise IDTokenError("sid/sub: neither is present")
+        return LogoutClaims(sid=claims.get("sid"), sub=claims.get("sub"), jti=claims["jti"], iat=int(claims["iat"]))
+
+    def _check_registered(self, claims: dict[str, Any], *, essential: Collection[str], max_age: int, now: int) -> None:
+        """The registered claims (RFC 7519 section 4.1) and the audience and age rules both tokens share."""
+        options: dict[str, jwt.ClaimsOption] = {name: {"essential": True} for name in essential}
+        options["iss"] = {"essential": True, "value": self.issuer}
+        options["aud"] = {"essential": True, "value": self.client_id}
+        registry = jwt.JWTClaimsRegistry(now=now, leeway=self.leeway, **options)
         try:
             registry.validate(claims)
         except ExpiredTokenError:
@@ -88,18 +195,11 @@ class IDTokenValidator:
         except ClaimError as exc:
             raise IDTokenError(f"{exc.claim}: {exc.error}") from None
         # Step 3 and the former step 4: every audience must be trusted, and we trust only ourselves.
-        audiences = [claims["aud"]] if isinstance(claims["aud"], str) else claims["aud"]
-        if any(aud != self.client_id for aud in audiences):
+        if any(aud != self.client_id for aud in _audiences(claims["aud"])):
             raise IDTokenError("aud: untrusted additional audience")
-        # Steps 4-5 (errata 2: "validate per extensions"): a present azp must name us.
-        if "azp" in claims and claims["azp"] != self.client_id:
-            raise IDTokenError("azp: not this client")
         # Step 10: iat bounds how old a token may be, not only whether it is from the future.
-        if claims["iat"] < now - MAX_ID_TOKEN_AGE - self.leeway:
+        if claims["iat"] < now - max_age - self.leeway:
             raise IDTokenError("iat: too old")
-        # Step 11; the comparison runs in constant time like every other secret comparison here.
-        if not isinstance(claims["nonce"], str) or not secrets.compare_digest(claims["nonce"], nonce):
-            raise IDTokenError("nonce: mismatch")
 
     @staticmethod
     def _check_at_hash(claims: dict[str, Any], alg: str, access_token: str | None) -> None:
@@ -110,6 +210,16 @@ class IDTokenValidator:
         expected = create_half_hash(access_token, alg) if access_token else None
         if not isinstance(at_hash, str) or expected is None or not secrets.compare_digest(at_hash, expected.decode()):
             raise IDTokenError("at_hash: mismatch")
+
+
+def _audiences(aud: Any) -> set[str]:
+    """`aud` as a set: RFC 7519 section 4.1.3 allows one string or a list of them."""
+    return {aud} if isinstance(aud, str) else set(aud)
+
+
+def _is_logout_type(typ: Any) -> bool:
+    # RFC 7515 section 4.1.9: media types are case-insensitive and "application/" may be left out.
+    return isinstance(typ, str) and typ.lower().removeprefix("application/") == "logout+jwt"
 
 
 def _pick_key(keys: KeySet, header: dict[str, Any]) -> Key:

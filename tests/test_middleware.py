@@ -65,6 +65,7 @@ class RecordingApp:
 def seal_session(middleware: PKCEMiddleware, **overrides: Any) -> str:
     now = int(time.time())
     values: dict[str, Any] = {
+        "id": "session-1",
         "claims": {"sub": "carol", "name": "Carol", "iss": middleware.config.issuer},
         "access_token": "at-" + "x" * 40,
         "id_token": "it-" + "y" * 40,
@@ -73,6 +74,7 @@ def seal_session(middleware: PKCEMiddleware, **overrides: Any) -> str:
         "scopes": ("openid", "email"),
         "created_at": now,
         "expires_at": now + 3600,
+        "last_seen": now,
     }
     values.update(overrides)
     return middleware._sessions.seal(Session(**values))
