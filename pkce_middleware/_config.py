@@ -273,8 +273,10 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
 
 
 def _check_secret_keys(keys: str | Secret | Iterable[str | Secret]) -> tuple[Secret, ...]:
-    if isinstance(keys, str | Secret):
+    if isinstance(keys, Secret):
         keys = [keys]
+    elif isinstance(keys, str):
+        keys = [key.strip() for key in keys.split(",") if key.strip()]  # "new,old", as in PKCE_SECRET_KEY
     checked = tuple(Secret(str(key)) for key in keys)
     if not checked:
         raise ConfigError("PKCE_SECRET_KEY is required but empty")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import json
 import secrets
@@ -141,6 +142,19 @@ def _keep(claims: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in claims.items() if k not in _VALIDATION_ONLY_CLAIMS}
 
 
+def _claims_of(id_token: str) -> dict[str, Any]:
+    """The payload of an ID token we validated before sealing it (so no signature check here)."""
+    payload = id_token.split(".")[1]
+    return _keep(json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))))
+
+
+def _same_claims(session: Session) -> bool:
+    try:
+        return bool(session.id_token) and _claims_of(session.id_token) == session.claims
+    except (ValueError, IndexError):
+        return False
+
+
 def _refresh_token(token: Mapping[str, Any], previous: str | None) -> str | None:
     value = token.get("refresh_token")
     return value if isinstance(value, str) and value else previous
@@ -175,7 +189,8 @@ class SessionCodec:
     def seal(self, session: Session) -> str:
         payload = {
             "id": session.id,
-            "c": session.claims,
+            # The claims are usually the ID token's payload; storing both would double the cookie.
+            "c": None if _same_claims(session) else session.claims,
             "at": session.access_token,
             "it": session.id_token,
             "rt": session.refresh_token,
@@ -207,7 +222,7 @@ class SessionCodec:
             data = json.loads(plaintext)
             session = Session(
                 id=data["id"],
-                claims=data["c"],
+                claims=data["c"] if data["c"] is not None else _claims_of(data["it"]),
                 access_token=data["at"],
                 id_token=data["it"],
                 refresh_token=data["rt"],
@@ -217,7 +232,7 @@ class SessionCodec:
                 expires_at=data["ex"],
                 last_seen=data["ls"],
             )
-        except (ValueError, KeyError, TypeError, AttributeError):
+        except (ValueError, KeyError, TypeError, AttributeError, IndexError):
             # Only we can seal, so this is a cookie from an incompatible version: treat it as absent.
             return None
         opened = (session, session.user(), session.credentials())

@@ -18,6 +18,7 @@ import contextlib
 import dataclasses
 import logging
 import secrets
+import time
 from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -28,6 +29,7 @@ from hostile_provider import DEFAULT_CLIENT_ID, DEFAULT_ISSUER, HostileProvider
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from pkce_middleware import PKCEConfig, PKCEMiddleware
+from pkce_middleware._session import Session
 
 __all__ = [
     "APP_ORIGIN",
@@ -50,6 +52,7 @@ __all__ = [
     "make_client",
     "make_config",
     "open_site",
+    "seal_session",
     "strong_secret_key",
 ]
 
@@ -232,3 +235,22 @@ async def assert_no_session(site: Site, client: httpx.AsyncClient | None = None)
     response = await client.get("/")
     assert response.status_code == 302
     assert response.headers["location"].startswith(site.hostile.authorization_endpoint + "?")
+
+
+def seal_session(middleware: PKCEMiddleware, **overrides: Any) -> str:
+    """A session cookie value sealed by `middleware` itself, as a login would set it (fields overridable)."""
+    now = int(time.time())
+    values: dict[str, Any] = {
+        "id": "session-1",
+        "claims": {"sub": "carol", "name": "Carol", "iss": middleware.config.issuer},
+        "access_token": "at-" + "x" * 40,
+        "id_token": "it-" + "y" * 40,
+        "refresh_token": None,
+        "access_expires_at": now + 300,
+        "scopes": ("openid", "email"),
+        "created_at": now,
+        "expires_at": now + 3600,
+        "last_seen": now,
+    }
+    values.update(overrides)
+    return middleware._sessions.seal(Session(**values))

@@ -16,6 +16,20 @@ PKCE and single-use codes); each test then sets a few attributes to make it lie:
 * `rotate_key()`, `jwks_keys`, `signing_key`: key rotation and key set tricks;
 * `token_behaviour` (`"ok"`, `"error_500"`, `"garbage"`, `"hang"`, `"invalid_grant"`) and
   `token_overrides`: a failing or incomplete token endpoint.
+
+Refresh (`grant_type=refresh_token`) has its own knobs, so a test can log in normally and then
+make only the refresh fail. Every login answer carries a refresh token (`issue_refresh_tokens`);
+`issue_refresh_token(...)` mints one without a login. A refresh token is single use when
+`rotate_refresh_tokens` is on (the default, as for public clients at most providers):
+
+* `refresh_behaviour` (the same values as `token_behaviour`) and `refresh_delay` (a slow but
+  successful refresh, for single-flight tests);
+* `refresh_issues_id_token`, `refresh_claim_overrides` (e.g. another `sub`, `iss` or `aud`) and
+  `refresh_overrides` (members of the refresh answer).
+
+`calls["token"]` counts code redemptions, `calls["refresh"]` refresh grants and
+`calls["refresh_invalid_grant"]` refresh tokens refused as unknown or already used (a replay).
+`logout_token(...)` signs a back-channel logout token with the provider's current key.
 """
 
 from __future__ import annotations
@@ -44,6 +58,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 __all__ = [
+    "BACKCHANNEL_LOGOUT_EVENT",
     "DEFAULT_CLIENT_ID",
     "DEFAULT_ISSUER",
     "REMOVE",
@@ -61,6 +76,7 @@ __all__ = [
 
 DEFAULT_ISSUER = "https://op.test"
 DEFAULT_CLIENT_ID = "app-client"
+BACKCHANNEL_LOGOUT_EVENT = "http://schemas.openid.net/event/backchannel-logout"
 
 TokenBehaviour = Literal["ok", "error_500", "garbage", "hang", "invalid_grant"]
 #: Builds the compact ID token from the (already overridden) header and claims.
@@ -164,6 +180,12 @@ class _Grant:
     sub: str
 
 
+@dataclasses.dataclass(frozen=True)
+class _RefreshGrant:
+    sub: str
+    auth_time: int
+
+
 class HostileProvider:
     """See the module docstring. Every attribute may be changed between requests."""
 
@@ -179,6 +201,8 @@ class HostileProvider:
         self.jwks_keys: list[Key] = [self.signing_key]
         # ID token
         self.sub = "alice"
+        #: The `sid` claim of ID tokens (and default of logout tokens); `None` leaves it out.
+        self.sid: str | None = None
         self.claim_overrides: dict[str, Any] = {}
         self.header_overrides: dict[str, Any] = {}
         self.id_token_encoder: IDTokenEncoder | None = None
@@ -186,12 +210,22 @@ class HostileProvider:
         self.token_behaviour: TokenBehaviour = "ok"
         self.hang_seconds = 1.0
         self.token_overrides: dict[str, Any] = {}
+        # Refresh
+        self.issue_refresh_tokens = True
+        self.rotate_refresh_tokens = True
+        self.refresh_behaviour: TokenBehaviour = "ok"
+        self.refresh_delay = 0.0
+        self.refresh_issues_id_token = True
+        self.refresh_claim_overrides: dict[str, Any] = {}
+        self.refresh_overrides: dict[str, Any] = {}
         # Records
         self.calls: Counter[str] = Counter()
         self.token_requests: list[TokenRequest] = []
         self.issued_id_tokens: list[str] = []
         self.issued_access_tokens: list[str] = []
+        self.issued_refresh_tokens: list[str] = []
         self._grants: dict[str, _Grant] = {}
+        self._refresh_grants: dict[str, _RefreshGrant] = {}
         self._app = Starlette(
             routes=[
                 Route("/.well-known/openid-configuration", self._discovery, methods=["GET"]),
@@ -221,6 +255,47 @@ class HostileProvider:
         self._grants[code] = _Grant(nonce, challenge, challenge_method, self.sub if sub is None else sub)
         return code
 
+    def issue_refresh_token(self, *, sub: str | None = None, auth_time: int | None = None) -> str:
+        """A valid refresh token for `sub`, as if a login (at `auth_time`) had just got it."""
+        auth_time = int(time.time()) - 5 if auth_time is None else auth_time
+        return self._new_refresh_token(_RefreshGrant(self.sub if sub is None else sub, auth_time))
+
+    def revoke_refresh_tokens(self) -> None:
+        """Every refresh token issued so far is refused from now on (the user logged out at the OP)."""
+        self._refresh_grants.clear()
+
+    def logout_token(
+        self,
+        *,
+        sub: str | None = None,
+        sid: str | None = None,
+        claim_overrides: dict[str, Any] | None = None,
+        header_overrides: dict[str, Any] | None = None,
+        key: Key | None = None,
+    ) -> str:
+        """A back-channel logout token (Back-Channel Logout 1.0 section 2.4) signed with `key`.
+
+        `sub` defaults to `self.sub` and `sid` to `self.sid` (left out when `None`).
+        """
+        now = int(time.time())
+        claims: dict[str, Any] = {
+            "iss": self.issuer,
+            "sub": self.sub if sub is None else sub,
+            "aud": self.client_id,
+            "iat": now,
+            "exp": now + 120,
+            "jti": secrets.token_urlsafe(16),
+            "events": {BACKCHANNEL_LOGOUT_EVENT: {}},
+        }
+        sid = self.sid if sid is None else sid
+        if sid is not None:
+            claims["sid"] = sid
+        signing_key = self.signing_key if key is None else key
+        header = {"alg": "RS256", "typ": "logout+jwt", "kid": signing_key.kid}
+        claims = _apply(claims, claim_overrides or {})
+        header = _apply(header, header_overrides or {})
+        return sign_compact(header, claims, signing_key)
+
     def rotate_key(self, kid: str = "op-key-2") -> Key:
         """Sign with a new key from now on and publish only that one."""
         self.signing_key = rsa_key(kid)
@@ -241,24 +316,40 @@ class HostileProvider:
             "id_token_signing_alg_values_supported": ["RS256", "ES256", "HS256", "none"],
             "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
             "authorization_response_iss_parameter_supported": self.iss_parameter_supported,
+            "grant_types_supported": ["authorization_code", "refresh_token"],
+            "backchannel_logout_supported": True,
+            "backchannel_logout_session_supported": True,
         }
         return _apply(data, self.metadata_overrides)
 
-    def id_token_for(self, grant_nonce: str, sub: str, access_token: str) -> str:
+    def id_token_for(
+        self,
+        grant_nonce: str | None,
+        sub: str,
+        access_token: str,
+        *,
+        auth_time: int | None = None,
+        extra_overrides: dict[str, Any] | None = None,
+    ) -> str:
+        """An ID token; without `grant_nonce` it has no `nonce` (as a refreshed one, Core 12.2)."""
         now = int(time.time())
-        claims = {
+        claims: dict[str, Any] = {
             "iss": self.issuer,
             "sub": sub,
             "aud": self.client_id,
             "exp": now + 300,
             "iat": now,
-            "auth_time": now - 5,
+            "auth_time": now - 5 if auth_time is None else auth_time,
             "nonce": grant_nonce,
             "at_hash": create_half_hash(access_token, "RS256").decode("ascii"),
             "name": "Alice Example",
         }
+        if grant_nonce is None:
+            del claims["nonce"]
+        if self.sid is not None:
+            claims["sid"] = self.sid
         header = {"alg": "RS256", "typ": "JWT", "kid": self.signing_key.kid}
-        claims = _apply(claims, self.claim_overrides)
+        claims = _apply(_apply(claims, self.claim_overrides), extra_overrides or {})
         header = _apply(header, self.header_overrides)
         if self.id_token_encoder is not None:
             return self.id_token_encoder(header, claims)
@@ -279,7 +370,6 @@ class HostileProvider:
         return PlainTextResponse("a login form would be here")
 
     async def _token(self, request: Request) -> Response:
-        self.calls["token"] += 1
         body = (await request.body()).decode("utf-8")
         self.token_requests.append(
             TokenRequest(
@@ -288,15 +378,12 @@ class HostileProvider:
                 content_type=request.headers.get("content-type"),
             )
         )
-        behaviour = self.token_behaviour
-        if behaviour == "hang":
-            await asyncio.sleep(self.hang_seconds)
-        elif behaviour == "error_500":
-            return PlainTextResponse("Internal Server Error", status_code=500)
-        elif behaviour == "garbage":
-            return Response(b"<html>\x00\xff not json", status_code=200, media_type="application/json")
-        elif behaviour == "invalid_grant":
-            return _oauth_error("invalid_grant", "the code is not valid")
+        if self.token_requests[-1].form.get("grant_type") == ["refresh_token"]:
+            return await self._refresh()
+        self.calls["token"] += 1
+        failure = await self._misbehave(self.token_behaviour, "the code is not valid")
+        if failure is not None:
+            return failure
 
         form = self.token_requests[-1].form
         grant = self._grants.pop(form.get("code", [""])[0], None)  # single use, as RFC 6749 4.1.2 asks
@@ -307,11 +394,58 @@ class HostileProvider:
             return _oauth_error("invalid_grant", "PKCE verification failed")
 
         access_token = secrets.token_urlsafe(32)
-        id_token = self.id_token_for(grant.nonce, grant.sub, access_token)
+        auth_time = int(time.time()) - 5
+        id_token = self.id_token_for(grant.nonce, grant.sub, access_token, auth_time=auth_time)
         self.issued_access_tokens.append(access_token)
         self.issued_id_tokens.append(id_token)
         answer = {"access_token": access_token, "token_type": "Bearer", "expires_in": 300, "id_token": id_token}
+        if self.issue_refresh_tokens:
+            answer["refresh_token"] = self._new_refresh_token(_RefreshGrant(grant.sub, auth_time))
         return JSONResponse(_apply(answer, self.token_overrides), headers={"Cache-Control": "no-store"})
+
+    async def _refresh(self) -> Response:
+        self.calls["refresh"] += 1
+        failure = await self._misbehave(self.refresh_behaviour, "the refresh token is not valid")
+        if failure is not None:
+            return failure
+        if self.refresh_delay:
+            await asyncio.sleep(self.refresh_delay)
+        presented = self.token_requests[-1].form.get("refresh_token", [""])[0]
+        grant = self._refresh_grants.get(presented)
+        if grant is None:
+            self.calls["refresh_invalid_grant"] += 1
+            return _oauth_error("invalid_grant", "unknown, revoked or already used refresh token")
+        access_token = secrets.token_urlsafe(32)
+        self.issued_access_tokens.append(access_token)
+        answer: dict[str, Any] = {"access_token": access_token, "token_type": "Bearer", "expires_in": 300}
+        if self.rotate_refresh_tokens:
+            del self._refresh_grants[presented]  # single use: a second redemption is a replay
+            answer["refresh_token"] = self._new_refresh_token(grant)
+        if self.refresh_issues_id_token:
+            id_token = self.id_token_for(
+                None, grant.sub, access_token, auth_time=grant.auth_time, extra_overrides=self.refresh_claim_overrides
+            )
+            self.issued_id_tokens.append(id_token)
+            answer["id_token"] = id_token
+        return JSONResponse(_apply(answer, self.refresh_overrides), headers={"Cache-Control": "no-store"})
+
+    async def _misbehave(self, behaviour: TokenBehaviour, description: str) -> Response | None:
+        """The scripted failure of `behaviour`, or `None` to answer normally (after a hang)."""
+        if behaviour == "hang":
+            await asyncio.sleep(self.hang_seconds)
+        elif behaviour == "error_500":
+            return PlainTextResponse("Internal Server Error", status_code=500)
+        elif behaviour == "garbage":
+            return Response(b"<html>\x00\xff not json", status_code=200, media_type="application/json")
+        elif behaviour == "invalid_grant":
+            return _oauth_error("invalid_grant", description)
+        return None
+
+    def _new_refresh_token(self, grant: _RefreshGrant) -> str:
+        token = secrets.token_urlsafe(32)
+        self._refresh_grants[token] = grant
+        self.issued_refresh_tokens.append(token)
+        return token
 
 
 def _oauth_error(error: str, description: str) -> Response:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
-from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
@@ -27,13 +26,13 @@ from helpers import (
     make_client,
     make_config,
     open_site,
+    seal_session,
 )
 from hostile_provider import HostileProvider
 from starlette.types import Message, Receive, Scope, Send
 
 from pkce_middleware import OIDCCredentials, OIDCUser, PKCEMiddleware
 from pkce_middleware._flow import MAX_PARALLEL_FLOWS
-from pkce_middleware._session import Session
 
 
 @pytest.fixture
@@ -60,24 +59,6 @@ class RecordingApp:
         else:
             await send({"type": "http.response.start", "status": 200, "headers": []})
             await send({"type": "http.response.body", "body": b"public"})
-
-
-def seal_session(middleware: PKCEMiddleware, **overrides: Any) -> str:
-    now = int(time.time())
-    values: dict[str, Any] = {
-        "id": "session-1",
-        "claims": {"sub": "carol", "name": "Carol", "iss": middleware.config.issuer},
-        "access_token": "at-" + "x" * 40,
-        "id_token": "it-" + "y" * 40,
-        "refresh_token": None,
-        "access_expires_at": now + 300,
-        "scopes": ("openid", "email"),
-        "created_at": now,
-        "expires_at": now + 3600,
-        "last_seen": now,
-    }
-    values.update(overrides)
-    return middleware._sessions.seal(Session(**values))
 
 
 # -- who is sent to the provider, who gets a 401 ---------------------------------------------------
