@@ -156,6 +156,8 @@ class PKCEConfig:
             raise ConfigError("PKCE_CLIENT_ID must not be empty")
         if self.redirect_uri is not None:
             _check_url("PKCE_REDIRECT_URI", self.redirect_uri)
+            if urlsplit(self.redirect_uri).path in ("", "/") or urlsplit(self.redirect_uri).query:
+                raise ConfigError("PKCE_REDIRECT_URI needs a path of its own (e.g. /auth/callback) and no query")
         if self.post_logout_redirect_uri is not None:
             _check_url("PKCE_POST_LOGOUT_REDIRECT_URI", self.post_logout_redirect_uri)
         scopes = tuple(dict.fromkeys(("openid", *self.scopes)))
@@ -167,6 +169,19 @@ class PKCEConfig:
             ("PKCE_BACKCHANNEL_LOGOUT_PATH", self.backchannel_logout_path),
         ):
             _check_path(name, path)
+        routes = [
+            self.callback_path or "/auth/callback",
+            self.login_path,
+            self.logout_path,
+            self.backchannel_logout_path,
+        ]
+        if len(set(routes)) != len(routes):
+            raise ConfigError(
+                "PKCE_REDIRECT_URI's path, PKCE_LOGIN_PATH, PKCE_LOGOUT_PATH and "
+                "PKCE_BACKCHANNEL_LOGOUT_PATH must all differ"
+            )
+        if "/" in self.public_paths:
+            raise ConfigError("PKCE_PUBLIC_PATHS must not contain / (that would make every path public)")
         if self.session_max_age < 60:
             raise ConfigError("PKCE_SESSION_MAX_AGE must be at least 60 seconds")
         if self.session_idle_timeout < 60:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 import secrets
 import string
 import time
@@ -41,17 +42,20 @@ class LoginAttempt:
     state: str
     nonce: str
     code_verifier: str
+    #: The provider this attempt went to (RFC 9700 section 4.4.2: mix-up defence).
+    issuer: str
     redirect_uri: str
     return_to: str
     created_at: int
 
     @classmethod
-    def start(cls, *, redirect_uri: str, return_to: str, now: int | None = None) -> LoginAttempt:
+    def start(cls, *, issuer: str, redirect_uri: str, return_to: str, now: int | None = None) -> LoginAttempt:
         return cls(
             state=secrets.token_urlsafe(32),
             nonce=secrets.token_urlsafe(32),
             # 32 CSPRNG bytes give a 43-character verifier, the shortest RFC 7636 allows.
             code_verifier=secrets.token_urlsafe(32),
+            issuer=issuer,
             redirect_uri=redirect_uri,
             return_to=safe_return_path(return_to),
             created_at=int(time.time()) if now is None else now,
@@ -120,14 +124,24 @@ def safe_return_path(target: str) -> str:
     """`target` if a browser would resolve it to a path on this origin, else `/`.
 
     Only path-absolute references pass. Rejected: absolute and scheme-relative URLs, backslashes
-    (browsers read `/\\evil` as `//evil`), control characters and whitespace (`/\\t/evil`), and
-    percent-encoded slashes or backslashes that a second decoding would turn into one of those.
-    Allow-listing the shape, not deny-listing payloads, is the lesson of mod_auth_openidc
-    CVE-2021-32786/CVE-2022-23527 and oauth2-proxy GHSA-j7px-6hwj-hpjg.
+    (browsers read `/\\evil` as `//evil`), control characters and whitespace (`/\\t/evil`), dot
+    segments that lead to `//` (`/.//evil`), and percent-encoded forms of all of these in the path,
+    should anything between here and the browser decode it once more. Allow-listing the shape, not
+    deny-listing payloads, is the lesson of mod_auth_openidc CVE-2021-32786/CVE-2022-23527 and
+    oauth2-proxy GHSA-j7px-6hwj-hpjg; the dot-segment rule is oauth2-proxy's validator's.
     """
-    if not _is_local_path(target) or not _is_local_path(unquote(target)):
+    if not _is_local_path(target):
+        return "/"
+    path = target.split("?", 1)[0]
+    decoded = _CONTROL.sub("", unquote(path))
+    if _ESCAPE.match(decoded) or "\\" in decoded or _ESCAPE.match(path):
         return "/"
     return target
+
+
+#: A slash, then nothing, whitespace or dots, then another slash: how a path becomes an authority.
+_ESCAPE = re.compile(r"[/\\](?:[\s\v]*|\.{1,2})[/\\]")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def _is_local_path(target: str) -> bool:

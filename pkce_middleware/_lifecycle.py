@@ -82,11 +82,12 @@ class SessionManager:
                 if now >= expiry:
                     raise SessionUnavailable(f"refresh failed ({exc.error}) and the access token expired") from exc
                 logger.warning("refresh failed, serving with the current access token: reason=%s", exc.error)
-        if not write and now - session.last_seen < IDLE_RESOLUTION:
-            return Current(session, loaded.user, loaded.credentials, write=False)
-        if session.last_seen != now:
-            session = dataclasses.replace(session, last_seen=now)
-        return Current(session, session.user(), session.credentials(), write=True)
+        if write or now - session.last_seen >= IDLE_RESOLUTION:
+            write = True
+            if session.last_seen != now:
+                session = dataclasses.replace(session, last_seen=now)
+        # Built per request: the app may change its copies without touching anyone else's.
+        return Current(session, session.user(), session.credentials(), write=write)
 
     async def _refresh(self, session: Session) -> Session:
         assert session.refresh_token is not None

@@ -4,11 +4,11 @@ import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable
-from urllib.parse import parse_qsl, quote
+from urllib.parse import parse_qsl, quote, urlsplit
 
 import httpx
 from starlette.authentication import AuthCredentials, UnauthenticatedUser
-from starlette.datastructures import URL, Headers
+from starlette.datastructures import Headers
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -73,6 +73,8 @@ class PKCEMiddleware:
         self._store: SessionStore = _make_store(config, self._sessions, self._cookies, Sealer(keys, "session-id"))
         self._lifecycle = SessionManager(config, self._store, self._provider)
         self._callback_path = config.callback_path or DEFAULT_CALLBACK_PATH
+        redirect = urlsplit(config.redirect_uri) if config.redirect_uri else None
+        self._configured_origin = f"{redirect.scheme}://{redirect.netloc}" if redirect else None
         self._routes: dict[str, Callable[[Scope, Receive, Send], Awaitable[None]]] = {
             self._callback_path: self._callback,
             config.login_path: self._login,
@@ -169,8 +171,8 @@ class PKCEMiddleware:
         await self._start_login(scope, receive, send, return_to=target)
 
     async def _start_login(self, scope: Scope, receive: Receive, send: Send, *, return_to: str) -> None:
-        redirect_uri = self.config.redirect_uri or _origin(scope) + DEFAULT_CALLBACK_PATH
-        attempt = LoginAttempt.start(redirect_uri=redirect_uri, return_to=return_to)
+        redirect_uri = self.config.redirect_uri or self._origin(scope) + DEFAULT_CALLBACK_PATH
+        attempt = LoginAttempt.start(issuer=self.config.issuer, redirect_uri=redirect_uri, return_to=return_to)
         try:
             url = await self._provider.authorization_url(attempt)
         except PKCEMiddlewareError as exc:
@@ -187,18 +189,27 @@ class PKCEMiddleware:
         self._cookies.set(response, self._cookies.flow_prefix + suffix, self._flows.seal(attempt), max_age=FLOW_MAX_AGE)
         await response(scope, receive, send)
 
+    def _origin(self, scope: Scope) -> str:
+        """This app's origin: the configured redirect URI's when there is one (so a proxy that
+        terminates TLS or rewrites Host changes nothing), else what the request says."""
+        if self._configured_origin is not None:
+            return self._configured_origin
+        host = Headers(scope=scope).get("host") or "{}:{}".format(*scope.get("server") or ("localhost", 80))
+        return f"{scope.get('scheme', 'http')}://{host}"
+
     def _stale_flows(self, cookies: dict[str, str]) -> list[str]:
         """Flow cookies to drop so that, with the new one, at most MAX_PARALLEL_FLOWS remain."""
-        ages = []
         now = time.time()
+        stale, live = [], []
         for name, value in cookies.items():
             if name.startswith(self._cookies.flow_prefix):
                 attempt = self._flows.open(value)
-                ages.append((-1 if attempt is None or attempt.expired(now) else attempt.created_at, name))
-        ages.sort()
-        stale = [name for created, name in ages if created == -1]
-        live = [name for created, name in ages if created != -1]
-        return stale + live[: max(0, len(live) - MAX_PARALLEL_FLOWS + 1)]
+                if attempt is None or attempt.expired(now):
+                    stale.append(name)
+                else:
+                    live.append((attempt.created_at, name))
+        live.sort()
+        return stale + [name for _, name in live[: max(0, len(live) - MAX_PARALLEL_FLOWS + 1)]]
 
     # -- callback ------------------------------------------------------------------------------
 
@@ -249,6 +260,8 @@ class PKCEMiddleware:
             raise CallbackError("login attempt cookie does not open", error="flow_invalid")
         if not secrets.compare_digest(attempt.state, state):
             raise CallbackError("state differs from the login attempt", error="state_mismatch")
+        if attempt.issuer != self.config.issuer:
+            raise CallbackError("login attempt was for another provider", error="issuer_mismatch")
         now = int(time.time())
         if attempt.expired(now):
             raise CallbackError("login attempt is too old", error="flow_expired")
@@ -294,7 +307,7 @@ class PKCEMiddleware:
         if scope["method"] != "POST":
             await Response(status_code=405, headers={"Allow": "GET, POST", **NO_STORE})(scope, receive, send)
             return
-        if not _same_origin(headers, _origin(scope)):
+        if not _same_origin(headers, self._origin(scope)):
             exc = LoginError("logout POST from another origin", error="cross_origin_logout", status_code=403)
             _log_refusal(exc, scope)
             await error_response(exc, browser=is_navigation("GET", headers))(scope, receive, send)
@@ -308,7 +321,7 @@ class PKCEMiddleware:
                 await self._provider.metadata()
             except PKCEMiddlewareError as exc:
                 _log_refusal(exc, scope)  # the local logout still happens
-            post_logout = self.config.post_logout_redirect_uri or _origin(scope) + self.config.logout_path
+            post_logout = self.config.post_logout_redirect_uri or self._origin(scope) + self.config.logout_path
             target = self._provider.end_session_url(
                 id_token=loaded.session.id_token, post_logout_redirect_uri=post_logout
             )
@@ -396,11 +409,6 @@ async def _read_logout_token(scope: Scope, receive: Receive) -> str:
     return tokens[0]
 
 
-def _origin(scope: Scope) -> str:
-    url = URL(scope=scope)
-    return f"{url.scheme}://{url.netloc}"
-
-
 def _request_target(scope: Scope) -> str:
     """Path and query exactly as the browser sent them, for coming back after login."""
     raw = scope.get("raw_path")
@@ -413,11 +421,12 @@ def _same_origin(headers: Headers, origin: str) -> bool:
     """CSRF check for state-changing POSTs: the browser's Origin (or Sec-Fetch-Site) must be ours."""
     sent = headers.get("origin")
     if sent is not None:
-        return secrets.compare_digest(sent.encode(), origin.encode())
+        return sent == origin
     return headers.get("sec-fetch-site") == "same-origin"
 
 
 def _log_refusal(exc: PKCEMiddlewareError, scope: Scope) -> None:
+    # %r: the path is the client's, and must not be able to forge log lines.
     logger.warning(
-        "login refused: reason=%s status=%d path=%s detail=%s", exc.error, exc.status_code, scope["path"], exc.detail
+        "login refused: reason=%s status=%d path=%r detail=%s", exc.error, exc.status_code, scope["path"], exc.detail
     )

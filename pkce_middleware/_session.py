@@ -8,6 +8,7 @@ import json
 import secrets
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
+from types import MappingProxyType
 from typing import Any
 
 from starlette.authentication import AuthCredentials, BaseUser
@@ -183,14 +184,14 @@ class SessionCodec:
 
     def __init__(self, sealer: Sealer, *, cache_size: int = 1024) -> None:
         self._sealer = sealer
-        self._cache: OrderedDict[str, tuple[str, tuple[Session, OIDCUser, OIDCCredentials]]] = OrderedDict()
+        self._cache: OrderedDict[str, tuple[str, Session]] = OrderedDict()
         self._cache_size = cache_size
 
     def seal(self, session: Session) -> str:
         payload = {
             "id": session.id,
             # The claims are usually the ID token's payload; storing both would double the cookie.
-            "c": None if _same_claims(session) else session.claims,
+            "c": None if _same_claims(session) else dict(session.claims),
             "at": session.access_token,
             "it": session.id_token,
             "rt": session.refresh_token,
@@ -206,7 +207,7 @@ class SessionCodec:
         """Whether `value` is sealed with the newest key (else it is re-sealed on its next write)."""
         return self._sealer.is_current(value)
 
-    def open(self, value: str) -> tuple[Session, OIDCUser, OIDCCredentials] | None:
+    def open(self, value: str) -> Session | None:
         # Keyed by the value's tail (the GCM tag: unique per seal, as the nonce is random) because
         # hashing a fresh 3 KB string on every request costs more than the rest of the lookup;
         # the full value is still compared, so only an exact match is a hit.
@@ -222,7 +223,8 @@ class SessionCodec:
             data = json.loads(plaintext)
             session = Session(
                 id=data["id"],
-                claims=data["c"] if data["c"] is not None else _claims_of(data["it"]),
+                # Read-only: the same Session serves every request of this cookie, so no app may edit it.
+                claims=MappingProxyType(data["c"] if data["c"] is not None else _claims_of(data["it"])),
                 access_token=data["at"],
                 id_token=data["it"],
                 refresh_token=data["rt"],
@@ -235,8 +237,7 @@ class SessionCodec:
         except (ValueError, KeyError, TypeError, AttributeError, IndexError):
             # Only we can seal, so this is a cookie from an incompatible version: treat it as absent.
             return None
-        opened = (session, session.user(), session.credentials())
-        self._cache[key] = (value, opened)
+        self._cache[key] = (value, session)
         if len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
-        return opened
+        return session

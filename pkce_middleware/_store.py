@@ -21,7 +21,7 @@ from starlette.types import Scope
 
 from ._cookies import CookiePolicy, CookieWriter, read_cookie, request_cookies
 from ._exceptions import PKCEMiddlewareError, ProviderError
-from ._session import OIDCCredentials, OIDCUser, Session, SessionCodec
+from ._session import Session, SessionCodec
 
 __all__: list[str] = []
 
@@ -38,8 +38,6 @@ Refresh = Callable[[Session], Awaitable[Session]]
 @dataclasses.dataclass(slots=True)
 class Loaded:
     session: Session
-    user: OIDCUser
-    credentials: OIDCCredentials
     #: The cookie should be written again even if nothing changed (sealed with an old key).
     stale: bool
 
@@ -122,10 +120,10 @@ class CookieStore:
             value = self._join(scope, value)
             if value is None:
                 return None
-        opened = self._codec.open(value)
-        if opened is None:
+        session = self._codec.open(value)
+        if session is None:
             return None
-        return Loaded(*opened, stale=not self._codec.is_current(value))
+        return Loaded(session, stale=not self._codec.is_current(value))
 
     def _join(self, scope: Scope, marker: str) -> str | None:
         """All-or-nothing reassembly of `~N` chunks; anything odd means no session."""

@@ -53,6 +53,11 @@ def test_missing_required_variable_is_named(missing: str) -> None:
         ("PKCE_ISSUER", "not a url"),
         ("PKCE_ISSUER", "http://op.example"),  # plain http only for loopback
         ("PKCE_REDIRECT_URI", "/relative/callback"),
+        ("PKCE_REDIRECT_URI", "https://app.example/"),
+        ("PKCE_LOGIN_PATH", "/auth/logout"),
+        ("PKCE_PUBLIC_PATHS", "/static,/"),
+        ("PKCE_SESSION_STORE", "memcached://x"),
+        ("PKCE_SESSION_IDLE_TIMEOUT", "10"),
         ("PKCE_COOKIE_SECURE", "maybe"),
         ("PKCE_SESSION_MAX_AGE", "soon"),
         ("PKCE_SESSION_MAX_AGE", "5"),

@@ -23,7 +23,9 @@ def test_rfc7636_appendix_b_vector() -> None:
 
 
 def test_attempt_values_are_fresh_and_well_formed() -> None:
-    attempts = [LoginAttempt.start(redirect_uri="https://app/cb", return_to="/") for _ in range(50)]
+    attempts = [
+        LoginAttempt.start(issuer="https://op.test", redirect_uri="https://app/cb", return_to="/") for _ in range(50)
+    ]
     for attempt in attempts:
         assert re.fullmatch(r"[A-Za-z0-9\-._~]{43,128}", attempt.code_verifier)
         assert attempt.code_challenge == create_s256_code_challenge(attempt.code_verifier)
@@ -34,7 +36,7 @@ def test_attempt_values_are_fresh_and_well_formed() -> None:
 
 def test_attempt_round_trips_sealed_and_hides_secrets_in_repr() -> None:
     codec = FlowCodec(Sealer([secrets.token_urlsafe(32)], "flow"))
-    attempt = LoginAttempt.start(redirect_uri="https://app/cb", return_to="/reports?q=1")
+    attempt = LoginAttempt.start(issuer="https://op.test", redirect_uri="https://app/cb", return_to="/reports?q=1")
     value = codec.seal(attempt)
     assert codec.open(value) == attempt
     assert attempt.state not in value and attempt.code_verifier not in value
@@ -42,7 +44,7 @@ def test_attempt_round_trips_sealed_and_hides_secrets_in_repr() -> None:
 
 
 def test_attempt_expiry() -> None:
-    attempt = LoginAttempt.start(redirect_uri="https://app/cb", return_to="/", now=1_000_000)
+    attempt = LoginAttempt.start(issuer="https://op.test", redirect_uri="https://app/cb", return_to="/", now=1_000_000)
     assert not attempt.expired(1_000_000 + FLOW_MAX_AGE - 1)
     assert attempt.expired(1_000_000 + FLOW_MAX_AGE)
     assert attempt.expired(1_000_000 - 3600)  # from the future: a clock jump or a forgery
@@ -72,7 +74,19 @@ def test_used_states_are_bounded() -> None:
 
 
 @pytest.mark.parametrize(
-    "target", ["/", "/reports", "/a/b?x=1&y=%2F", "/search?q=//not-a-host", "/path;v=1", "/%E2%9C%93"]
+    "target",
+    [
+        "/",
+        "/reports",
+        "/a/b?x=1&y=%2F",
+        "/search?q=//not-a-host",
+        "/path;v=1",
+        "/%E2%9C%93",
+        "/docs/My%20File.pdf",
+        "/search?q=hello%20world",
+        "/files?p=a%5Cb",
+        "/a/./b",
+    ],
 )
 def test_local_paths_pass(target: str) -> None:
     assert safe_return_path(target) == target
@@ -102,6 +116,11 @@ OPEN_REDIRECTS = [
     "/x\x00y",
     "/x\x7fy",
     "/a\\b",
+    "/.//evil.example",
+    "/..//evil.example",
+    "/%2e%2e//evil.example",
+    "/%2e/%2fevil.example",
+    "/ \t/evil.example",
 ]
 
 

@@ -36,9 +36,8 @@ async def site() -> AsyncIterator[Site]:
 
 def opened(site: Site, client: httpx.AsyncClient) -> dict[str, int]:
     """The timestamps inside the browser's (unchunked) session cookie."""
-    result = site.middleware._sessions.open(client.cookies[SESSION_COOKIE])
-    assert result is not None
-    session = result[0]
+    session = site.middleware._sessions.open(client.cookies[SESSION_COOKIE])
+    assert session is not None
     return {"last_seen": session.last_seen, "expires_at": session.expires_at, "created_at": session.created_at}
 
 
