@@ -334,7 +334,13 @@ SESSION_CLAIMS: dict[str, Any] = {
 
 
 def refreshed_claims(**overrides: Any) -> dict[str, Any]:
-    return claims(nonce=REMOVE, auth_time=AUTH_TIME, **overrides)
+    values = claims(nonce=REMOVE, auth_time=AUTH_TIME)
+    for name, value in overrides.items():
+        if value is REMOVE:
+            del values[name]
+        else:
+            values[name] = value
+    return values
 
 
 def validate_refreshed(raw: str, previous: Mapping[str, Any] = SESSION_CLAIMS) -> dict[str, Any]:
@@ -468,7 +474,7 @@ def test_valid_logout_token_gives_sid_sub_jti_and_iat() -> None:
         ),
         pytest.param(
             {"iat": NOW - MAX_LOGOUT_TOKEN_AGE},
-            LogoutClaims(sid=SID, sub="alice", jti=JTI, iat=NOW - 600),
+            LogoutClaims(sid=SID, sub="alice", jti=JTI, iat=NOW - MAX_LOGOUT_TOKEN_AGE),
             id="iat-old",
         ),
     ],
