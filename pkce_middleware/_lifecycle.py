@@ -31,6 +31,9 @@ __all__: list[str] = []
 
 logger = logging.getLogger("pkce_middleware")
 
+#: The provider answered, and the answer means this login is over (the refresh token is spent or
+#: refused, or the new ID token is for someone else); anything else is an outage to ride out.
+SESSION_ENDING_ERRORS = frozenset({"refresh_rejected", "refresh_id_token_invalid"})
 #: The idle clock is kept to the minute, so a busy session is not rewritten on every request.
 IDLE_RESOLUTION = 60
 
@@ -76,8 +79,8 @@ class SessionManager:
                 session = await self._store.single_flight(session, self._refresh)
                 write = True
             except ProviderError as exc:
-                if exc.error == "refresh_rejected":
-                    logger.info("session ended: reason=refresh_rejected sub=%r", session.sub)
+                if exc.error in SESSION_ENDING_ERRORS:
+                    logger.info("session ended: reason=%s sub=%r", exc.error, session.sub)
                     return None
                 if now >= expiry:
                     raise SessionUnavailable(f"refresh failed ({exc.error}) and the access token expired") from exc

@@ -280,7 +280,11 @@ class PKCEMiddleware:
         token, claims = await self._provider.redeem(attempt, code, now=now)
         session = self._lifecycle.keep(
             Session.new(
-                claims=claims, token=token, scopes=self.config.scopes, now=now, max_age=self.config.session_max_age
+                claims=claims,
+                token=token,
+                scopes=self.config.scopes,
+                now=time.time(),
+                max_age=self.config.session_max_age,
             )
         )
         writer = CookieWriter()
@@ -340,7 +344,7 @@ class PKCEMiddleware:
             claims = await self._provider.validate_logout_token(token, now=now)
             if claims.jti is not None and not await self._store.claim_jti(claims.jti, ttl=self.config.session_max_age):
                 raise LoginError("logout token replayed", error="logout_token_replayed")
-            await self._store.revoke(sid=claims.sid, sub=claims.sub, now=now)
+            await self._store.revoke(sid=claims.sid, sub=claims.sub, now=time.time())
         except PKCEMiddlewareError as exc:
             _log_refusal(exc, scope)
             # Section 2.8: 400 for a token we refuse; a provider or store outage is not the token's fault.

@@ -80,7 +80,8 @@ class Session:
     refresh_token: str | None
     access_expires_at: int | None
     scopes: tuple[str, ...]
-    created_at: int
+    #: Sub-second, so a logout and a new login within the same second are still told apart.
+    created_at: float
     #: Absolute end (`PKCE_SESSION_MAX_AGE` after login); refreshing never moves it.
     expires_at: int
     #: Last time the session was written back; the idle timeout counts from here.
@@ -100,27 +101,32 @@ class Session:
 
     @classmethod
     def new(
-        cls, *, claims: Mapping[str, Any], token: Mapping[str, Any], scopes: Sequence[str], now: int, max_age: int
+        cls, *, claims: Mapping[str, Any], token: Mapping[str, Any], scopes: Sequence[str], now: float, max_age: int
     ) -> Session:
+        seconds = int(now)
         return cls(
             id=secrets.token_urlsafe(24),
             claims=_keep(claims),
             access_token=token["access_token"],
             id_token=token["id_token"],
             refresh_token=_refresh_token(token, None),
-            access_expires_at=_access_expiry(token, now),
+            access_expires_at=_access_expiry(token, seconds),
             # RFC 6749 section 5.1: `scope` is in the answer only when it differs from the request.
             scopes=_scopes(token, tuple(scopes)),
             created_at=now,
-            expires_at=now + max_age,
-            last_seen=now,
+            expires_at=seconds + max_age,
+            last_seen=seconds,
         )
 
     def refreshed(self, token: Mapping[str, Any], claims: Mapping[str, Any] | None, now: int) -> Session:
         """The session after a refresh grant: new tokens, same login (OIDC Core 12.2)."""
+        if claims is not None:
+            # A refreshed ID token may leave out what only the first one had to carry; back-channel
+            # logout still matches on `sid`, and `auth_time` still dates the original login.
+            claims = {**{k: self.claims[k] for k in ("sid", "auth_time") if k in self.claims}, **_keep(claims)}
         return dataclasses.replace(
             self,
-            claims=_keep(claims) if claims is not None else self.claims,
+            claims=claims if claims is not None else self.claims,
             access_token=token["access_token"],
             id_token=token["id_token"] if claims is not None and self.id_token else self.id_token,
             # RFC 6749 section 6: without a new refresh token the old one stays valid.
@@ -197,7 +203,7 @@ class SessionCodec:
             "rt": session.refresh_token,
             "ae": session.access_expires_at,
             "sc": " ".join(session.scopes),
-            "ct": session.created_at,
+            "ct": round(session.created_at, 3),
             "ex": session.expires_at,
             "ls": session.last_seen,
         }

@@ -70,7 +70,7 @@ class SessionStore(Protocol):
     async def single_flight(self, session: Session, refresh: Refresh) -> Session:
         """Run `refresh` once for all concurrent requests of `session`; they all get its result."""
 
-    async def revoke(self, *, sid: str | None, sub: str | None, now: int) -> None:
+    async def revoke(self, *, sid: str | None, sub: str | None, now: float) -> None:
         """End every session of `sid` (or all of `sub`) that started at or before `now`."""
 
     def is_revoked(self, session: Session) -> bool: ...
@@ -188,7 +188,7 @@ class CookieStore:
         self._refreshed[key] = (time.monotonic() + REFRESH_RESULT_TTL, result)
         return result
 
-    async def revoke(self, *, sid: str | None, sub: str | None, now: int) -> None:
+    async def revoke(self, *, sid: str | None, sub: str | None, now: float) -> None:
         if sid is not None:
             self._revocations.add(f"sid:{sid}", now)
         if sub is not None and sid is None:
@@ -202,7 +202,7 @@ class CookieStore:
         key = f"jti:{jti}"
         if self._jtis.get(key) is not None:
             return False
-        self._jtis.add(key, int(time.time()))
+        self._jtis.add(key, time.time())
         return True
 
 
@@ -215,11 +215,11 @@ class Revocations:
     """Times at which sessions were ended by a logout, kept as long as a session can live."""
 
     def __init__(self, *, max_age: int, max_entries: int = 100_000) -> None:
-        self._entries: OrderedDict[str, int] = OrderedDict()
+        self._entries: OrderedDict[str, float] = OrderedDict()
         self._max_age = max_age
         self._max_entries = max_entries
 
-    def add(self, key: str, at: int) -> None:
+    def add(self, key: str, at: float) -> None:
         while self._entries and (
             len(self._entries) >= self._max_entries or next(iter(self._entries.values())) < at - self._max_age
         ):
@@ -227,7 +227,7 @@ class Revocations:
         self._entries[key] = at
         self._entries.move_to_end(key)
 
-    def get(self, key: str) -> int | None:
+    def get(self, key: str) -> float | None:
         return self._entries.get(key)
 
     def covers(self, session: Session) -> bool:
