@@ -93,20 +93,19 @@ class PKCEMiddleware:
             await self.app(scope, receive, send)
             return
 
-        if scope["type"] == "http" and (route := self._routes.get(scope["path"])) is not None:
-            await route(scope, receive, send)
-            return
-
         try:
+            if scope["type"] == "http" and (route := self._routes.get(scope["path"])) is not None:
+                await route(scope, receive, send)
+                return
             current = await self._lifecycle.current(scope)
         except PKCEMiddlewareError as exc:  # the provider or the store is down: say so, keep the session
             _log_refusal(exc, scope)
             if scope["type"] == "websocket":
                 await send({"type": "websocket.close", "code": 1011, "reason": exc.error})
             else:
-                await error_response(exc, browser=is_navigation(scope["method"], Headers(scope=scope)))(
-                    scope, receive, send
-                )
+                # A page for a browser (a form POST included), JSON for everything else.
+                browser = is_navigation("GET", Headers(scope=scope))
+                await error_response(exc, browser=browser)(scope, receive, send)
             return
 
         if current is not None:
@@ -148,7 +147,11 @@ class PKCEMiddleware:
         """Delete a session cookie that no longer opens, so the browser stops sending it."""
         if any(name.startswith(self._cookies.session_name) for name in request_cookies(scope)):
             cookies = CookieWriter()
-            await self._store.discard(None, scope, cookies)
+            try:
+                await self._store.discard(None, scope, cookies)
+            except PKCEMiddlewareError as exc:
+                _log_refusal(exc, scope)  # the cookie is dead either way; the store forgets it by TTL
+                self._cookies.delete(cookies, self._cookies.session_name)
             response.raw_headers.extend(cookies.raw_headers)
 
     def _is_public(self, path: str) -> bool:
@@ -388,7 +391,16 @@ def _make_store(config: PKCEConfig, codec: SessionCodec, cookies: CookiePolicy, 
         return CookieStore(codec, cookies, max_age=config.session_max_age)
     from ._redis import RedisStore  # the redis package is needed only by those who use it
 
-    return RedisStore(config.session_store, codec, cookies, id_sealer, max_age=config.session_max_age)
+    return RedisStore(
+        config.session_store,
+        codec,
+        cookies,
+        id_sealer,
+        max_age=config.session_max_age,
+        idle_timeout=config.session_idle_timeout,
+        # Long enough for discovery, a token call and a key fetch, each with its own deadline.
+        lock_timeout=max(30.0, 3 * config.http_timeout + 10),
+    )
 
 
 async def _read_logout_token(scope: Scope, receive: Receive) -> str:

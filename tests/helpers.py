@@ -144,6 +144,7 @@ async def open_site(hostile: HostileProvider | None = None, **config_overrides: 
         for client in (site.client, *site._browsers):
             await client.aclose()
         await middleware._provider.aclose()
+        await middleware._store.aclose()
 
 
 async def begin_login(client: httpx.AsyncClient, path: str = "/") -> tuple[str, dict[str, str]]:

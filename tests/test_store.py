@@ -34,7 +34,7 @@ async def site() -> AsyncIterator[Site]:
         yield site
 
 
-def opened(site: Site, client: httpx.AsyncClient) -> dict[str, int]:
+def opened(site: Site, client: httpx.AsyncClient) -> dict[str, float]:
     """The timestamps inside the browser's (unchunked) session cookie."""
     session = site.middleware._sessions.open(client.cookies[SESSION_COOKIE])
     assert session is not None
@@ -88,11 +88,11 @@ async def test_cookie_max_age_is_not_what_keeps_a_session(site: Site) -> None:
     later = time.time() + 7200 + 1
     original = time.time
     try:
-        time.time = lambda: later  # type: ignore[assignment]  # the middleware reads the clock here
+        time.time = lambda: later  # the middleware reads the clock here
         site.client.cookies.set(SESSION_COOKIE, value, domain="app.test")
         assert (await site.client.get("/")).status_code == 302
     finally:
-        time.time = original  # type: ignore[assignment]
+        time.time = original
 
 
 # -- key rotation ------------------------------------------------------------------------------------------
