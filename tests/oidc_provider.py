@@ -452,9 +452,12 @@ def logout_with_forms(
     app_logout_url: str,
     origin: str,
     *,
+    method: str = "POST",
     max_hops: int = 20,
 ) -> tuple[httpx.Response, list[str]]:
     """Log out like a browser: POST ``app_logout_url`` with ``Origin: origin`` and walk on.
+
+    ``method="GET"`` starts at a page instead, e.g. the provider's own end_session endpoint.
 
     The app is expected to redirect to the provider's end_session endpoint; its confirm page
     (the form carrying a hidden ``xsrf``) is submitted with ``logout=yes``, which ends the
@@ -475,7 +478,7 @@ def logout_with_forms(
 
     return _walk(
         client,
-        "POST",
+        method,
         app_logout_url,
         data=None,
         headers={"Origin": origin},

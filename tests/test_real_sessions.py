@@ -14,10 +14,14 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 from app_server import app_server
-from oidc_provider import LocalProvider, free_port, login_with_forms
+from oidc_provider import LocalProvider, free_port, login_with_forms, logout_with_forms
+from redis_server import RedisServer
 
 ACCESS_TOKEN_TTL = 3
 MARGIN = 1
+#: Longer for two processes on a busy 2-core machine: all 20 requests must land before the
+#: refreshed token is itself due, or a second (legitimate) refresh would be counted.
+REDIS_TTL = 6
 
 
 def _client(name: str, port: int) -> dict[str, object]:
@@ -33,7 +37,9 @@ def _client(name: str, port: int) -> dict[str, object]:
     }
 
 
-def _env(provider: LocalProvider, client: dict[str, object], port: int, **extra: str) -> dict[str, str]:
+def _env(
+    provider: LocalProvider, client: dict[str, object], port: int, *, margin: int = MARGIN, **extra: str
+) -> dict[str, str]:
     return {
         "PKCE_ISSUER": provider.issuer,
         "PKCE_CLIENT_ID": str(client["client_id"]),
@@ -41,7 +47,7 @@ def _env(provider: LocalProvider, client: dict[str, object], port: int, **extra:
         "PKCE_SECRET_KEY": secrets.token_urlsafe(32),
         "PKCE_REDIRECT_URI": f"http://127.0.0.1:{port}/auth/callback",
         "PKCE_COOKIE_SECURE": "false",
-        "PKCE_REFRESH_MARGIN": str(MARGIN),
+        "PKCE_REFRESH_MARGIN": str(margin),
         **extra,
     }
 
@@ -57,8 +63,8 @@ def cookie_app() -> Iterator[tuple[LocalProvider, str]]:
         yield provider, url
 
 
-def _wait_until_refresh_is_due() -> None:
-    time.sleep(ACCESS_TOKEN_TTL - MARGIN + 0.3)
+def _wait_until_refresh_is_due(ttl: int = ACCESS_TOKEN_TTL, margin: int = MARGIN) -> None:
+    time.sleep(ttl - margin + 0.3)
 
 
 def test_a_session_outlives_several_access_tokens(cookie_app: tuple[LocalProvider, str]) -> None:
@@ -96,3 +102,60 @@ def test_concurrent_requests_at_expiry_refresh_once(cookie_app: tuple[LocalProvi
     assert provider.grant_count("refresh_token", outcome="invalid_grant") == 0
     # Every response carries the refreshed session, so whichever the browser keeps is good.
     assert all("pkce_session=" in r.headers.get("set-cookie", "") for r in responses)
+
+
+# -- Redis: two app processes, one provider ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def redis_apps() -> Iterator[tuple[LocalProvider, str, str]]:
+    ports = (free_port(), free_port())
+    client = _client("replicas", ports[0])
+    client["redirect_uris"] = [f"http://127.0.0.1:{port}/auth/callback" for port in ports]
+    with (
+        RedisServer() as redis,
+        LocalProvider([client], ttl={"AccessToken": REDIS_TTL}, extra={"rotateRefreshToken": True}) as provider,
+    ):
+        shared = _env(provider, client, ports[0], margin=MARGIN, PKCE_SESSION_STORE=redis.url)
+        with (
+            app_server("examples.starlette_app:app", ports[0], shared) as first,
+            app_server("examples.starlette_app:app", ports[1], shared) as second,
+        ):
+            yield provider, first, second
+
+
+def test_two_processes_share_sessions_and_refresh_once(redis_apps: tuple[LocalProvider, str, str]) -> None:
+    provider, first, second = redis_apps
+    with httpx.Client() as browser:
+        login_with_forms(browser, f"{first}/", "replicated")
+        cookies = {c.name: c.value or "" for c in browser.cookies.jar if c.name.startswith("pkce_session")}
+    assert len(cookies["pkce_session"]) < 200  # only a sealed session id travels
+    # Browsers ignore ports, so the same cookie reaches both processes, as behind a load balancer.
+    assert "hello replicated" in httpx.get(f"{second}/", cookies=cookies).text
+    _wait_until_refresh_is_due(REDIS_TTL)
+    before = provider.grant_count("refresh_token", client_id="replicas")
+
+    def one_request(index: int) -> httpx.Response:
+        return httpx.get(f"{(first, second)[index % 2]}/", cookies=cookies, timeout=20)
+
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        responses = list(pool.map(one_request, range(20)))
+    assert [r.status_code for r in responses] == [200] * 20
+    assert all("hello replicated" in r.text for r in responses)
+    assert provider.grant_count("refresh_token", client_id="replicas") - before == 1
+    assert provider.grant_count("refresh_token", outcome="invalid_grant") == 0
+
+
+def test_backchannel_logout_from_the_provider_ends_the_session_everywhere(
+    redis_apps: tuple[LocalProvider, str, str],
+) -> None:
+    provider, first, second = redis_apps
+    with httpx.Client() as browser:
+        login_with_forms(browser, f"{first}/", "leaver")
+        assert "hello leaver" in browser.get(f"{second}/").text
+        # The user signs out at the provider itself, not through the app: only the back channel
+        # can tell the app.
+        logout_with_forms(browser, f"{provider.issuer}/session/end", provider.issuer, method="GET")
+        provider.wait_for_log(lambda line: "backchannel.success" in line, timeout=10)
+        for app in (first, second):
+            assert browser.get(f"{app}/", headers={"Accept": "application/json"}).status_code == 401
