@@ -139,7 +139,8 @@ class IDTokenValidator:
             raise
         except JoseError as exc:
             raise IDTokenError(f"signature: {exc.error}") from None
-        except (ValueError, TypeError, KeyError) as exc:
+        except (ValueError, TypeError, KeyError, RecursionError) as exc:
+            # RecursionError: joserfc's json.loads on a payload of arrays nested a thousand deep.
             raise IDTokenError(f"malformed: {type(exc).__name__}") from None
 
     def _check_id_token(self, token: jwt.Token, *, nonce: str | None, access_token: str | None, now: int) -> None:

@@ -13,7 +13,11 @@ PKCE and single-use codes); each test then sets a few attributes to make it lie:
   (`REMOVE` deletes one);
 * `id_token_encoder`: build the ID token by hand (`unsigned`, `hs256_with_public_key`, ...);
 * `discovery_issuer`, `iss_parameter_supported`, `metadata_overrides`: lie in discovery;
-* `rotate_key()`, `jwks_keys`, `signing_key`: key rotation and key set tricks;
+* `rotate_key()`, `jwks_keys`, `signing_key`: key rotation and key set tricks; `jwks_extra`
+  appends raw JWK members (keys that do not import), `jwks_behaviour` (`"ok"`, `"error_500"`)
+  makes the JWKS endpoint fail;
+* `raw_bodies`: a body to serve (HTTP 200, JSON media type) instead of the real answer of
+  `"discovery"`, `"jwks"`, `"token"` or `"refresh"` (e.g. `deeply_nested()`);
 * `token_behaviour` (`"ok"`, `"error_500"`, `"garbage"`, `"hang"`, `"invalid_grant"`) and
   `token_overrides`: a failing or incomplete token endpoint.
 
@@ -64,12 +68,15 @@ __all__ = [
     "REMOVE",
     "HostileProvider",
     "IDTokenEncoder",
+    "JWKSBehaviour",
     "TokenBehaviour",
     "TokenRequest",
     "b64url",
+    "deeply_nested",
     "hs256_with_public_key",
     "rsa_key",
     "sign_compact",
+    "sign_raw",
     "tamper_signature",
     "unsigned",
 ]
@@ -79,6 +86,7 @@ DEFAULT_CLIENT_ID = "app-client"
 BACKCHANNEL_LOGOUT_EVENT = "http://schemas.openid.net/event/backchannel-logout"
 
 TokenBehaviour = Literal["ok", "error_500", "garbage", "hang", "invalid_grant"]
+JWKSBehaviour = Literal["ok", "error_500"]
 #: Builds the compact ID token from the (already overridden) header and claims.
 IDTokenEncoder = Callable[[dict[str, Any], dict[str, Any]], str]
 
@@ -108,9 +116,19 @@ def sign_compact(header: dict[str, Any], claims: dict[str, Any], key: Key) -> st
     Unlike `joserfc.jwt.encode`, this puts any header members in as they are (`crit`, `jwk`, ...):
     a hostile provider does not validate what it sends.
     """
-    signing_input = f"{b64url(_json(header))}.{b64url(_json(claims))}"
+    return sign_raw(header, _json(claims), key)
+
+
+def sign_raw(header: dict[str, Any], payload: bytes, key: Key) -> str:
+    """Like `sign_compact`, with any bytes as the payload (validly signed, so only parsing can refuse it)."""
+    signing_input = f"{b64url(_json(header))}.{b64url(payload)}"
     signature = JWSRegistry.algorithms[header["alg"]].sign(signing_input.encode("ascii"), key)
     return f"{signing_input}.{b64url(signature)}"
+
+
+def deeply_nested(depth: int = 100_000) -> bytes:
+    """JSON arrays opened `depth` deep: `json.loads` gives up with RecursionError, not ValueError."""
+    return b"[" * depth
 
 
 def unsigned(header: dict[str, Any], claims: dict[str, Any]) -> str:
@@ -199,6 +217,9 @@ class HostileProvider:
         # Keys
         self.signing_key: Key = rsa_key("op-key-1")
         self.jwks_keys: list[Key] = [self.signing_key]
+        self.jwks_extra: list[Any] = []
+        self.jwks_behaviour: JWKSBehaviour = "ok"
+        self.raw_bodies: dict[str, bytes] = {}
         # ID token
         self.sub = "alice"
         #: The `sid` claim of ID tokens (and default of logout tokens); `None` leaves it out.
@@ -208,7 +229,8 @@ class HostileProvider:
         self.id_token_encoder: IDTokenEncoder | None = None
         # Token endpoint
         self.token_behaviour: TokenBehaviour = "ok"
-        self.hang_seconds = 1.0
+        #: Far above the 0.5 s timeouts tests configure, so "cut off, not waited for" holds on a busy machine.
+        self.hang_seconds = 2.0
         self.token_overrides: dict[str, Any] = {}
         # Refresh
         self.issue_refresh_tokens = True
@@ -359,11 +381,14 @@ class HostileProvider:
 
     async def _discovery(self, request: Request) -> Response:
         self.calls["discovery"] += 1
-        return JSONResponse(self.metadata())
+        return self._raw("discovery") or JSONResponse(self.metadata())
 
     async def _jwks(self, request: Request) -> Response:
         self.calls["jwks"] += 1
-        return JSONResponse({"keys": [key.as_dict(private=False) for key in self.jwks_keys]})
+        if self.jwks_behaviour == "error_500":
+            return PlainTextResponse("Internal Server Error", status_code=500)
+        keys = [key.as_dict(private=False) for key in self.jwks_keys]
+        return self._raw("jwks") or JSONResponse({"keys": [*keys, *self.jwks_extra]})
 
     async def _authorize(self, request: Request) -> Response:
         self.calls["authorize"] += 1
@@ -384,6 +409,9 @@ class HostileProvider:
         failure = await self._misbehave(self.token_behaviour, "the code is not valid")
         if failure is not None:
             return failure
+        raw = self._raw("token")
+        if raw is not None:
+            return raw
 
         form = self.token_requests[-1].form
         grant = self._grants.pop(form.get("code", [""])[0], None)  # single use, as RFC 6749 4.1.2 asks
@@ -408,6 +436,9 @@ class HostileProvider:
         failure = await self._misbehave(self.refresh_behaviour, "the refresh token is not valid")
         if failure is not None:
             return failure
+        raw = self._raw("refresh")
+        if raw is not None:
+            return raw
         if self.refresh_delay:
             await asyncio.sleep(self.refresh_delay)
         presented = self.token_requests[-1].form.get("refresh_token", [""])[0]
@@ -440,6 +471,10 @@ class HostileProvider:
         elif behaviour == "invalid_grant":
             return _oauth_error("invalid_grant", description)
         return None
+
+    def _raw(self, endpoint: str) -> Response | None:
+        body = self.raw_bodies.get(endpoint)
+        return None if body is None else Response(body, media_type="application/json")
 
     def _new_refresh_token(self, grant: _RefreshGrant) -> str:
         token = secrets.token_urlsafe(32)

@@ -1,27 +1,60 @@
-"""`Provider.refresh` and `Provider.validate_logout_token` against the hostile provider.
+"""The provider layer against the hostile provider.
 
-The `Provider` is built directly (no middleware) on `httpx.ASGITransport(app=hostile)`. Refresh
-failures are sorted into the two kinds the middleware must tell apart: `refresh_rejected` (401,
-the refresh token is dead, end the session) and everything else (the provider's trouble: keep
-the session while its access token lasts).
+Most tests build the `Provider` directly (no middleware) on `httpx.ASGITransport(app=hostile)`.
+Refresh failures are sorted into the two kinds the middleware must tell apart: `refresh_rejected`
+(401, the refresh token is dead, end the session) and everything else (the provider's trouble:
+keep the session while its access token lasts).
+
+The later sections (hostile JSON, metadata, key sets, lifespans, JWKS caching, login and logout
+URLs) go through the middleware, and assert what a browser or the provider sees: a 502/504 page
+or a refused token, never an exception escaping.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
 import json
+import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
-from helpers import CLIENT_ID, CLIENT_SECRET, ISSUER, make_config
-from hostile_provider import REMOVE, HostileProvider, TokenBehaviour, rsa_key, sign_compact, unsigned
+from helpers import (
+    APP_ORIGIN,
+    CLIENT_ID,
+    CLIENT_SECRET,
+    ISSUER,
+    Site,
+    assert_logged,
+    assert_no_session,
+    assert_refusal_page,
+    begin_login,
+    login,
+    make_config,
+    open_site,
+)
+from hostile_provider import (
+    REMOVE,
+    HostileProvider,
+    TokenBehaviour,
+    deeply_nested,
+    rsa_key,
+    sign_compact,
+    sign_raw,
+    unsigned,
+)
+from joserfc.jwk import ECKey
+from starlette.types import Message
 
-from pkce_middleware import IDTokenError, ProviderError, ProviderTimeout
+from pkce_middleware import IDTokenError, PKCEMiddleware, ProviderError, ProviderTimeout
+from pkce_middleware import _provider as provider_module
 from pkce_middleware._flow import LoginAttempt
-from pkce_middleware._provider import Provider
+from pkce_middleware._provider import DiscoveryMismatch, Provider
 from pkce_middleware._tokens import LogoutClaims
 
 HTTP_TIMEOUT = 0.5
@@ -54,6 +87,13 @@ async def provider(hostile: HostileProvider) -> AsyncIterator[Provider]:
     opened = Provider(make_config(http_timeout=HTTP_TIMEOUT), transport=httpx.ASGITransport(app=hostile))
     yield opened
     await opened.aclose()
+
+
+@pytest.fixture
+async def site() -> AsyncIterator[Site]:
+    """The middleware in front of the hostile provider, for what a browser sees."""
+    async with open_site() as opened:
+        yield opened
 
 
 def session_claims(**overrides: Any) -> dict[str, Any]:
@@ -497,3 +537,427 @@ async def test_jwks_outage_during_logout_is_a_provider_error_not_a_bad_token(hos
 
     assert not isinstance(caught.value, IDTokenError)
     assert (caught.value.error, caught.value.status_code) == ("jwks_failed", 502)
+
+
+async def test_a_closed_client_is_replaced_on_the_next_call(hostile: HostileProvider, provider: Provider) -> None:
+    await provider.metadata()
+    closed = provider._client
+    await provider.aclose()
+
+    token, _ = await refresh(provider, issue(hostile))
+
+    assert token["access_token"] == hostile.issued_access_tokens[-1]
+    assert closed.is_closed
+    assert provider._client is not closed and not provider._client.is_closed
+
+
+# -- hostile JSON: arrays nested a thousand deep ----------------------------------------------
+# `json.loads` gives up on them with RecursionError, which is no ValueError.
+
+
+async def test_deeply_nested_discovery_is_a_502_page() -> None:
+    hostile = HostileProvider()
+    hostile.raw_bodies = {"discovery": deeply_nested()}
+    async with open_site(hostile) as site:
+        response = await site.client.get("/")
+
+        assert_refusal_page(response, status=502, reason="discovery_invalid", site=site)
+
+
+@pytest.mark.parametrize(("endpoint", "reason"), [("jwks", "jwks_invalid"), ("token", "token_invalid")])
+async def test_deeply_nested_jwks_or_token_answer_is_a_502_page(endpoint: str, reason: str) -> None:
+    hostile = HostileProvider()
+    hostile.raw_bodies = {endpoint: deeply_nested()}
+    async with open_site(hostile) as site:
+        response = await login(site.client, hostile)
+
+        assert_refusal_page(response, status=502, reason=reason, site=site)
+        await assert_no_session(site)
+
+
+async def test_deeply_nested_refresh_answer_is_a_provider_error(hostile: HostileProvider, provider: Provider) -> None:
+    hostile.raw_bodies = {"refresh": deeply_nested()}
+
+    error = await refused(provider, issue(hostile))
+
+    assert (error.error, error.status_code) == ("refresh_invalid", 502)
+
+
+async def test_deeply_nested_error_answer_counts_by_its_status(hostile: HostileProvider) -> None:
+    """As an HTML error page would: the status is the news, not the body."""
+    transport = Intercept(hostile, "/token", lambda request: httpx.Response(400, content=deeply_nested()))
+    provider = Provider(make_config(), transport=transport)
+    try:
+        error = await refused(provider, "some-refresh-token")
+    finally:
+        await provider.aclose()
+
+    assert (error.error, error.status_code) == ("refresh_endpoint_error", 502)
+
+
+def nested_payload(hostile: HostileProvider) -> None:
+    """The provider signs a payload that is valid JSON text no parser will finish."""
+    hostile.id_token_encoder = lambda header, claims: sign_raw(
+        header, b'{"sub":' + deeply_nested(10_000), hostile.signing_key
+    )
+
+
+async def test_id_token_with_a_deeply_nested_payload_is_a_502_page(caplog: pytest.LogCaptureFixture) -> None:
+    hostile = HostileProvider()
+    nested_payload(hostile)
+    async with open_site(hostile) as site:
+        response = await login(site.client, hostile)
+
+        assert_refusal_page(response, status=502, reason="id_token_invalid", site=site)
+        assert_logged(caplog, "id_token_invalid", detail="RecursionError")
+
+
+async def post_logout_token(site: Site, token: str) -> httpx.Response:
+    """The provider's back-channel POST."""
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=site.middleware), base_url=APP_ORIGIN) as op:
+        return await op.post(site.config.backchannel_logout_path, data={"logout_token": token})
+
+
+async def test_logout_token_with_a_deeply_nested_payload_is_refused_with_400(site: Site) -> None:
+    header = {"alg": "RS256", "typ": "logout+jwt", "kid": site.hostile.signing_key.kid}
+    token = sign_raw(header, b'{"events":' + deeply_nested(10_000), site.hostile.signing_key)
+
+    response = await post_logout_token(site, token)
+
+    assert (response.status_code, response.json()) == (400, {"error": "logout_token_invalid"})
+
+
+# -- metadata the provider gets wrong ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        pytest.param({"authorization_endpoint": "https://[::1"}, id="unclosed-ipv6-bracket"),
+        pytest.param({"token_endpoint": "https://op.test:99999/token"}, id="port-out-of-range"),
+        pytest.param({"token_endpoint": "https://op.test:abc/token"}, id="port-not-a-number"),
+        pytest.param({"token_endpoint": "https://op.test/token\nx"}, id="newline-httpx-refuses"),
+        pytest.param({"jwks_uri": "https://xn--/jwks"}, id="bad-idna-label"),
+        pytest.param({"jwks_uri": "http://op.test/jwks"}, id="plain-http"),
+        pytest.param({"end_session_endpoint": "https://[::1"}, id="end-session-unclosed-bracket"),
+        pytest.param({"end_session_endpoint": 5}, id="end-session-not-a-string"),
+        pytest.param({"id_token_signing_alg_values_supported": 5}, id="algs-a-number"),
+        pytest.param({"id_token_signing_alg_values_supported": "RS256"}, id="algs-a-string"),
+        pytest.param({"id_token_signing_alg_values_supported": "HS256 RS256x"}, id="algs-substring-match"),
+        pytest.param({"id_token_signing_alg_values_supported": {"RS256": True}}, id="algs-an-object"),
+        pytest.param({"id_token_signing_alg_values_supported": ["RS256", 5]}, id="algs-not-all-strings"),
+        pytest.param({"token_endpoint_auth_methods_supported": 5}, id="auth-methods-a-number"),
+        pytest.param({"token_endpoint_auth_methods_supported": "client_secret_post"}, id="auth-methods-a-string"),
+        pytest.param({"token_endpoint_auth_methods_supported": [None]}, id="auth-methods-not-strings"),
+    ],
+)
+async def test_unusable_metadata_is_a_502_page_and_is_not_asked_again_at_once(overrides: dict[str, Any]) -> None:
+    hostile = HostileProvider()
+    hostile.metadata_overrides = overrides
+    async with open_site(hostile) as site:
+        first = await site.client.get("/")
+        second = await site.client.get("/")
+
+        assert_refusal_page(first, status=502, reason="discovery_invalid", site=site)
+        assert_refusal_page(second, status=502, reason="provider_unavailable", site=site)
+        assert hostile.calls["discovery"] == 1
+        assert hostile.calls["authorize"] == hostile.calls["jwks"] == 0
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        pytest.param({"id_token_signing_alg_values_supported": REMOVE}, id="algs-absent-means-rs256"),
+        pytest.param({"id_token_signing_alg_values_supported": []}, id="algs-empty-means-rs256"),
+        pytest.param({"token_endpoint_auth_methods_supported": REMOVE}, id="auth-methods-absent"),
+        pytest.param({"end_session_endpoint": REMOVE}, id="no-end-session"),
+        pytest.param({"jwks_uri": "http://127.0.0.1:8080/jwks"}, id="plain-http-on-loopback"),
+        pytest.param({"authorization_endpoint": "https://op.test/authorize?tenant=a%20b"}, id="endpoint-with-query"),
+    ],
+)
+async def test_metadata_within_the_rules_still_works(overrides: dict[str, Any]) -> None:
+    hostile = HostileProvider()
+    hostile.metadata_overrides = overrides
+    config = make_config()
+    provider = Provider(config, transport=httpx.ASGITransport(app=hostile))
+    try:
+        metadata = await provider.metadata()
+        attempt = LoginAttempt.start(issuer=ISSUER, redirect_uri="https://app.test/auth/callback", return_to="/")
+        location = await provider.authorization_url(attempt)
+    finally:
+        await provider.aclose()
+
+    assert metadata.id_token_algorithms
+    assert parse_qs(urlsplit(location).query)["state"] == [attempt.state]
+
+
+async def test_no_common_id_token_algorithm_is_a_502_page_naming_the_setting(caplog: pytest.LogCaptureFixture) -> None:
+    hostile = HostileProvider()
+    hostile.metadata_overrides = {"id_token_signing_alg_values_supported": ["HS256", "none"]}
+    async with open_site(hostile) as site:
+        first = await site.client.get("/")
+        second = await site.client.get("/")
+
+        assert_refusal_page(first, status=502, reason="algorithm_mismatch", site=site)
+        assert_logged(caplog, "algorithm_mismatch", detail="PKCE_ID_TOKEN_ALGORITHMS")
+        assert_refusal_page(second, status=502, reason="provider_unavailable", site=site)
+        assert hostile.calls["discovery"] == 1
+
+
+def test_discovery_mismatch_is_a_provider_error_of_its_own() -> None:
+    """Told apart by its class, not by a reason string another error might also carry."""
+    assert issubclass(DiscoveryMismatch, ProviderError)
+    assert DiscoveryMismatch("x").error == "discovery_mismatch"
+    assert DiscoveryMismatch("x").status_code == 502
+
+
+# -- lifespans --------------------------------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def lifespan(middleware: PKCEMiddleware) -> AsyncIterator[list[Message]]:
+    """One ASGI lifespan driven by hand: startup on entry, shutdown on exit; yields what was sent."""
+    incoming: asyncio.Queue[Message] = asyncio.Queue()
+    sent: list[Message] = []
+    started = asyncio.Event()
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+        if message["type"].startswith("lifespan.startup."):
+            started.set()
+
+    incoming.put_nowait({"type": "lifespan.startup"})
+    scope = {"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}
+    task = asyncio.create_task(middleware(scope, incoming.get, send))
+    await started.wait()
+    try:
+        yield sent
+    finally:
+        incoming.put_nowait({"type": "lifespan.shutdown"})
+        await asyncio.wait_for(task, 5)
+
+
+async def test_a_second_lifespan_logs_in_with_a_fresh_client(site: Site) -> None:
+    """Two `with TestClient(app):` blocks on one app: the first shutdown must not break the second."""
+    async with lifespan(site.middleware) as sent:
+        assert [m["type"] for m in sent] == ["lifespan.startup.complete"]
+    first = site.middleware._provider._client
+    assert first.is_closed
+
+    async with lifespan(site.middleware) as sent:
+        assert [m["type"] for m in sent] == ["lifespan.startup.complete"]
+        response = await login(site.client, site.hostile)
+        page = await site.client.get("/")
+        second = site.middleware._provider._client
+
+    assert response.status_code == 303, response.text
+    assert page.text == "hello alice"
+    assert second is not first and second.is_closed
+    assert [m["type"] for m in sent][-1] == "lifespan.shutdown.complete"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "setting"),
+    [
+        pytest.param({"issuer": "https://impostor.test"}, "PKCE_ISSUER", id="issuer"),
+        pytest.param({"issuer": "https://impostor.test/" + "x" * 5000}, "PKCE_ISSUER", id="issuer-huge"),
+        pytest.param({"issuer": [[["https://op.test"]]]}, "PKCE_ISSUER", id="issuer-not-a-string"),
+        pytest.param({"id_token_signing_alg_values_supported": ["HS256"]}, "PKCE_ID_TOKEN_ALGORITHMS", id="algorithms"),
+    ],
+)
+async def test_lifespan_startup_fails_naming_the_setting_that_contradicts_discovery(
+    overrides: dict[str, Any], setting: str
+) -> None:
+    hostile = HostileProvider()
+    hostile.metadata_overrides = overrides
+    async with open_site(hostile) as site:
+        async with lifespan(site.middleware) as sent:
+            pass
+
+        assert [m["type"] for m in sent] == ["lifespan.startup.failed"]
+        assert setting in sent[0]["message"]
+        assert len(sent[0]["message"]) < 500
+        assert site.middleware._provider._client.is_closed  # no shutdown will come to close it
+        assert hostile.calls["jwks"] == 0
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        pytest.param({"jwks_uri": "https://[::1"}, id="bad-jwks-uri"),
+        pytest.param({"id_token_signing_alg_values_supported": "RS256"}, id="algs-a-string"),
+    ],
+)
+async def test_lifespan_startup_survives_unusable_metadata(overrides: dict[str, Any]) -> None:
+    """Only a contradiction of the configuration fails startup; a broken answer may be fixed by a retry."""
+    hostile = HostileProvider()
+    hostile.metadata_overrides = overrides
+    async with open_site(hostile) as site, lifespan(site.middleware) as sent:
+        pass
+
+    assert [m["type"] for m in sent] == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
+
+
+# -- key sets the provider gets wrong ---------------------------------------------------------
+
+
+def _ec_public(**overrides: Any) -> dict[str, Any]:
+    key = ECKey.generate_key("P-256", parameters={"use": "sig"}).as_dict(private=False)
+    return {**key, **overrides}
+
+
+UNUSABLE_KEYS = [
+    pytest.param(_ec_public(crv="P-999"), id="unknown-curve"),
+    pytest.param({"kty": ["RSA"], "n": "AQAB", "e": "AQAB"}, id="kty-a-list"),
+    pytest.param({"kty": {"RSA": 1}}, id="kty-an-object"),
+    pytest.param(_ec_public(x=5), id="coordinate-a-number"),
+    pytest.param(_ec_public(x="!!!"), id="coordinate-not-base64"),
+    pytest.param({"kty": "RSA", "n": "AQAB", "e": "AQAB"}, id="rsa-e-not-below-n"),
+    pytest.param({"kty": "OKP", "crv": "Ed448", "x": "AA"}, id="ed448-too-short"),
+    pytest.param(_ec_public(kid=["op-key-1"]), id="kid-a-list"),
+    pytest.param("not a key", id="not-an-object"),
+]
+
+
+@pytest.mark.parametrize("bad_key", UNUSABLE_KEYS)
+async def test_an_unusable_key_in_the_jwks_is_skipped(site: Site, bad_key: Any) -> None:
+    site.hostile.jwks_extra = [bad_key]
+
+    response = await login(site.client, site.hostile)
+
+    assert response.status_code == 303, response.text
+    assert (await site.client.get("/")).text == "hello alice"
+
+
+async def test_a_jwks_of_only_unusable_keys_refuses_the_id_token(site: Site, caplog: pytest.LogCaptureFixture) -> None:
+    site.hostile.jwks_keys = []
+    site.hostile.jwks_extra = [_ec_public(crv="P-999"), {"kty": "RSA", "n": "AQAB", "e": "AQAB"}]
+
+    response = await login(site.client, site.hostile)
+
+    assert_refusal_page(response, status=502, reason="id_token_invalid", site=site)
+    assert any("ignored 2 key(s)" in r.getMessage() for r in caplog.records)
+
+
+# -- JWKS caching: failures, and a maximum age ------------------------------------------------
+
+
+async def test_failed_jwks_fetch_is_not_retried_at_once(
+    site: Site, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    site.hostile.jwks_behaviour = "error_500"
+
+    first = await login(site.client, site.hostile)
+    second = await login(site.browser(), site.hostile)
+
+    assert_refusal_page(first, status=502, reason="jwks_failed", site=site)
+    assert_refusal_page(second, status=502, reason="provider_unavailable", site=site)
+    assert site.hostile.calls["jwks"] == 1
+
+    site.hostile.jwks_behaviour = "ok"
+    monkeypatch.setattr(provider_module, "JWKS_RETRY_INTERVAL", 0.0)
+    third = site.browser()
+    assert (await login(third, site.hostile)).status_code == 303
+    assert site.hostile.calls["jwks"] == 2
+
+
+async def test_forged_logout_tokens_during_a_jwks_outage_cause_one_fetch(site: Site) -> None:
+    """The unauthenticated endpoint: an outage is the provider's trouble (502), and asked about once."""
+    site.hostile.jwks_behaviour = "error_500"
+    statuses = [(await post_logout_token(site, site.hostile.logout_token())).status_code for _ in range(5)]
+
+    assert statuses == [502] * 5
+    assert site.hostile.calls["jwks"] == 1
+
+
+async def test_a_key_the_provider_withdrew_is_refused_once_the_jwks_is_too_old(
+    site: Site, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert (await login(site.client, site.hostile)).status_code == 303
+    withdrawn = site.hostile.signing_key
+    site.hostile.rotate_key("op-key-2")  # op-key-1 leaked, say; whoever has it signs what they like
+    forged = site.hostile.logout_token(key=withdrawn)
+
+    monkeypatch.setattr(provider_module, "JWKS_MAX_AGE", 0.0)
+    response = await post_logout_token(site, forged)
+
+    assert (response.status_code, response.json()) == (400, {"error": "logout_token_invalid"})
+    assert site.hostile.calls["jwks"] >= 2
+    assert (await site.client.get("/")).text == "hello alice"  # the session the forgery aimed at lives on
+
+
+async def test_a_young_jwks_is_not_refetched(site: Site) -> None:
+    for _ in range(3):
+        assert (await login(site.browser(), site.hostile)).status_code == 303
+    assert site.hostile.calls["jwks"] == 1
+
+
+async def test_when_renewing_an_old_jwks_fails_its_keys_stay_in_use(
+    site: Site, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="pkce_middleware")
+    assert (await login(site.client, site.hostile)).status_code == 303
+    monkeypatch.setattr(provider_module, "JWKS_MAX_AGE", 0.0)
+    site.hostile.jwks_behaviour = "error_500"
+
+    second = await login(site.browser(), site.hostile)
+    third = await login(site.browser(), site.hostile)
+
+    assert second.status_code == third.status_code == 303
+    assert site.hostile.calls["jwks"] == 2  # the failure is not retried at once
+    assert any("JWKS refetch failed" in r.getMessage() for r in caplog.records)
+
+
+# -- the login and logout URLs ----------------------------------------------------------------
+
+
+async def test_offline_access_asks_for_consent() -> None:
+    """Core section 11: without prompt=consent the provider ignores offline_access."""
+    async with open_site(scopes=("openid", "offline_access")) as site:
+        _, params = await begin_login(site.client, "/")
+
+    assert "offline_access" in params["scope"].split()
+    assert params["prompt"] == "consent"
+
+
+async def test_no_prompt_without_offline_access(site: Site) -> None:
+    _, params = await begin_login(site.client, "/")
+    assert "prompt" not in params
+
+
+def end_session_query(url: str | None) -> dict[str, list[str]]:
+    assert url is not None
+    target = urlsplit(url)
+    assert f"{target.scheme}://{target.netloc}{target.path}" == f"{ISSUER}/logout"
+    return parse_qs(target.query)
+
+
+async def test_end_session_url_carries_a_fresh_state_and_the_client_id(provider: Provider) -> None:
+    """RP-Initiated Logout 1.0 section 2; `id_token_hint` only when there is an ID token to send."""
+    back = f"{APP_ORIGIN}/auth/logout"
+    await provider.metadata()
+
+    with_hint = end_session_query(provider.end_session_url(id_token="the-id-token", post_logout_redirect_uri=back))
+    without = end_session_query(provider.end_session_url(id_token=None, post_logout_redirect_uri=back))
+    empty = end_session_query(provider.end_session_url(id_token="", post_logout_redirect_uri=back))
+
+    assert with_hint.pop("id_token_hint") == ["the-id-token"]
+    for query in (with_hint, without, empty):
+        assert set(query) == {"client_id", "post_logout_redirect_uri", "state"}
+        assert query["client_id"] == [CLIENT_ID]
+        assert query["post_logout_redirect_uri"] == [back]
+        assert len(query["state"][0]) >= 16
+    assert len({with_hint["state"][0], without["state"][0], empty["state"][0]}) == 3
+
+
+async def test_logout_without_a_kept_id_token_sends_no_hint() -> None:
+    async with open_site(session_id_token=False) as site:
+        assert (await login(site.client, site.hostile)).status_code == 303
+        response = await site.client.post("/auth/logout", headers={"Origin": APP_ORIGIN})
+
+    query = end_session_query(response.headers["location"])
+    assert set(query) == {"client_id", "post_logout_redirect_uri", "state"}
+
+
+async def test_no_end_session_url_before_discovery(provider: Provider) -> None:
+    assert provider.end_session_url(id_token="x", post_logout_redirect_uri=f"{APP_ORIGIN}/") is None

@@ -20,9 +20,11 @@ from hostile_provider import (
     BACKCHANNEL_LOGOUT_EVENT,
     REMOVE,
     b64url,
+    deeply_nested,
     hs256_with_public_key,
     rsa_key,
     sign_compact,
+    sign_raw,
     tamper_signature,
     unsigned,
 )
@@ -306,6 +308,20 @@ def test_payload_that_is_not_a_json_object_is_refused() -> None:
     signature = JWSRegistry.algorithms["RS256"].sign(signing_input.encode(), RSA)
     error = rejected(f"{signing_input}.{b64url(signature)}")
     assert "invalid_payload" in error.detail
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        pytest.param(deeply_nested(10_000), id="arrays"),
+        pytest.param(b'{"sub":' + deeply_nested(10_000), id="inside-a-claim"),
+        pytest.param(b'{"a":' * 2_000, id="objects"),
+    ],
+)
+def test_deeply_nested_payload_is_refused(payload: bytes) -> None:
+    """Validly signed, so only the JSON parser stands in the way; it must refuse, not crash."""
+    error = rejected(sign_raw({"alg": "RS256", "kid": RSA.kid}, payload, RSA))
+    assert error.detail == "malformed: RecursionError"
 
 
 def test_validator_refuses_an_empty_algorithm_list() -> None:
@@ -592,3 +608,9 @@ def test_logout_token_with_an_unknown_kid_asks_for_a_jwks_refetch() -> None:
 )
 def test_malformed_logout_token_is_refused(raw: str) -> None:
     refused_logout(raw)
+
+
+def test_logout_token_with_a_deeply_nested_payload_is_refused() -> None:
+    token = sign_raw({"alg": "RS256", "kid": RSA.kid, "typ": "logout+jwt"}, deeply_nested(10_000), RSA)
+    error = refused_logout(token)
+    assert (error.error, error.status_code, error.detail) == ("logout_token_invalid", 400, "malformed: RecursionError")
