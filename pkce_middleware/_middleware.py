@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 import time
@@ -59,6 +60,9 @@ class PKCEMiddleware:
     `transport` replaces the network for calls to the provider (tests, or a custom proxy setup).
     """
 
+    #: Seconds between checks that an open WebSocket's session was not logged out or revoked.
+    websocket_check_interval = 30.0
+
     def __init__(
         self, app: ASGIApp, *, config: PKCEConfig | None = None, transport: httpx.AsyncBaseTransport | None = None
     ) -> None:
@@ -111,14 +115,17 @@ class PKCEMiddleware:
         if current is not None:
             # Overwrites whatever an outer layer or a client-controlled value put there.
             scope["user"], scope["auth"] = current.user, current.credentials
-            if current.write and scope["type"] == "http":
+            if scope["type"] == "websocket":
+                await self._watched_websocket(current.session, scope, receive, send)
+                return
+            if current.write:
                 send = await self._sending_session(current.session, scope, send)
             await self.app(scope, receive, send)
         elif self._is_public(scope["path"]):
             scope["user"], scope["auth"] = UnauthenticatedUser(), AuthCredentials()
             await self.app(scope, receive, send)
         elif scope["type"] == "websocket":
-            await send({"type": "websocket.close", "code": 1008, "reason": "login required"})
+            await _refuse_websocket(scope, send)
         elif is_navigation(scope["method"], Headers(scope=scope)):
             await self._start_login(scope, receive, send, return_to=_request_target(scope))
         else:
@@ -142,6 +149,37 @@ class PKCEMiddleware:
             await send(message)
 
         return send_with_cookie
+
+    async def _watched_websocket(self, session: Session, scope: Scope, receive: Receive, send: Send) -> None:
+        """Run the app's WebSocket, closing it with 1008 once the session ends: at its absolute
+        expiry, or at the next check after a logout or revocation (every `websocket_check_interval`)."""
+        closed = False
+
+        async def watch() -> None:
+            nonlocal closed
+            while True:
+                remaining = session.expires_at - time.time()
+                await asyncio.sleep(max(0.0, min(self.websocket_check_interval, remaining)))
+                try:
+                    ended = time.time() >= session.expires_at or not await self._store.alive(session, scope)
+                except PKCEMiddlewareError as exc:
+                    _log_refusal(exc, scope)
+                    continue  # an outage is not a logout; ask again at the next check
+                if ended:
+                    closed = True
+                    logger.info("websocket closed: reason=session_ended sub=%r", session.sub)
+                    await send({"type": "websocket.close", "code": 1008, "reason": "session ended"})
+                    return
+
+        async def send_until_closed(message: Message) -> None:
+            if not closed:  # after our close, the app's late messages have nowhere to go
+                await send(message)
+
+        watcher = asyncio.create_task(watch())
+        try:
+            await self.app(scope, receive, send_until_closed)
+        finally:
+            watcher.cancel()
 
     async def _forget_session(self, scope: Scope, response: Response) -> None:
         """Delete a session cookie that no longer opens, so the browser stops sending it."""
@@ -384,6 +422,17 @@ class PKCEMiddleware:
             await send(message)
 
         await self.app(scope, receive_after_startup, send_closing_client)
+
+
+async def _refuse_websocket(scope: Scope, send: Send) -> None:
+    """403 where the server can send an HTTP answer to a WebSocket handshake, else close 1008."""
+    if "websocket.http.response" in scope.get("extensions", {}):
+        body = b'{"error":"login_required","message":"Sign in to use this resource."}'
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        await send({"type": "websocket.http.response.start", "status": 403, "headers": headers})
+        await send({"type": "websocket.http.response.body", "body": body})
+    else:
+        await send({"type": "websocket.close", "code": 1008, "reason": "login required"})
 
 
 def _make_store(config: PKCEConfig, codec: SessionCodec, cookies: CookiePolicy, id_sealer: Sealer) -> SessionStore:

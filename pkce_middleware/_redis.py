@@ -427,6 +427,10 @@ class RedisStore:
     def is_revoked(self, session: Session) -> bool:
         return False  # a revoked session is deleted, so `load` no longer finds it
 
+    async def alive(self, session: Session, scope: Scope) -> bool:
+        loaded = await self.load(scope)
+        return loaded is not None and loaded.session.id == session.id
+
     async def claim_jti(self, jti: str, *, ttl: int) -> bool:
         with _unavailable("SET NX jti"):
             return bool(await self._redis().set(self._key("jti", jti), b"1", nx=True, ex=max(1, ttl)))

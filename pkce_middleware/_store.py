@@ -75,6 +75,10 @@ class SessionStore(Protocol):
 
     def is_revoked(self, session: Session) -> bool: ...
 
+    async def alive(self, session: Session, scope: Scope) -> bool:
+        """Whether `session` has not been logged out or revoked since the request opened it
+        (asked now and then for a long-lived WebSocket)."""
+
     async def claim_jti(self, jti: str, *, ttl: int) -> bool:
         """Record a logout token id; `False` if it was seen before (a replay)."""
 
@@ -156,6 +160,10 @@ class CookieStore:
                 self._policy.delete(cookies, name)
 
     async def discard(self, session: Session | None, scope: Scope, cookies: CookieWriter) -> None:
+        if session is not None:
+            # A copy of the cookie (another tab's socket, or a thief's) must not outlive the logout,
+            # at least in this process.
+            self._revocations.add(f"id:{session.id}", time.time())
         present = request_cookies(scope)
         for name in (self._name, *self._chunk_names):
             if name in present:
@@ -198,6 +206,9 @@ class CookieStore:
     def is_revoked(self, session: Session) -> bool:
         return self._revocations.covers(session)
 
+    async def alive(self, session: Session, scope: Scope) -> bool:
+        return not self._revocations.covers(session)
+
     async def claim_jti(self, jti: str, *, ttl: int) -> bool:
         key = f"jti:{jti}"
         if self._jtis.get(key) is not None:
@@ -233,7 +244,9 @@ class Revocations:
     def covers(self, session: Session) -> bool:
         if not self._entries:
             return False
-        keys = (f"sid:{session.sid}", f"sub:{session.sub}") if session.sid is not None else (f"sub:{session.sub}",)
+        keys = [f"id:{session.id}", f"sub:{session.sub}"]
+        if session.sid is not None:
+            keys.append(f"sid:{session.sid}")
         for key in keys:
             at = self._entries.get(key)
             if at is not None and session.created_at <= at:

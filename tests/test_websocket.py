@@ -1,0 +1,129 @@
+"""WebSockets behind the gate: refused without a session, closed when the session ends."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+from helpers import APP_ORIGIN, SESSION_COOKIE, Site, login, open_site, seal_session
+from starlette.types import Message, Receive, Scope, Send
+
+
+@pytest.fixture
+async def site() -> AsyncIterator[Site]:
+    async with open_site() as site:
+        site.middleware.websocket_check_interval = 0.05
+        yield site
+
+
+class Socket:
+    """One WebSocket connection driven by hand, as a server would."""
+
+    def __init__(self, cookie: str | None, *, denial_extension: bool = False) -> None:
+        headers = [(b"host", b"app.test"), (b"origin", APP_ORIGIN.encode())]
+        if cookie is not None:
+            headers.append((b"cookie", f"{SESSION_COOKIE}={cookie}".encode()))
+        self.scope: Scope = {
+            "type": "websocket",
+            "asgi": {"version": "3.0"},
+            "scheme": "wss",
+            "path": "/ws",
+            "raw_path": b"/ws",
+            "query_string": b"",
+            "root_path": "",
+            "headers": headers,
+            "subprotocols": [],
+            "extensions": {"websocket.http.response": {}} if denial_extension else {},
+        }
+        self.to_app: asyncio.Queue[Message] = asyncio.Queue()
+        self.to_app.put_nowait({"type": "websocket.connect"})
+        self.sent: list[Message] = []
+
+    async def receive(self) -> Message:
+        return await self.to_app.get()
+
+    async def send(self, message: Message) -> None:
+        self.sent.append(message)
+
+
+async def chatty_app(scope: Scope, receive: Receive, send: Send) -> None:
+    """Accepts, greets the user, then echoes until the client goes away."""
+    assert (await receive())["type"] == "websocket.connect"
+    await send({"type": "websocket.accept"})
+    await send({"type": "websocket.send", "text": f"hello {scope['user'].identity}"})
+    while True:
+        message = await receive()
+        if message["type"] == "websocket.disconnect":
+            return
+        await send({"type": "websocket.send", "text": message.get("text", "")})
+
+
+async def run(site: Site, socket: Socket) -> asyncio.Task[None]:
+    site.middleware.app = chatty_app
+    task = asyncio.create_task(site.middleware(socket.scope, socket.receive, socket.send))
+    await asyncio.sleep(0.02)
+    return task
+
+
+async def test_without_session_the_handshake_gets_a_403_where_the_server_allows(site: Site) -> None:
+    socket = Socket(None, denial_extension=True)
+    await (await run(site, socket))
+    assert socket.sent[0]["type"] == "websocket.http.response.start" and socket.sent[0]["status"] == 403
+    assert b"login_required" in socket.sent[1]["body"]
+
+
+async def test_without_session_and_without_the_extension_it_is_closed_1008(site: Site) -> None:
+    socket = Socket(None)
+    await (await run(site, socket))
+    assert socket.sent == [{"type": "websocket.close", "code": 1008, "reason": "login required"}]
+
+
+async def test_with_a_session_the_app_sees_the_user(site: Site) -> None:
+    socket = Socket(seal_session(site.middleware))
+    task = await run(site, socket)
+    assert socket.sent[:2] == [{"type": "websocket.accept"}, {"type": "websocket.send", "text": "hello carol"}]
+    socket.to_app.put_nowait({"type": "websocket.disconnect", "code": 1000})
+    await asyncio.wait_for(task, 1)
+
+
+async def test_the_socket_is_closed_when_the_session_reaches_its_end(site: Site) -> None:
+    socket = Socket(seal_session(site.middleware, expires_at=int(time.time()) + 1))
+    task = await run(site, socket)
+    started = time.monotonic()
+    while not any(m["type"] == "websocket.close" for m in socket.sent):
+        assert time.monotonic() - started < 3, socket.sent
+        await asyncio.sleep(0.05)
+    assert socket.sent[-1] == {"type": "websocket.close", "code": 1008, "reason": "session ended"}
+    socket.to_app.put_nowait({"type": "websocket.receive", "text": "too late"})
+    socket.to_app.put_nowait({"type": "websocket.disconnect", "code": 1008})
+    await asyncio.wait_for(task, 1)
+    assert socket.sent[-1]["type"] == "websocket.close"  # the echo after the close went nowhere
+
+
+async def test_logging_out_in_another_tab_closes_the_socket(site: Site) -> None:
+    await login(site.client, site.hostile)
+    socket = Socket(site.client.cookies[SESSION_COOKIE])
+    task = await run(site, socket)
+    assert socket.sent[1] == {"type": "websocket.send", "text": "hello alice"}
+    site.middleware.app = chatty_app  # the logout below goes through the same middleware
+    assert (await site.client.post("/auth/logout", headers={"Origin": APP_ORIGIN})).status_code == 303
+    await asyncio.sleep(0.3)
+    assert socket.sent[-1] == {"type": "websocket.close", "code": 1008, "reason": "session ended"}
+    socket.to_app.put_nowait({"type": "websocket.disconnect", "code": 1008})
+    await asyncio.wait_for(task, 1)
+
+
+async def test_a_backchannel_logout_closes_the_socket(site: Site) -> None:
+    site.hostile.sid = "op-session-9"
+    await login(site.client, site.hostile)
+    socket = Socket(site.client.cookies[SESSION_COOKIE])
+    task = await run(site, socket)
+    token = site.hostile.logout_token(sid="op-session-9")
+    response = await site.client.post("/auth/backchannel-logout", data={"logout_token": token})
+    assert response.status_code == 200
+    await asyncio.sleep(0.3)
+    assert socket.sent[-1] == {"type": "websocket.close", "code": 1008, "reason": "session ended"}
+    socket.to_app.put_nowait({"type": "websocket.disconnect", "code": 1008})
+    await asyncio.wait_for(task, 1)
