@@ -3,9 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install redis-server test lint demo bench readme clean
+.PHONY: install redis-server chromium test lint demo bench readme clean
 
-install: $(VENV)/.installed provider/node_modules/.package-lock.json redis-server
+install: $(VENV)/.installed provider/node_modules/.package-lock.json redis-server chromium
 
 # The Redis tests run a real redis-server (Debian's package); install it when it is missing.
 redis-server:
@@ -20,6 +20,10 @@ $(VENV)/.installed: pyproject.toml
 # npm ci writes node_modules/.package-lock.json, so the lock file's date decides a reinstall.
 provider/node_modules/.package-lock.json: provider/package-lock.json
 	npm ci --prefix provider --no-audit --no-fund --loglevel=error
+
+# The browser test drives Debian's chromium through Playwright (never `playwright install`).
+chromium:
+	@test -x /usr/bin/chromium || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
 lint: install
 	$(BIN)/ruff check .
