@@ -3,9 +3,12 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install redis-server chromium test lint demo bench readme clean
+.PHONY: install test-deps redis-server chromium test lint demo bench readme clean
 
-install: $(VENV)/.installed provider/node_modules/.package-lock.json redis-server chromium
+install: $(VENV)/.installed provider/node_modules/.package-lock.json
+
+# What only the test suite needs, from Debian: a real Redis and a real browser.
+test-deps: redis-server chromium
 
 # The Redis tests run a real redis-server (Debian's package); install it when it is missing.
 redis-server:
@@ -30,7 +33,7 @@ lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test: lint
+test: lint test-deps
 	$(BIN)/python -m pytest
 	$(BIN)/python benchmarks/bench_request.py --quick
 

@@ -5,7 +5,13 @@ The ASGI apps are called directly, in a tight loop on one event loop, with a pre
 every message. There is no server and no network: what is left is the middleware's own per-request
 work (cookie parsing, opening the session, building the user) plus the cost of one ASGI call.
 
-Run `python benchmarks/bench_request.py` (about 20 s; longer on a busy machine), or `--quick` (a few
+When `redis-server` and the `redis` package are installed, two more rows run against a private
+redis-server on a free 127.0.0.1 port (started for the run, stopped at its end): the middleware with
+the Redis session store, and the bare app doing the one Redis GET that store needs, so the table
+shows what the store adds beyond the round trip itself. Without them those rows are skipped, and
+the run says why.
+
+Run `python benchmarks/bench_request.py` (about 30 s; longer on a busy machine), or `--quick` (a few
 seconds, for CI). See `benchmarks/README.md` for how to read the table.
 """
 
@@ -14,20 +20,25 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import dataclasses
 import gc
+import importlib.util
 import json
 import math
 import os
 import platform
 import secrets
+import shutil
+import signal
 import statistics
 import sys
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
-from importlib.metadata import version
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import itsdangerous
@@ -35,12 +46,18 @@ from starlette.middleware.sessions import SessionMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from pkce_middleware import PKCEConfig, PKCEMiddleware
+from pkce_middleware._cookies import CookieWriter
 from pkce_middleware._session import Session
+
+if TYPE_CHECKING:  # the `redis` package is optional: imported at run time only when the Redis rows run
+    import redis.asyncio
 
 BARE = "bare"
 PKCE_SAME = "pkce (same cookie)"
 PKCE_COLD = "pkce (cold, cache off)"
 STARLETTE = "starlette SessionMiddleware"
+REDIS_GET = "bare + one redis GET"
+PKCE_REDIS = "pkce (redis store)"
 
 #: Targets for the middleware's hot path (added cost over the bare app, same cookie every request).
 TARGET_ADDED_US = 10.0
@@ -56,6 +73,13 @@ MAX_STALLED_CHUNKS = 0.10
 #: No loop may run longer than this many times its planned duration.
 DEADLINE_FACTOR = 3.0
 MAX_REQUESTS_PER_REP = 5_000_000
+#: A request of the Redis rows takes a loopback round trip (~0.1 ms, more on a busy machine): their
+#: reps last at least this long, so even a `--quick` rep has enough chunks to find stalls among.
+REDIS_MIN_REP_SECONDS = 0.2
+#: Requests whose Redis commands are counted (with `INFO commandstats`) before and after timing.
+REDIS_CHECKED_REQUESTS = 5
+
+ROOT = Path(__file__).resolve().parent.parent
 
 ISSUER = "https://op.example"
 CLIENT_ID = "bench"
@@ -92,6 +116,22 @@ async def bare_that_reads_session(scope: Scope, receive: Receive, send: Send) ->
     scope["session"]["id_token"]
     await send(RESPONSE_START)
     await send(RESPONSE_BODY)
+
+
+def bare_with_redis_get(client: redis.asyncio.Redis, key: str) -> ASGIApp:
+    """`bare` plus the one Redis GET a request costs the Redis store: the floor for `pkce (redis store)`.
+
+    It GETs the very key (and so the very value) the store reads, over a client built by the store's
+    own code; a KeyError (not a silent fast path) if the key is gone.
+    """
+
+    async def bare_that_gets(scope: Scope, receive: Receive, send: Send) -> None:
+        if await client.get(key) is None:
+            raise KeyError(key)
+        await send(RESPONSE_START)
+        await send(RESPONSE_BODY)
+
+    return bare_that_gets
 
 
 async def receive_nothing() -> Message:
@@ -180,10 +220,10 @@ def realistic_session(now: int) -> SessionData:
     )
 
 
-def pkce_cookie(middleware: PKCEMiddleware, data: SessionData) -> str:
-    """A session cookie value, sealed by the middleware's own codec (exactly what a login would set)."""
-    session = Session(
-        id="bench-session",
+def bench_session(data: SessionData, session_id: str = "bench-session") -> Session:
+    """The session a login with these contents would create."""
+    return Session(
+        id=session_id,
         claims=data.claims,
         access_token=data.access_token,
         id_token=data.id_token,
@@ -194,7 +234,11 @@ def pkce_cookie(middleware: PKCEMiddleware, data: SessionData) -> str:
         expires_at=data.expires_at,
         last_seen=int(time.time()),
     )
-    return middleware._sessions.seal(session)
+
+
+def pkce_cookie(middleware: PKCEMiddleware, data: SessionData) -> str:
+    """A session cookie value, sealed by the middleware's own codec (exactly what a login would set)."""
+    return middleware._sessions.seal(bench_session(data))
 
 
 def starlette_cookie(secret_key: str, data: SessionData, target_length: int) -> str:
@@ -345,6 +389,33 @@ async def check_session(middleware: SessionMiddleware, scope: Scope) -> None:
     require(seen[0]["scope"] == "openid profile email", f"{STARLETTE}: the session holds the wrong data")
 
 
+async def redis_command_calls(inspector: redis.asyncio.Redis) -> Counter[str]:
+    """Calls per command since the server started, as the server counts them (`INFO commandstats`)."""
+    stats: dict[str, Any] = await inspector.info("commandstats")
+    return Counter({name.removeprefix("cmdstat_"): int(value["calls"]) for name, value in stats.items()})
+
+
+async def check_one_get(app: ASGIApp, scope: Scope, inspector: redis.asyncio.Redis, name: str) -> None:
+    """Each request runs exactly one Redis command, a GET: no write-back, no health-check PING."""
+    require_hello(await call_capturing(app, scope), name)  # the connection (and its CLIENT SETINFO) is set up
+    before = await redis_command_calls(inspector)
+    for _ in range(REDIS_CHECKED_REQUESTS):
+        require_hello(await call_capturing(app, scope), name)
+    after = await redis_command_calls(inspector)
+    ran = {command: after[command] - before[command] for command in after if command != "info"}
+    ran = {command: calls for command, calls in ran.items() if calls}
+    require(
+        ran == {"get": REDIS_CHECKED_REQUESTS},
+        f"{name}: expected one GET per request, but {REDIS_CHECKED_REQUESTS} requests ran {ran}",
+    )
+
+
+async def check_pkce_redis(middleware: PKCEMiddleware, scope: Scope, inspector: redis.asyncio.Redis) -> None:
+    """Authenticated, the session opened from the codec's cache (same blob), and one GET per request."""
+    await check_pkce(middleware, scope, cached=True, name=PKCE_REDIS)
+    await check_one_get(middleware, scope, inspector, PKCE_REDIS)
+
+
 # -- timing --------------------------------------------------------------------------------------
 
 
@@ -387,6 +458,8 @@ class Variant:
     app: ASGIApp
     scope: dict[str, Any]
     check: Callable[[], Awaitable[None]]
+    #: A rep of this variant lasts at least this long, whatever `--rep-seconds` says.
+    min_rep_seconds: float = 0.0
     n: int = 0
     reps: list[Rep] = dataclasses.field(default_factory=list)
 
@@ -438,10 +511,10 @@ async def measure(variants: list[Variant], *, reps: int, rep_seconds: float, war
     for variant in variants:
         await variant.check()
         await drive(variant.app, variant.scope, MAX_REQUESTS_PER_REP, int(warmup_seconds * 1e9))
-        variant.n = await calibrate(variant, rep_seconds)
-    max_ns = int(rep_seconds * DEADLINE_FACTOR * 1e9)
+        variant.n = await calibrate(variant, max(rep_seconds, variant.min_rep_seconds))
     for _ in range(reps):  # interleaved, so slow drift of the machine hits every variant alike
         for variant in variants:
+            max_ns = int(max(rep_seconds, variant.min_rep_seconds) * DEADLINE_FACTOR * 1e9)
             variant.reps.append(await timed(variant.app, variant.scope, variant.n, max_ns))
     for variant in variants:  # still the authenticated path after all that
         await variant.check()
@@ -531,6 +604,125 @@ def target_checks(result: list[Row]) -> list[dict[str, Any]]:
     return checks
 
 
+def redis_summary(result: list[Row]) -> dict[str, Any] | None:
+    """What the Redis store adds beyond its one round trip (`None` when the Redis rows did not run)."""
+    by_name = {r.name: r for r in result}
+    if PKCE_REDIS not in by_name or REDIS_GET not in by_name:
+        return None
+    store_us = by_name[PKCE_REDIS].median_us - by_name[REDIS_GET].median_us
+    round_trip_us = by_name[REDIS_GET].added_us
+    return {
+        "store_over_get_us": store_us,
+        "get_over_bare_us": round_trip_us,
+        "line": f"{PKCE_REDIS} adds {store_us:.2f} µs over {REDIS_GET} (the store's own work beyond its one "
+        f"round trip; the GET itself adds {round_trip_us:.2f} µs over bare)",
+    }
+
+
+# -- the Redis rows ------------------------------------------------------------------------------
+
+
+def redis_unavailable() -> str | None:
+    """Why the Redis rows cannot run here; `None` when they can."""
+    if importlib.util.find_spec("redis") is None:
+        return "the `redis` package is not installed (pip install 'pkce_middleware[redis]')"
+    if shutil.which("redis-server") is None and not Path("/usr/bin/redis-server").exists():
+        return "redis-server is not installed (`make redis-server` installs Debian's package)"
+    if not (ROOT / "tests" / "redis_server.py").exists():
+        return "tests/redis_server.py, which starts the server, is missing"
+    return None
+
+
+def set_cookie_value(writer: CookieWriter, name: str) -> str:
+    """The value of the `name` cookie among the `Set-Cookie` headers the writer collected."""
+    for header, raw in writer.raw_headers:
+        if header == b"set-cookie":
+            cookie_name, _, value = raw.decode("latin-1").split(";", 1)[0].partition("=")
+            if cookie_name == name and value:
+                return value
+    raise BenchmarkError(f"{PKCE_REDIS}: saving the session set no {name} cookie")
+
+
+@dataclasses.dataclass(frozen=True)
+class RedisRows:
+    variants: list[Variant]
+    cookie_value: str
+    cookie_header: str
+    server: str
+
+
+async def redis_rows(
+    stack: contextlib.AsyncExitStack, data: SessionData, secret_key: str, transport: httpx.AsyncBaseTransport
+) -> RedisRows:
+    """Start a private redis-server (stopped by `stack`), store a real session in it, build the two rows."""
+    import redis.asyncio
+
+    from pkce_middleware._middleware import _make_store
+    from pkce_middleware._redis import RedisStore
+
+    sys.path.insert(0, str(ROOT / "tests"))  # the server launcher is shared with the test suite
+    from redis_server import RedisServer  # type: ignore[import-not-found, unused-ignore]
+
+    try:
+        server = stack.enter_context(RedisServer())  # stopped when the run ends, also on errors
+    except RuntimeError as exc:
+        raise BenchmarkError(f"redis-server did not start: {exc}") from exc
+    config = PKCEConfig(issuer=ISSUER, client_id=CLIENT_ID, secret_key=secret_key, session_store=server.url)
+    middleware = PKCEMiddleware(bare, config=config, transport=transport)
+    stack.push_async_callback(middleware._provider.aclose)
+    store = middleware._store
+    if not isinstance(store, RedisStore):
+        raise BenchmarkError(f"{PKCE_REDIS}: session_store={server.url} did not give a RedisStore")
+    stack.push_async_callback(store.aclose)
+    inspector = redis.asyncio.from_url(server.url)  # looks into Redis on a connection of its own
+    stack.push_async_callback(inspector.aclose)
+
+    # A session written by the store itself, as a login writes it (one EVALSHA: the session and its
+    # indexes); the cookie is the one that login would have set.
+    session = bench_session(data, secrets.token_urlsafe(24))
+    writer = CookieWriter()
+    await store.save(session, {"type": "http", "headers": []}, writer)
+    name = middleware._cookies.session_name
+    value = set_cookie_value(writer, name)
+    key = store._key("session", session.id)
+    require(await inspector.exists(key) == 1, f"{PKCE_REDIS}: the session is not in Redis under {key}")
+    header = f"{name}={value}"
+    scope = browser_scope(header)
+
+    # The reference's client is built by the store's own code from the same configuration (a second
+    # RedisStore, never used for sessions), so its settings are the middleware's: timeouts, health
+    # check, retry.
+    reference = _make_store(config, middleware._sessions, middleware._cookies, store._id_sealer)
+    if not isinstance(reference, RedisStore):
+        raise BenchmarkError(f"{REDIS_GET}: session_store={server.url} did not give a RedisStore")
+    stack.push_async_callback(reference.aclose)
+    get_app = bare_with_redis_get(reference._redis(), key)
+
+    info: dict[str, Any] = await inspector.info("server")
+    variants = [
+        Variant(
+            REDIS_GET,
+            get_app,
+            scope,
+            lambda: check_one_get(get_app, scope, inspector, REDIS_GET),
+            min_rep_seconds=REDIS_MIN_REP_SECONDS,
+        ),
+        Variant(
+            PKCE_REDIS,
+            middleware,
+            scope,
+            lambda: check_pkce_redis(middleware, scope, inspector),
+            min_rep_seconds=REDIS_MIN_REP_SECONDS,
+        ),
+    ]
+    return RedisRows(
+        variants=variants,
+        cookie_value=value,
+        cookie_header=header,
+        server=f"redis-server {info.get('redis_version', '?')} on {server.url.removesuffix('/0')} (loopback TCP)",
+    )
+
+
 # -- main ----------------------------------------------------------------------------------------
 
 
@@ -541,6 +733,9 @@ class Results:
     rows: list[Row]
     cookie_chars: dict[str, int]
     cookie_header_bytes: dict[str, int]
+    #: Why the Redis rows did not run (`None`: they ran, against `redis_server`).
+    redis_skipped: str | None
+    redis_server: str | None
 
 
 async def run(*, reps: int, rep_seconds: float, warmup_seconds: float) -> Results:
@@ -577,18 +772,33 @@ async def run(*, reps: int, rep_seconds: float, warmup_seconds: float) -> Result
         ),
         Variant(STARLETTE, session_app, session_scope, lambda: check_session(session_app, session_scope)),
     ]
-    try:
+    cookie_chars = {"pkce": len(pkce_value), "starlette": len(session_value)}
+    cookie_header_bytes = {"pkce": len(pkce_header), "starlette": len(session_header)}
+    redis_server = None
+    async with contextlib.AsyncExitStack() as stack:  # closes the clients, then stops redis-server
+        stack.push_async_callback(pkce_same._provider.aclose)
+        stack.push_async_callback(pkce_cold._provider.aclose)
+        redis_skipped = redis_unavailable()
+        if redis_skipped is None:
+            extra = await redis_rows(stack, data, pkce_key, offline)
+            variants += extra.variants
+            cookie_chars["pkce redis"] = len(extra.cookie_value)
+            cookie_header_bytes["pkce redis"] = len(extra.cookie_header)
+            redis_server = extra.server
         await measure(variants, reps=reps, rep_seconds=rep_seconds, warmup_seconds=warmup_seconds)
-    finally:
-        await pkce_same._provider.aclose()
-        await pkce_cold._provider.aclose()
     return Results(
         reps=reps,
         rep_seconds=rep_seconds,
         rows=rows(variants),
-        cookie_chars={"pkce": len(pkce_value), "starlette": len(session_value)},
-        cookie_header_bytes={"pkce": len(pkce_header), "starlette": len(session_header)},
+        cookie_chars=cookie_chars,
+        cookie_header_bytes=cookie_header_bytes,
+        redis_skipped=redis_skipped,
+        redis_server=redis_server,
     )
+
+
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -608,6 +818,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.reps < 1 or args.rep_seconds <= 0:
         parser.error("--reps must be >= 1 and --rep-seconds > 0")
     reps, rep_seconds, warmup_seconds = (5, 0.05, 0.05) if args.quick else (args.reps, args.rep_seconds, 0.3)
+    # A SIGTERM (a CI job's timeout) unwinds like Ctrl-C, so the redis-server started for the run is stopped.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         results = asyncio.run(run(reps=reps, rep_seconds=rep_seconds, warmup_seconds=warmup_seconds))
     except BenchmarkError as exc:
@@ -616,6 +828,8 @@ def main(argv: list[str] | None = None) -> int:
 
     checks = target_checks(results.rows)
     versions = {name: version(name) for name in ("pkce_middleware", "starlette", "cryptography", "itsdangerous")}
+    with contextlib.suppress(PackageNotFoundError):
+        versions["redis"] = version("redis")
     print(
         f"Python {platform.python_version()} ({platform.python_implementation()}) on {platform.platform()}; "
         + ", ".join(f"{k} {v}" for k, v in versions.items())
@@ -624,13 +838,25 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"pkce cookie: {chars['pkce']} chars (Cookie header {header['pkce']} bytes); "
         f"SessionMiddleware cookie: {chars['starlette']} chars (Cookie header {header['starlette']} bytes)"
+        + (f"; pkce redis-store cookie: {chars['pkce redis']} chars" if "pkce redis" in chars else "")
     )
-    print(f"{'quick run' if args.quick else 'full run'}: median of {reps} reps of ~{rep_seconds:g} s each\n")
+    redis_reps = ""
+    if results.redis_skipped is not None:
+        print(f"redis rows skipped: {results.redis_skipped}")
+    else:
+        print(f"redis rows: {results.redis_server}")
+        redis_reps = f" (Redis rows ~{max(rep_seconds, REDIS_MIN_REP_SECONDS):g} s)"
+    print(
+        f"{'quick run' if args.quick else 'full run'}: median of {reps} reps of ~{rep_seconds:g} s each{redis_reps}\n"
+    )
     print(table(results.rows, reps))
     print()
     for check in checks:
         for line in check["lines"]:
             print(line)
+    redis = redis_summary(results.rows)
+    if redis is not None:
+        print(redis["line"])
     noisy = [r.name for r in results.rows if r.stalled_chunks > MAX_STALLED_CHUNKS]
     if noisy:
         print(
@@ -651,6 +877,11 @@ def main(argv: list[str] | None = None) -> int:
             "targets": {"added_us": TARGET_ADDED_US, "share_of_session": TARGET_SHARE_OF_SESSION},
             "variants": [dataclasses.asdict(r) for r in results.rows],
             "checks": [{k: v for k, v in c.items() if k != "lines"} for c in checks],
+            "redis": {
+                "skipped": results.redis_skipped,
+                "server": results.redis_server,
+                **({k: v for k, v in redis.items() if k != "line"} if redis is not None else {}),
+            },
         }
         Path(args.json).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
 

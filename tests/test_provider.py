@@ -729,7 +729,10 @@ async def lifespan(middleware: PKCEMiddleware) -> AsyncIterator[list[Message]]:
     incoming.put_nowait({"type": "lifespan.startup"})
     scope = {"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}
     task = asyncio.create_task(middleware(scope, incoming.get, send))
+    task.add_done_callback(lambda _: started.set())  # a crash in startup must not leave us waiting
     await started.wait()
+    if task.done():
+        task.result()
     try:
         yield sent
     finally:
