@@ -1,11 +1,22 @@
 from __future__ import annotations
 
+import types
+
 import pkce_middleware
 
 
 def test_all_lists_every_public_name_sorted() -> None:
+    # Submodules (`testing`, `fastapi`) become attributes once imported, and pytest's assertion
+    # rewriting (the package ships a pytest plugin) adds `@py_builtins`-style names: neither is API.
     public = sorted(
-        (name for name in vars(pkce_middleware) if not name.startswith("_") and name != "annotations"),
+        (
+            name
+            for name, value in vars(pkce_middleware).items()
+            if name.isidentifier()
+            and not name.startswith("_")
+            and name != "annotations"
+            and not isinstance(value, types.ModuleType)
+        ),
         key=str.casefold,
     )
     assert pkce_middleware.__all__ == public

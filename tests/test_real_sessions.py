@@ -63,6 +63,17 @@ def cookie_app() -> Iterator[tuple[LocalProvider, str]]:
         yield provider, url
 
 
+def assert_one_refresh_per_window(refreshes: int, elapsed: float, *, ttl: int = ACCESS_TOKEN_TTL) -> None:
+    """Exactly one refresh for a burst that ends before the new token is itself due.
+
+    On a loaded machine the burst can outlast that window, and then a second refresh is the
+    correct behaviour, not a duplicate: allow one per window that passed, never more.
+    (Duplicates would also show as `invalid_grant`, which the callers assert is zero.)
+    """
+    window = ttl - MARGIN
+    assert refreshes == 1 if elapsed < window else 1 <= refreshes <= 1 + int(elapsed // window)
+
+
 def _wait_until_refresh_is_due(ttl: int = ACCESS_TOKEN_TTL, margin: int = MARGIN) -> None:
     time.sleep(ttl - margin + 0.3)
 
@@ -94,11 +105,13 @@ def test_concurrent_requests_at_expiry_refresh_once(cookie_app: tuple[LocalProvi
     def one_request(_: int) -> httpx.Response:
         return httpx.get(f"{url}/", cookies=cookies, timeout=10)
 
+    started = time.monotonic()
     with ThreadPoolExecutor(max_workers=20) as pool:
         responses = list(pool.map(one_request, range(20)))
+    elapsed = time.monotonic() - started
     assert [r.status_code for r in responses] == [200] * 20
     assert all("hello crowd" in r.text for r in responses)
-    assert provider.grant_count("refresh_token", client_id="cookie-sessions") - before == 1
+    assert_one_refresh_per_window(provider.grant_count("refresh_token", client_id="cookie-sessions") - before, elapsed)
     assert provider.grant_count("refresh_token", outcome="invalid_grant") == 0
     # Every response carries the refreshed session, so whichever the browser keeps is good.
     assert all("pkce_session=" in r.headers.get("set-cookie", "") for r in responses)
@@ -138,11 +151,15 @@ def test_two_processes_share_sessions_and_refresh_once(redis_apps: tuple[LocalPr
     def one_request(index: int) -> httpx.Response:
         return httpx.get(f"{(first, second)[index % 2]}/", cookies=cookies, timeout=20)
 
+    started = time.monotonic()
     with ThreadPoolExecutor(max_workers=20) as pool:
         responses = list(pool.map(one_request, range(20)))
+    elapsed = time.monotonic() - started
     assert [r.status_code for r in responses] == [200] * 20
     assert all("hello replicated" in r.text for r in responses)
-    assert provider.grant_count("refresh_token", client_id="replicas") - before == 1
+    assert_one_refresh_per_window(
+        provider.grant_count("refresh_token", client_id="replicas") - before, elapsed, ttl=REDIS_TTL
+    )
     assert provider.grant_count("refresh_token", outcome="invalid_grant") == 0
 
 
