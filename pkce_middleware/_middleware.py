@@ -404,6 +404,7 @@ class PKCEMiddleware:
             await self._provider.startup()
             await self._store.startup()
         except ConfigError as exc:
+            await self._provider.aclose()  # no shutdown follows a failed startup
             await send({"type": "lifespan.startup.failed", "message": str(exc)})
             return
         replayed = False
@@ -416,7 +417,7 @@ class PKCEMiddleware:
             return await receive()
 
         async def send_closing_client(message: Message) -> None:
-            if message["type"] in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
+            if message["type"] in ("lifespan.shutdown.complete", "lifespan.shutdown.failed", "lifespan.startup.failed"):
                 await self._provider.aclose()
                 await self._store.aclose()
             await send(message)

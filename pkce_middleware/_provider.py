@@ -497,7 +497,7 @@ class Provider:
             raise ProviderError(f"{what} failed: {type(exc).__name__}", error="provider_unreachable") from None
         try:
             data = json.loads(b"".join(chunks))
-        except (ValueError, RecursionError):  # RecursionError: arrays nested a thousand deep
+        except (ValueError, RecursionError):  # RecursionError: JSON nested a thousand deep
             if response.status_code != 200:
                 # An error status with an HTML (or empty) body: the status is the news, not the body.
                 return response, None

@@ -140,7 +140,7 @@ class IDTokenValidator:
         except JoseError as exc:
             raise IDTokenError(f"signature: {exc.error}") from None
         except (ValueError, TypeError, KeyError, RecursionError) as exc:
-            # RecursionError: joserfc's json.loads on a payload of arrays nested a thousand deep.
+            # RecursionError: joserfc's json.loads, on a (validly signed) payload nested a thousand deep.
             raise IDTokenError(f"malformed: {type(exc).__name__}") from None
 
     def _check_id_token(self, token: jwt.Token, *, nonce: str | None, access_token: str | None, now: int) -> None:
