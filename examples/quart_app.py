@@ -11,8 +11,7 @@ from quart import Quart, Response, request
 from werkzeug.datastructures import WWWAuthenticate
 from werkzeug.exceptions import Unauthorized
 
-from pkce_middleware import PKCEMiddleware
-from pkce_middleware._scope import get_credentials, get_user
+from pkce_middleware import PKCEMiddleware, get_credentials, get_user
 
 app = Quart(__name__)
 

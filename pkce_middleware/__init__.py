@@ -13,6 +13,7 @@ from ._exceptions import (
     ProviderTimeout,
 )
 from ._middleware import PKCEMiddleware
+from ._scope import get_credentials, get_user
 from ._session import OIDCCredentials, OIDCUser
 
 __version__ = "0.1.0"
@@ -29,6 +30,8 @@ __all__ = [
     "PKCEMiddlewareError",
     "ProviderError",
     "ProviderTimeout",
+    "get_credentials",
+    "get_user",
 ]
 
 # Reprs and tracebacks show `pkce_middleware.PKCEMiddleware`, not the private module.
