@@ -13,7 +13,8 @@ from starlette.applications import Starlette
 from starlette.authentication import requires
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse
-from starlette.routing import Route
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket
 
 from pkce_middleware import PKCEMiddleware
 
@@ -40,4 +41,14 @@ async def health(request: Request) -> PlainTextResponse:
     return PlainTextResponse("ok")
 
 
-app = PKCEMiddleware(Starlette(routes=[Route("/", home), Route("/me", me), Route("/health", health)]))
+async def greet(websocket: WebSocket) -> None:
+    # The handshake already passed the gate: no session, no connection (403, or close 1008).
+    await websocket.accept()
+    await websocket.send_text(f"hello {websocket.user.identity}")
+    async for message in websocket.iter_text():
+        await websocket.send_text(message)
+
+
+app = PKCEMiddleware(
+    Starlette(routes=[Route("/", home), Route("/me", me), Route("/health", health), WebSocketRoute("/ws", greet)])
+)
