@@ -22,6 +22,7 @@ TokenEndpointAuthMethod = Literal["client_secret_basic", "client_secret_post", "
 DEFAULT_ID_TOKEN_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA")
 _ALLOWED_ID_TOKEN_ALGORITHMS = frozenset(DEFAULT_ID_TOKEN_ALGORITHMS)
 _MIN_KEY_LENGTH = 32
+_REDIS_SCHEMES = ("redis", "rediss", "unix")
 _LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 _MIN_KEY_BITS = 128
 
@@ -109,6 +110,12 @@ class PKCEConfig:
         "(server-side sessions, shared by every process).",
         default="cookie",
     )
+    revocation_store: str = _option(
+        "PKCE_REVOCATION_STORE",
+        "With cookie sessions: `memory` (logouts known to the process that got them) or a Redis URL "
+        "(shared by every process within about a second).",
+        default="memory",
+    )
     session_id_token: bool = _option(
         "PKCE_SESSION_ID_TOKEN",
         "Keep the raw ID token in the session (`request.auth.id_token`, `id_token_hint` at logout); "
@@ -188,8 +195,13 @@ class PKCEConfig:
             raise ConfigError("PKCE_SESSION_IDLE_TIMEOUT must be at least 60 seconds")
         if not 0 <= self.refresh_margin <= 3600:
             raise ConfigError("PKCE_REFRESH_MARGIN must be between 0 and 3600 seconds")
-        if self.session_store != "cookie" and urlsplit(self.session_store).scheme not in ("redis", "rediss", "unix"):
+        if self.session_store != "cookie" and urlsplit(self.session_store).scheme not in _REDIS_SCHEMES:
             raise ConfigError("PKCE_SESSION_STORE must be `cookie` or a redis://, rediss:// or unix:// URL")
+        if self.revocation_store != "memory":
+            if urlsplit(self.revocation_store).scheme not in _REDIS_SCHEMES:
+                raise ConfigError("PKCE_REVOCATION_STORE must be `memory` or a redis://, rediss:// or unix:// URL")
+            if self.session_store != "cookie":
+                raise ConfigError("PKCE_REVOCATION_STORE is for cookie sessions; Redis sessions are revoked in Redis")
         if not 0 <= self.clock_leeway <= 300:
             raise ConfigError("PKCE_CLOCK_LEEWAY must be between 0 and 300 seconds")
         if not 0 < self.http_timeout <= 120:

@@ -438,7 +438,8 @@ async def _refuse_websocket(scope: Scope, send: Send) -> None:
 
 def _make_store(config: PKCEConfig, codec: SessionCodec, cookies: CookiePolicy, id_sealer: Sealer) -> SessionStore:
     if config.session_store == "cookie":
-        return CookieStore(codec, cookies, max_age=config.session_max_age)
+        shared = None if config.revocation_store == "memory" else config.revocation_store
+        return CookieStore(codec, cookies, max_age=config.session_max_age, shared_revocations=shared)
     from ._redis import RedisStore  # the redis package is needed only by those who use it
 
     return RedisStore(

@@ -43,6 +43,7 @@ import secrets
 import time
 from collections import OrderedDict
 from collections.abc import Iterator
+from typing import cast
 from urllib.parse import urlsplit
 
 import redis.asyncio
@@ -57,13 +58,15 @@ from ._cookies import CookiePolicy, CookieWriter, read_cookie, request_cookies
 from ._crypto import Sealer
 from ._exceptions import ProviderError, ProviderTimeout
 from ._session import Session, SessionCodec
-from ._store import MAX_CHUNKS, Loaded, Refresh, StoreUnavailable, _refresh_key
+from ._store import MAX_CHUNKS, Loaded, Refresh, Revocations, StoreUnavailable, _refresh_key
 
 __all__: list[str] = []
 
 logger = logging.getLogger("pkce_middleware")
 
 _PREFIX = "pkce:"
+#: A sorted set: member = revocation key (`sid:...`, `sub:...`, `id:...`), score = when.
+_REVOCATIONS = f"{_PREFIX}revocations"
 #: A sealed 32-character id is under 100 characters; anything much longer is not ours (no decryption).
 _MAX_ID_COOKIE = 200
 #: The idle clock is written back at most once a minute (`_lifecycle.IDLE_RESOLUTION`), and clocks of
@@ -176,18 +179,8 @@ class RedisStore:
     def _redis(self) -> redis.asyncio.Redis:
         """The client, created on first use when no lifespan ran `startup()`."""
         if self._client is None:
-            self._client = redis.asyncio.from_url(
-                self._url,
-                # Short timeouts: a Redis that does not answer should give a quick 503, not hang
-                # every request for the library's default.
-                socket_timeout=self._socket_timeout,
-                socket_connect_timeout=self._socket_timeout,
-                # A pooled connection idle this long is PINGed before use, so one that died with a
-                # Redis restart is replaced instead of failing a request.
-                health_check_interval=self._health_check_interval,
-                # One immediate retry on a broken connection (a restarted Redis), none on a timeout:
-                # the default (10 retries, backoff) would turn an outage into seconds per request.
-                retry=Retry(NoBackoff(), 1, supported_errors=(ConnectionError,)),
+            self._client = connect(
+                self._url, socket_timeout=self._socket_timeout, health_check_interval=self._health_check_interval
             )
             self._save_script = self._client.register_script(_SAVE_SCRIPT)
         return self._client
@@ -434,6 +427,100 @@ class RedisStore:
     async def claim_jti(self, jti: str, *, ttl: int) -> bool:
         with _unavailable("SET NX jti"):
             return bool(await self._redis().set(self._key("jti", jti), b"1", nx=True, ex=max(1, ttl)))
+
+
+class SharedRevocations:
+    """Back-channel and local logouts of cookie sessions, shared by every process through Redis.
+
+    The hot path keeps reading the in-memory `Revocations` only (no network per request); a
+    background task folds in the other processes' entries every `sync_interval` seconds, so a
+    logout reaches every process within about that long. Entries live as long as a session can.
+    """
+
+    def __init__(self, url: str, local: Revocations, *, max_age: int, sync_interval: float = 1.0) -> None:
+        self._url = url
+        self._local = local
+        self._max_age = max_age
+        self._sync_interval = sync_interval
+        self._client: redis.asyncio.Redis | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._seen = 0.0
+        self._failing = False
+
+    def __repr__(self) -> str:
+        return f"SharedRevocations(url={_redacted(self._url)!r})"
+
+    def _redis(self) -> redis.asyncio.Redis:
+        if self._client is None:
+            self._client = connect(self._url, socket_timeout=2.0, health_check_interval=30)
+        return self._client
+
+    async def startup(self) -> None:
+        self.ensure_syncing()
+
+    def ensure_syncing(self) -> None:
+        """Start the background sync (at startup, or on first use when no lifespan ran)."""
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._sync_forever())
+
+    async def aclose(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        client, self._client = self._client, None
+        if client is not None:
+            await client.aclose()
+
+    async def add(self, key: str, at: float) -> None:
+        self._local.add(key, at)
+        with _unavailable("ZADD revocation"):
+            await self._redis().zadd(_REVOCATIONS, {key: at})
+
+    async def claim_jti(self, jti: str, *, ttl: int) -> bool:
+        with _unavailable("SET NX jti"):
+            return bool(await self._redis().set(RedisStore._key("jti", jti), b"1", nx=True, ex=max(1, ttl)))
+
+    async def sync(self) -> None:
+        """Fold the entries written since the last sync into the local list (and prune old ones)."""
+        client = self._redis()
+        entries = cast(
+            "list[tuple[bytes, float]]", await client.zrangebyscore(_REVOCATIONS, self._seen, "+inf", withscores=True)
+        )
+        for member, score in entries:
+            self._local.add(_text(member), float(score))
+            self._seen = max(self._seen, float(score))
+        await client.zremrangebyscore(_REVOCATIONS, "-inf", time.time() - self._max_age)
+
+    async def _sync_forever(self) -> None:
+        while True:
+            try:
+                await self.sync()
+                if self._failing:
+                    logger.info("revocations syncing again: store=%r", self)
+                self._failing = False
+            except RedisError as exc:
+                if not self._failing:  # once per outage, not once per second
+                    logger.warning("revocations not syncing: store=%r error=%s", self, type(exc).__name__)
+                self._failing = True
+            await asyncio.sleep(self._sync_interval)
+
+
+def connect(url: str, *, socket_timeout: float, health_check_interval: int) -> redis.asyncio.Redis:
+    return redis.asyncio.from_url(
+        url,
+        # Short timeouts: a Redis that does not answer should give a quick 503, not hang
+        # every request for the library's default.
+        socket_timeout=socket_timeout,
+        socket_connect_timeout=socket_timeout,
+        # A pooled connection idle this long is PINGed before use, so one that died with a
+        # Redis restart is replaced instead of failing a request.
+        health_check_interval=health_check_interval,
+        # One immediate retry on a broken connection (a restarted Redis), none on a timeout:
+        # the default (10 retries, backoff) would turn an outage into seconds per request.
+        retry=Retry(NoBackoff(), 1, supported_errors=(ConnectionError,)),
+    )
 
 
 def _text(raw: bytes | str) -> str:

@@ -12,10 +12,11 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import hashlib
+import logging
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from starlette.types import Scope
 
@@ -23,7 +24,12 @@ from ._cookies import CookiePolicy, CookieWriter, read_cookie, request_cookies
 from ._exceptions import PKCEMiddlewareError, ProviderError
 from ._session import Session, SessionCodec
 
+if TYPE_CHECKING:
+    from ._redis import SharedRevocations
+
 __all__: list[str] = []
+
+logger = logging.getLogger("pkce_middleware")
 
 #: A browser drops a cookie whose name and value pass 4096 bytes; keep well under with attributes.
 MAX_CHUNK_LENGTH = 3800
@@ -90,11 +96,14 @@ class SessionStore(Protocol):
 class CookieStore:
     """Sessions sealed into the browser's cookies, split into chunks when they are large.
 
-    Coordination (refresh single-flight, revocations, logout token ids) lives in this process:
-    with several processes, use `RedisStore`, or expect each process to refresh on its own.
+    Coordination (refresh single-flight, revocations, logout token ids) lives in this process;
+    `shared_revocations` (a Redis URL) shares revocations and logout token ids with every
+    process. With several processes, refreshes are still per process: use `RedisStore` for that.
     """
 
-    def __init__(self, codec: SessionCodec, policy: CookiePolicy, *, max_age: int) -> None:
+    def __init__(
+        self, codec: SessionCodec, policy: CookiePolicy, *, max_age: int, shared_revocations: str | None = None
+    ) -> None:
         self._codec = codec
         self._policy = policy
         self._max_age = max_age
@@ -106,15 +115,28 @@ class CookieStore:
         self._refreshed: OrderedDict[str, tuple[float, Session]] = OrderedDict()
         self._revocations = Revocations(max_age=max_age)
         self._jtis = Revocations(max_age=max_age)
+        self._shared: SharedRevocations | None = None
+        if shared_revocations is not None:
+            from ._redis import SharedRevocations  # the redis package is needed only by those who use it
+
+            self._shared = SharedRevocations(shared_revocations, self._revocations, max_age=max_age)
 
     def __repr__(self) -> str:
         return "CookieStore()"
 
     async def startup(self) -> None:
-        pass
+        if self._shared is not None:
+            await self._shared.startup()
 
     async def aclose(self) -> None:
-        pass
+        if self._shared is not None:
+            await self._shared.aclose()
+
+    async def _revoke(self, key: str, at: float) -> None:
+        if self._shared is None:
+            self._revocations.add(key, at)
+        else:
+            await self._shared.add(key, at)
 
     async def load(self, scope: Scope) -> Loaded | None:
         value = read_cookie(scope, self._name_bytes)
@@ -161,9 +183,11 @@ class CookieStore:
 
     async def discard(self, session: Session | None, scope: Scope, cookies: CookieWriter) -> None:
         if session is not None:
-            # A copy of the cookie (another tab's socket, or a thief's) must not outlive the logout,
-            # at least in this process.
-            self._revocations.add(f"id:{session.id}", time.time())
+            # A copy of the cookie (another tab's socket, or a thief's) must not outlive the logout.
+            try:
+                await self._revoke(f"id:{session.id}", time.time())
+            except StoreUnavailable as exc:  # the local logout still happens; other processes miss it
+                logger.warning("logout not shared: reason=%s", exc.error)
         present = request_cookies(scope)
         for name in (self._name, *self._chunk_names):
             if name in present:
@@ -198,12 +222,14 @@ class CookieStore:
 
     async def revoke(self, *, sid: str | None, sub: str | None, now: float) -> None:
         if sid is not None:
-            self._revocations.add(f"sid:{sid}", now)
+            await self._revoke(f"sid:{sid}", now)
         if sub is not None and sid is None:
             # Back-Channel Logout 2.4: a token with only `sub` ends all of that user's sessions.
-            self._revocations.add(f"sub:{sub}", now)
+            await self._revoke(f"sub:{sub}", now)
 
     def is_revoked(self, session: Session) -> bool:
+        if self._shared is not None:
+            self._shared.ensure_syncing()
         return self._revocations.covers(session)
 
     async def alive(self, session: Session, scope: Scope) -> bool:
@@ -211,6 +237,15 @@ class CookieStore:
 
     async def claim_jti(self, jti: str, *, ttl: int) -> bool:
         key = f"jti:{jti}"
+        if self._shared is not None:
+            try:
+                claimed = await self._shared.claim_jti(jti, ttl=ttl)
+            except StoreUnavailable as exc:
+                # Better to end the session here (and say 503 after) than to refuse the logout.
+                logger.warning("logout token id checked in this process only: reason=%s", exc.error)
+            else:
+                self._jtis.add(key, time.time())
+                return claimed
         if self._jtis.get(key) is not None:
             return False
         self._jtis.add(key, time.time())
