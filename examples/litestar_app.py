@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from litestar import Litestar, MediaType, Request, get
-from litestar.di import Provide
+from litestar.di import NamedDependency, Provide
 from litestar.exceptions import NotAuthorizedException
 
 from pkce_middleware import OIDCCredentials, OIDCUser, PKCEMiddleware, get_credentials, get_user
@@ -33,12 +33,12 @@ async def provide_credentials(request: Request[Any, Any, Any]) -> OIDCCredential
 
 
 @get("/", media_type=MediaType.TEXT)
-async def home(user: OIDCUser) -> str:
+async def home(user: NamedDependency[OIDCUser]) -> str:
     return f"hello {user.identity}"
 
 
 @get("/me")
-async def me(user: OIDCUser, credentials: OIDCCredentials) -> dict[str, Any]:
+async def me(user: NamedDependency[OIDCUser], credentials: NamedDependency[OIDCCredentials]) -> dict[str, Any]:
     return {"sub": user.identity, "name": user.display_name, "scopes": list(credentials.scopes)}
 
 
