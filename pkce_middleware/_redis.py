@@ -446,6 +446,7 @@ class SharedRevocations:
         self._task: asyncio.Task[None] | None = None
         self._seen = 0.0
         self._failing = False
+        self._closing = False
 
     def __repr__(self) -> str:
         return f"SharedRevocations(url={_redacted(self._url)!r})"
@@ -456,19 +457,22 @@ class SharedRevocations:
         return self._client
 
     async def startup(self) -> None:
+        self._closing = False  # a second lifespan cycle syncs again
         self.ensure_syncing()
 
     def ensure_syncing(self) -> None:
         """Start the background sync (at startup, or on first use when no lifespan ran)."""
-        if self._task is None:
+        if self._task is None and not self._closing:
             self._task = asyncio.get_running_loop().create_task(self._sync_forever())
 
     async def aclose(self) -> None:
         task, self._task = self._task, None
+        self._closing = True
         if task is not None:
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            # redis-py may turn a cancellation inside a command into a connection error, which the
+            # loop survives; the flag ends it at its next turn, and this wait is bounded regardless.
+            await asyncio.wait({task}, timeout=self._sync_interval + 3)
         client, self._client = self._client, None
         if client is not None:
             await client.aclose()
@@ -494,7 +498,7 @@ class SharedRevocations:
         await client.zremrangebyscore(_REVOCATIONS, "-inf", time.time() - self._max_age)
 
     async def _sync_forever(self) -> None:
-        while True:
+        while not self._closing:
             try:
                 await self.sync()
                 if self._failing:
