@@ -23,7 +23,7 @@ DEFAULT_ID_TOKEN_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS5
 _ALLOWED_ID_TOKEN_ALGORITHMS = frozenset(DEFAULT_ID_TOKEN_ALGORITHMS)
 _MIN_KEY_LENGTH = 32
 _REDIS_SCHEMES = ("redis", "rediss", "unix")
-_LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 _MIN_KEY_BITS = 128
 
 
@@ -328,7 +328,7 @@ def _check_url(name: str, value: str) -> None:
     parts = urlsplit(value)
     if parts.scheme not in ("https", "http") or not parts.hostname or parts.fragment:
         raise ConfigError(f"{name} must be an absolute http(s) URL without a fragment")
-    if parts.scheme == "http" and parts.hostname not in _LOOPBACK_HOSTS:
+    if parts.scheme == "http" and parts.hostname not in LOOPBACK_HOSTS:
         raise ConfigError(f"{name} must use https (plain http is allowed only for localhost and 127.0.0.1)")
 
 

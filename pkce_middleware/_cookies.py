@@ -8,11 +8,15 @@ because the callback is a cross-site top-level navigation from the provider.
 
 from __future__ import annotations
 
-from starlette.requests import cookie_parser
 from starlette.responses import Response
 from starlette.types import Message, Scope
 
 __all__: list[str] = []
+
+#: What RFC 6265 section 5.2 trims around a cookie's name and value (and all browsers do).
+_BLANK = b" \t"
+_BLANK_STR = " \t"
+_SEMICOLON, _EQUALS = b";"[0], b"="[0]
 
 
 class CookiePolicy:
@@ -48,28 +52,52 @@ class CookieWriter(Response):
 
 
 def read_cookie(scope: Scope, name: bytes) -> str | None:
-    """One cookie's value, found without parsing the whole header (this runs on every request).
+    """The value of the cookie named exactly `name`, found without parsing the whole header (this
+    runs on every request); `None` if there is none.
 
-    The first occurrence wins: browsers send the most specific cookie first, and `__Host-` names
-    cannot be shadowed from a sibling domain anyway.
+    A cookie is what a browser sends between two `;` (RFC 6265 section 5.4): its name runs to the
+    first `=`, and spaces and tabs around name and value do not count. A match anywhere else is
+    part of another cookie: in `foo=x __Host-pkce_session=v` there is one cookie, `foo`, whose value
+    a sibling subdomain or a plain-http man in the middle may set, so it must never be read as
+    ours (that would undo what `__Host-` is for). The first cookie of the name wins, as in
+    `request_cookies`: browsers send the most specific cookie first, and `__Host-` names cannot be
+    shadowed from a sibling domain anyway.
     """
-    value: bytes
-    for key, value in scope["headers"]:
+    header: bytes
+    for key, header in scope["headers"]:
         if key != b"cookie":
             continue
         start = 0
-        while (found := value.find(name, start)) >= 0:
+        while (found := header.find(name, start)) >= 0:
+            start = found + 1
+            before = found - 1
+            while before >= 0 and header[before] in _BLANK:
+                before -= 1
+            if before >= 0 and header[before] != _SEMICOLON:
+                continue  # inside another cookie's name or value
             after = found + len(name)
-            if (found == 0 or value[found - 1] in b"; ") and value[after : after + 1] == b"=":
-                end = value.find(b";", after)
-                return value[after + 1 : end if end >= 0 else len(value)].strip().decode("latin-1")
-            start = after
+            while after < len(header) and header[after] in _BLANK:
+                after += 1
+            if after == len(header) or header[after] != _EQUALS:
+                continue  # a longer name, or no value
+            end = header.find(b";", after)
+            return header[after + 1 : end if end >= 0 else len(header)].strip(_BLANK).decode("latin-1")
     return None
 
 
 def request_cookies(scope: Scope) -> dict[str, str]:
+    """Every cookie, name -> value, parsed as `read_cookie` reads one (the first of a name wins).
+
+    Not starlette's `cookie_parser`: it lets the last cookie of a name win, strips more than
+    spaces and tabs, and unquotes values, so the two could disagree on which value is ours.
+    """
     values = [value for key, value in scope["headers"] if key == b"cookie"]
     if not values:
         return {}
+    cookies: dict[str, str] = {}
     # HTTP/2 may split the header; RFC 9113 section 8.2.3 says to join the parts with "; ".
-    return cookie_parser(b"; ".join(values).decode("latin-1"))
+    for pair in b"; ".join(values).decode("latin-1").split(";"):
+        name, equals, value = pair.partition("=")
+        if equals:  # without "=" the pair is a nameless cookie, which is never one of ours
+            cookies.setdefault(name.strip(_BLANK_STR), value.strip(_BLANK_STR))
+    return cookies

@@ -35,6 +35,21 @@ _NONCE_SIZE = 12
 _HEADER_SIZE = len(_VERSION) + _KID_SIZE + _NONCE_SIZE
 _TAG_SIZE = 16
 
+_URLSAFE = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+#: base64url to standard base64, and anything else (`+`, `/` and `=` too) to a byte no decoder accepts.
+_TO_STANDARD = bytes(
+    byte if byte in _URLSAFE[:62] else b"+/"[_URLSAFE.index(byte) - 62] if byte in _URLSAFE else ord("!")
+    for byte in range(256)
+)
+#: Which last characters an unpadded encoding may end with, by its length modulo 4: after 2 or 3
+#: characters of a final group, 4 or 2 low bits are unused and must be zero (RFC 4648 section 3.5).
+_LAST_CHARACTERS = (
+    _URLSAFE.decode(),
+    "",
+    _URLSAFE[::16].decode(),
+    _URLSAFE[::4].decode(),
+)
+
 
 class Sealer:
     """Seals and opens byte strings for one purpose, with a keyring whose first key seals."""
@@ -62,13 +77,24 @@ class Sealer:
         return base64.urlsafe_b64encode(_VERSION + self._current_kid + nonce + sealed).rstrip(b"=").decode("ascii")
 
     def open(self, value: str) -> bytes | None:
-        """The plaintext, or `None` when the value is malformed, forged, or sealed with an unknown key."""
+        """The plaintext, or `None` when the value is malformed, forged, or sealed with an unknown key.
+
+        Only the canonical encoding opens, the one `seal` writes: a value is a bearer credential,
+        and letting `=` padding, `+`/`/`, whitespace or stray bits in the last character give
+        other spellings of the same cookie would let a copy pass for a different one.
+        """
         if len(value) > self._max_length:
             return None
         try:
-            raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+            # Every byte outside the base64url alphabet becomes "!", which strict mode refuses;
+            # it also refuses a length that is 1 modulo 4, as no byte string encodes to that.
+            raw = binascii.a2b_base64(
+                value.encode("ascii").translate(_TO_STANDARD) + b"=" * (-len(value) % 4), strict_mode=True
+            )
         except (binascii.Error, ValueError):
             return None
+        if value and value[-1] not in _LAST_CHARACTERS[len(value) % 4]:
+            return None  # the unused low bits of the last character must be zero
         if len(raw) < _HEADER_SIZE + _TAG_SIZE or raw[:1] != _VERSION:
             return None
         aead = self._keys.get(raw[1 : 1 + _KID_SIZE])

@@ -1,87 +1,305 @@
 """
-Our exception hierarchy:
+Every exception this package raises, and the reason codes they carry.
 
 * PKCEMiddlewareError
   + ConfigError                 (also a ValueError; raised at startup, never per request)
-  + LoginError                  (a login attempt that cannot finish; the user sees a 4xx/5xx page)
+  + LoginRequired               (401: no session, and this request is not a page load to redirect)
+  + LoginError                  (a sign-in or sign-out request that cannot be served)
     - CallbackError             (400: the browser brought back something we will not accept)
+    - ProviderRefused           (400: the provider sent the browser back with `error=...`)
+    - LogoutError               (403/405/400: a sign-out or back-channel logout request refused)
     - ProviderError             (502: the identity provider answered badly)
-      . IDTokenError            (502: the ID token failed OIDC Core 3.1.3.7 validation)
+      . IDTokenError            (502: a token failed validation; OIDC Core 3.1.3.7, Back-Channel Logout 2.6)
+        UnknownKeyId            (a `kid` not in the cached JWKS: refetched once, then an IDTokenError)
+      . DiscoveryMismatch       (502, and a startup failure: metadata contradicts the configuration)
+      . SessionTooLarge         (502: the tokens do not fit in a browser's cookies)
       . ProviderTimeout         (504: the identity provider did not answer in time)
+  + SessionError                (a session that cannot be used right now)
+    - SessionEnded              (401: the provider says this login is over; never shown, the user signs in again)
+    - SessionUnavailable        (503: the session needs the provider, which is not answering)
+    - RefreshBusy               (503: another process is renewing this session)
+  + StoreUnavailable            (503: the session store, Redis, is not answering)
 
-Every class carries `error`, a short reason code that goes into the log line and the JSON body,
-and `status_code`. The `detail` is for the log only and never holds a token, code or secret.
+Every class carries `error`, a `Reason` (a reason code from one enumerable set) that goes into the
+log line and the JSON body, `status_code`, and `title`/`message` for the page a person sees. The
+`detail` is for the log only and never holds a token, code or secret.
+
+    try:
+        ...
+    except pkce_middleware.PKCEMiddlewareError as exc:
+        log.warning("refused: %s (%s)", exc.error, exc.detail)
 """
 
 from __future__ import annotations
 
+import enum
+
 __all__ = [
     "CallbackError",
     "ConfigError",
+    "DiscoveryMismatch",
     "IDTokenError",
     "LoginError",
+    "LoginRequired",
+    "LogoutError",
     "PKCEMiddlewareError",
     "ProviderError",
+    "ProviderRefused",
     "ProviderTimeout",
+    "Reason",
+    "RefreshBusy",
+    "SessionEnded",
+    "SessionError",
+    "SessionTooLarge",
+    "SessionUnavailable",
+    "StoreUnavailable",
+    "UnknownKeyId",
 ]
+
+
+class Reason(enum.StrEnum):
+    """The reason codes of log lines, JSON error bodies and error pages; the README lists them."""
+
+    # -- configuration and startup
+    CONFIG_ERROR = "config_error"
+    DISCOVERY_MISMATCH = "discovery_mismatch"
+    ALGORITHM_MISMATCH = "algorithm_mismatch"
+    # -- a request without a session
+    LOGIN_REQUIRED = "login_required"
+    # -- the callback (what the browser brought back)
+    BAD_CALLBACK = "bad_callback"
+    METHOD_NOT_ALLOWED = "method_not_allowed"
+    DUPLICATE_PARAMETER = "duplicate_parameter"
+    STATE_MISSING = "state_missing"
+    FLOW_MISSING = "flow_missing"
+    FLOW_INVALID = "flow_invalid"
+    FLOW_EXPIRED = "flow_expired"
+    STATE_MISMATCH = "state_mismatch"
+    STATE_REPLAYED = "state_replayed"
+    ISSUER_MISMATCH = "issuer_mismatch"
+    ISS_MISSING = "iss_missing"
+    ISS_MISMATCH = "iss_mismatch"
+    CODE_MISSING = "code_missing"
+    CODE_REJECTED = "code_rejected"
+    LOGIN_FAILED = "login_failed"
+    # -- the provider's answers
+    #: An unusable answer; also the provider sending the browser back with `error=...`.
+    PROVIDER_ERROR = "provider_error"
+    PROVIDER_UNAVAILABLE = "provider_unavailable"
+    PROVIDER_UNREACHABLE = "provider_unreachable"
+    PROVIDER_TIMEOUT = "provider_timeout"
+    DISCOVERY_FAILED = "discovery_failed"
+    DISCOVERY_INVALID = "discovery_invalid"
+    DISCOVERY_TIMEOUT = "discovery_timeout"
+    JWKS_FAILED = "jwks_failed"
+    JWKS_INVALID = "jwks_invalid"
+    JWKS_TIMEOUT = "jwks_timeout"
+    TOKEN_ENDPOINT_ERROR = "token_endpoint_error"
+    TOKEN_INVALID = "token_invalid"
+    TOKEN_RESPONSE_INVALID = "token_response_invalid"
+    TOKEN_TIMEOUT = "token_timeout"
+    ID_TOKEN_INVALID = "id_token_invalid"
+    SESSION_TOO_LARGE = "session_too_large"
+    # -- sessions
+    REFRESH_REJECTED = "refresh_rejected"
+    REFRESH_ID_TOKEN_INVALID = "refresh_id_token_invalid"
+    REFRESH_ENDPOINT_ERROR = "refresh_endpoint_error"
+    REFRESH_INVALID = "refresh_invalid"
+    REFRESH_RESPONSE_INVALID = "refresh_response_invalid"
+    REFRESH_TIMEOUT = "refresh_timeout"
+    REFRESH_IN_PROGRESS = "refresh_in_progress"
+    SESSION_ENDED = "session_ended"
+    SESSION_UNAVAILABLE = "session_unavailable"
+    SESSION_STORE_UNAVAILABLE = "session_store_unavailable"
+    # -- sign-out and back-channel logout
+    CROSS_ORIGIN_LOGOUT = "cross_origin_logout"
+    LOGOUT_TOKEN_INVALID = "logout_token_invalid"
+    LOGOUT_TOKEN_REPLAYED = "logout_token_replayed"
+    # -- anything else
+    INTERNAL_ERROR = "pkce_middleware_error"
 
 
 class PKCEMiddlewareError(Exception):
     """Base class of every error this package raises."""
 
-    error = "pkce_middleware_error"
+    error: Reason = Reason.INTERNAL_ERROR
     status_code = 500
+    #: The heading of the page a person sees.
+    title = "Something went wrong"
     #: What a person reading the error page is told; never includes input from the request.
     message = "Something went wrong while signing you in."
 
-    def __init__(self, detail: str = "", *, error: str | None = None, status_code: int | None = None) -> None:
+    def __init__(self, detail: str = "", *, error: Reason | None = None, status_code: int | None = None) -> None:
         if error is not None:
             self.error = error
         if status_code is not None:
             self.status_code = status_code
         self.detail = detail
-        super().__init__(f"{self.error}: {detail}" if detail else self.error)
+        super().__init__(f"{self.error}: {detail}" if detail else str(self.error))
 
 
 class ConfigError(PKCEMiddlewareError, ValueError):
     """The configuration is wrong; the message names the setting (e.g. `PKCE_ISSUER`)."""
 
-    error = "config_error"
+    error = Reason.CONFIG_ERROR
+
+
+class LoginRequired(PKCEMiddlewareError):
+    """No session, and the request is not a page load that could be redirected to the provider.
+
+    `login_url` is where a script can send the person to sign in (`<login path>?next=...`).
+    """
+
+    error = Reason.LOGIN_REQUIRED
+    status_code = 401
+    title = "Sign-in required"
+    message = "Sign in to use this resource."
+
+    def __init__(self, detail: str = "", *, login_url: str) -> None:
+        super().__init__(detail)
+        self.login_url = login_url
 
 
 class LoginError(PKCEMiddlewareError):
     """A login attempt failed; the user is shown a short page and may start again."""
 
-    error = "login_failed"
+    error = Reason.LOGIN_FAILED
     status_code = 400
+    title = "Sign-in problem"
     message = "The sign-in could not be completed. Please try again."
+
+    def __init__(
+        self, detail: str = "", *, error: Reason | None = None, status_code: int | None = None, retry_url: str = "/"
+    ) -> None:
+        super().__init__(detail, error=error, status_code=status_code)
+        #: Where "Start again" leads: the page the person wanted when the login started.
+        self.retry_url = retry_url
 
 
 class CallbackError(LoginError):
     """The callback request is missing, repeating or contradicting what this browser started."""
 
-    error = "bad_callback"
-    status_code = 400
+    error = Reason.BAD_CALLBACK
     message = "This sign-in link is not valid (it may be old, used already, or from another browser)."
+
+
+class ProviderRefused(LoginError):
+    """The provider sent the browser back with `error=` (RFC 6749 section 4.1.2.1).
+
+    `provider_error` and `provider_description` are the provider's words, shown escaped; the
+    description only when the answer belongs to a login this browser started (RFC 9207 section 2.4:
+    anyone can link to the callback with `error=...`).
+    """
+
+    error = Reason.PROVIDER_ERROR
+    title = "Sign-in did not complete"
+    message = "The sign-in service did not sign you in."
+
+    def __init__(self, detail: str = "", *, provider_error: str, provider_description: str | None) -> None:
+        super().__init__(detail)
+        self.provider_error = provider_error
+        self.provider_description = provider_description
+
+
+class LogoutError(LoginError):
+    """A sign-out (or a provider's back-channel logout) request that is refused."""
+
+    error = Reason.CROSS_ORIGIN_LOGOUT
+    status_code = 403
+    title = "Sign-out refused"
+    message = "This sign-out request did not come from this site, so you are still signed in."
 
 
 class ProviderError(LoginError):
     """The identity provider's answer was unusable (error status, garbage, wrong metadata)."""
 
-    error = "provider_error"
+    error = Reason.PROVIDER_ERROR
     status_code = 502
+    title = "Sign-in service problem"
     message = "The sign-in service gave an answer we could not use. Please try again later."
 
 
 class IDTokenError(ProviderError):
-    """The ID token failed validation (OpenID Connect Core 1.0, section 3.1.3.7)."""
+    """A token failed validation (OpenID Connect Core 1.0 section 3.1.3.7; Back-Channel Logout 2.6)."""
 
-    error = "id_token_invalid"
+    error = Reason.ID_TOKEN_INVALID
+
+
+class UnknownKeyId(IDTokenError):
+    """The token names a `kid` the cached JWKS does not have: the JWKS is refetched (at most once
+    per interval) and the token checked again; it leaves the package only as an `IDTokenError`."""
+
+    def __init__(self, kid: str) -> None:
+        super().__init__(f"kid {kid!r} not in the cached JWKS")
+        self.kid = kid
+
+
+class DiscoveryMismatch(ProviderError):
+    """The provider's metadata contradicts the configuration (its issuer, or no common algorithm).
+
+    Per request a 502 like any bad answer; at startup it fails the lifespan as a `ConfigError`,
+    since no retry can fix a wrong setting.
+    """
+
+    error = Reason.DISCOVERY_MISMATCH
+
+
+class SessionTooLarge(ProviderError):
+    """The tokens do not fit in the cookies a browser keeps."""
+
+    error = Reason.SESSION_TOO_LARGE
+    message = "The sign-in service sent more data than fits in this browser's cookies."
 
 
 class ProviderTimeout(ProviderError):
     """The identity provider did not answer in time."""
 
-    error = "provider_timeout"
+    error = Reason.PROVIDER_TIMEOUT
     status_code = 504
     message = "The sign-in service did not answer in time. Please try again later."
+
+
+class SessionError(PKCEMiddlewareError):
+    """A session that cannot be used right now."""
+
+    error = Reason.SESSION_UNAVAILABLE
+    status_code = 503
+    title = "Session unavailable"
+    message = "Your session cannot be used right now. Please try again shortly."
+
+
+class SessionEnded(SessionError):
+    """The provider's answer means this login is over: the refresh token is spent or refused, or
+    the refreshed ID token is for someone else. The session is dropped; the user signs in again."""
+
+    error = Reason.SESSION_ENDED
+    status_code = 401
+    title = "Session ended"
+    message = "Your session has ended. Please sign in again."
+
+
+class SessionUnavailable(SessionError):
+    """The session needs the provider (an expired access token) and the provider is not answering."""
+
+    error = Reason.SESSION_UNAVAILABLE
+    message = "Your session needs the sign-in service, which is not answering. Please try again shortly."
+
+
+class RefreshBusy(SessionError):
+    """Another process has held the refresh lock of this session for longer than we wait.
+
+    Like a slow provider: the request is still served while its access token is valid (a 503
+    otherwise); redeeming the refresh token without the lock could redeem a rotated token twice.
+    """
+
+    error = Reason.REFRESH_IN_PROGRESS
+    message = "Your session is being renewed. Please try again shortly."
+
+
+class StoreUnavailable(PKCEMiddlewareError):
+    """The session store (Redis) did not answer; sessions are intact and work again once it does."""
+
+    error = Reason.SESSION_STORE_UNAVAILABLE
+    status_code = 503
+    title = "Sessions unavailable"
+    message = "Sessions are temporarily unavailable. Please try again shortly."

@@ -1,12 +1,20 @@
-"""One login attempt: the PKCE verifier, `state`, `nonce` and where to go afterwards.
+"""One login flow: the PKCE verifier, `state`, `nonce` and where to go afterwards, and the
+callback's checks, done without I/O.
 
-The attempt lives in its own sealed cookie whose name is derived from `state`, so parallel tabs
-each finish their own login. The browser can neither read nor change it (AEAD), and the
-callback accepts a `state` only once per process.
+The flow lives in its own sealed cookie (the flow cookie) whose name is derived from `state`, so
+parallel tabs each finish their own login. The browser can neither read nor change it (AEAD), and
+the callback accepts a `state` only once per process.
+
+The callback is checked in the manner of h11's sans-I/O core: `Callback.parse` reads the request,
+`check_callback` holds it against the flow cookie, and `check_issuer` against the provider's
+metadata; each takes values and returns a result or raises, so each rule is tested without a
+server. The route (`_routes`) does only the I/O between those steps.
 
 References:
     RFC 7636 (PKCE; S256 only, as RFC 9700 section 2.1.1 asks),
     RFC 6749 section 10.12 and RFC 9700 section 4.7 (state as CSRF protection),
+    RFC 9700 section 4.7.1 (every check that needs no network before the code is redeemed),
+    RFC 9207 (the `iss` authorization response parameter),
     OpenID Connect Core 1.0 section 3.1.2.1 (nonce).
 """
 
@@ -20,17 +28,18 @@ import secrets
 import string
 import time
 from collections import OrderedDict
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from authlib.oauth2.rfc7636 import create_s256_code_challenge
 
 from ._crypto import Sealer
+from ._exceptions import CallbackError, ProviderRefused, Reason
 
 __all__: list[str] = []
 
-#: How long a user may spend at the provider before the attempt is void.
+#: How long a user may spend at the provider before the flow is void.
 FLOW_MAX_AGE = 600
-#: Parallel attempts kept per browser; beyond this the oldest cookie is dropped, so XHR storms
+#: Parallel flows kept per browser; beyond this the oldest cookie is dropped, so XHR storms
 #: cannot grow the Cookie header without bound (mod_auth_openidc #331, oauth2-proxy #2163).
 MAX_PARALLEL_FLOWS = 4
 
@@ -38,18 +47,18 @@ _STATE_ALPHABET = frozenset(string.ascii_letters + string.digits + "-_")
 
 
 @dataclasses.dataclass(frozen=True, repr=False)
-class LoginAttempt:
+class LoginFlow:
     state: str
     nonce: str
     code_verifier: str
-    #: The provider this attempt went to (RFC 9700 section 4.4.2: mix-up defence).
+    #: The provider this flow went to (RFC 9700 section 4.4.2: mix-up defence).
     issuer: str
     redirect_uri: str
     return_to: str
     created_at: int
 
     @classmethod
-    def start(cls, *, issuer: str, redirect_uri: str, return_to: str, now: int | None = None) -> LoginAttempt:
+    def start(cls, *, issuer: str, redirect_uri: str, return_to: str, now: int | None = None) -> LoginFlow:
         return cls(
             state=secrets.token_urlsafe(32),
             nonce=secrets.token_urlsafe(32),
@@ -62,6 +71,13 @@ class LoginAttempt:
         )
 
     @property
+    def cookie_suffix(self) -> str:
+        """The flow cookie's name after the common prefix (derived from `state`)."""
+        suffix = flow_cookie_suffix(self.state)
+        assert suffix is not None  # `start` makes states of the shape `flow_cookie_suffix` accepts
+        return suffix
+
+    @property
     def code_challenge(self) -> str:
         return str(create_s256_code_challenge(self.code_verifier))
 
@@ -69,7 +85,7 @@ class LoginAttempt:
         return not (self.created_at - 60 <= now < self.created_at + FLOW_MAX_AGE)
 
     def __repr__(self) -> str:
-        return f"LoginAttempt(return_to={self.return_to!r}, created_at={self.created_at})"
+        return f"LoginFlow(return_to={self.return_to!r}, created_at={self.created_at})"
 
 
 def flow_cookie_suffix(state: str) -> str | None:
@@ -83,25 +99,25 @@ class FlowCodec:
     def __init__(self, sealer: Sealer) -> None:
         self._sealer = sealer
 
-    def seal(self, attempt: LoginAttempt) -> str:
-        return self._sealer.seal(json.dumps(dataclasses.asdict(attempt), separators=(",", ":")).encode())
+    def seal(self, flow: LoginFlow) -> str:
+        return self._sealer.seal(json.dumps(dataclasses.asdict(flow), separators=(",", ":")).encode())
 
-    def open(self, value: str) -> LoginAttempt | None:
+    def open(self, value: str) -> LoginFlow | None:
         plaintext = self._sealer.open(value)
         if plaintext is None:
             return None
         try:
             data = json.loads(plaintext)
-            attempt = LoginAttempt(**data)
+            flow = LoginFlow(**data)
         except (ValueError, TypeError):
             return None
-        return attempt
+        return flow
 
 
 class UsedStates:
     """States already redeemed in this process, so a replayed callback stops before the token call.
 
-    Bounded in size and in time: an entry is only needed until its attempt would have expired
+    Bounded in size and in time: an entry is only needed until its flow would have expired
     anyway. Several processes each keep their own (the provider still refuses a reused code).
     """
 
@@ -118,6 +134,86 @@ class UsedStates:
             return False
         self._seen[key] = now + FLOW_MAX_AGE
         return True
+
+
+_SINGLE_VALUED = ("state", "code", "iss", "error")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Callback:
+    """What the provider's redirect brought back (RFC 6749 section 4.1.2), read once."""
+
+    state: str | None
+    code: str | None
+    iss: str | None
+    error: str | None
+    error_description: str | None
+
+    @classmethod
+    def parse(cls, method: str, query_string: bytes) -> Callback:
+        """The callback's parameters; `CallbackError` for a non-GET or a repeated parameter."""
+        if method != "GET":
+            raise CallbackError("callback must be a GET", error=Reason.METHOD_NOT_ALLOWED)
+        params = parse_qsl(query_string.decode("latin-1"), keep_blank_values=True)
+        names = [name for name, _ in params]
+        if any(names.count(name) > 1 for name in _SINGLE_VALUED):
+            raise CallbackError("a parameter is repeated", error=Reason.DUPLICATE_PARAMETER)
+        query = dict(params)
+        return cls(
+            state=query.get("state"),
+            code=query.get("code"),
+            iss=query.get("iss"),
+            error=query.get("error"),
+            error_description=query.get("error_description"),
+        )
+
+    @property
+    def flow_cookie_suffix(self) -> str | None:
+        return flow_cookie_suffix(self.state or "")
+
+
+def check_callback(callback: Callback, flow_value: str | None, flows: FlowCodec, *, issuer: str, now: int) -> LoginFlow:
+    """The flow this callback finishes, after every check that needs neither network nor store.
+
+    `flow_value` is the flow cookie named after the callback's `state` (`None` if the browser has
+    none). Raises `ProviderRefused` for an error answer, else `CallbackError` naming the first
+    rule broken.
+    """
+    if callback.error is not None:
+        # Anyone can link to the callback with error=...; the provider's own words are shown
+        # only when the answer belongs to a flow of this browser (RFC 9207 section 2.4).
+        flow = flows.open(flow_value) if flow_value and callback.state else None
+        ours = flow is not None and callback.state is not None and secrets.compare_digest(flow.state, callback.state)
+        raise ProviderRefused(
+            f"the provider answered error={callback.error[:100]!r} ours={ours}",
+            provider_error=callback.error,
+            provider_description=callback.error_description if ours else None,
+        )
+    if not callback.state:
+        raise CallbackError("no state", error=Reason.STATE_MISSING)
+    if flow_value is None:
+        raise CallbackError("no flow cookie for this state", error=Reason.FLOW_MISSING)
+    flow = flows.open(flow_value)
+    if flow is None:
+        raise CallbackError("flow cookie does not open", error=Reason.FLOW_INVALID)
+    if not secrets.compare_digest(flow.state, callback.state):
+        raise CallbackError("state differs from the flow's", error=Reason.STATE_MISMATCH)
+    if flow.issuer != issuer:
+        raise CallbackError("the flow went to another provider", error=Reason.ISSUER_MISMATCH)
+    if flow.expired(now):
+        raise CallbackError("the flow is too old", error=Reason.FLOW_EXPIRED)
+    return flow
+
+
+def check_issuer(callback: Callback, *, issuer: str, iss_supported: bool) -> str:
+    """RFC 9207 (mix-up defence) against the provider's metadata; the code to redeem."""
+    if callback.iss is None and iss_supported:
+        raise CallbackError("iss missing though the provider promises it (RFC 9207)", error=Reason.ISS_MISSING)
+    if callback.iss is not None and callback.iss != issuer:
+        raise CallbackError("iss is not our issuer (RFC 9207)", error=Reason.ISS_MISMATCH)
+    if not callback.code:
+        raise CallbackError("no code", error=Reason.CODE_MISSING)
+    return callback.code
 
 
 def safe_return_path(target: str) -> str:

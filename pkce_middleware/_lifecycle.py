@@ -18,11 +18,13 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from collections.abc import Mapping
+from typing import Any
 
 from starlette.types import Scope
 
 from ._config import PKCEConfig
-from ._exceptions import PKCEMiddlewareError, ProviderError
+from ._exceptions import IDTokenError, ProviderError, RefreshBusy, SessionEnded, SessionUnavailable
 from ._provider import Provider
 from ._session import OIDCCredentials, OIDCUser, Session
 from ._store import SessionStore
@@ -31,19 +33,8 @@ __all__: list[str] = []
 
 logger = logging.getLogger("pkce_middleware")
 
-#: The provider answered, and the answer means this login is over (the refresh token is spent or
-#: refused, or the new ID token is for someone else); anything else is an outage to ride out.
-SESSION_ENDING_ERRORS = frozenset({"refresh_rejected", "refresh_id_token_invalid"})
 #: The idle clock is kept to the minute, so a busy session is not rewritten on every request.
 IDLE_RESOLUTION = 60
-
-
-class SessionUnavailable(PKCEMiddlewareError):
-    """The session needs the provider (an expired access token) and the provider is not answering."""
-
-    error = "session_unavailable"
-    status_code = 503
-    message = "Your session needs the sign-in service, which is not answering. Please try again shortly."
 
 
 @dataclasses.dataclass(slots=True)
@@ -78,10 +69,13 @@ class SessionManager:
             try:
                 session = await self._store.single_flight(session, self._refresh)
                 write = True
-            except ProviderError as exc:
-                if exc.error in SESSION_ENDING_ERRORS:
-                    logger.info("session ended: reason=%s sub=%r", exc.error, session.sub)
-                    return None
+            except (SessionEnded, IDTokenError) as exc:
+                # The provider answered, and the answer means this login is over: the refresh token
+                # is spent or refused, or the new ID token is not this session's.
+                logger.info("session ended: reason=%s sub=%r", exc.error, session.sub)
+                return None
+            except (ProviderError, RefreshBusy) as exc:
+                # An outage to ride out while the access token lasts.
                 if now >= expiry:
                     raise SessionUnavailable(f"refresh failed ({exc.error}) and the access token expired") from exc
                 logger.warning("refresh failed, serving with the current access token: reason=%s", exc.error)
@@ -98,6 +92,14 @@ class SessionManager:
         token, claims = await self._provider.refresh(session.refresh_token, previous_claims=session.claims, now=now)
         logger.info("session refreshed: sub=%r", session.sub)
         return self.keep(session.refreshed(token, claims, now))
+
+    def start(self, claims: Mapping[str, Any], token: Mapping[str, Any]) -> Session:
+        """The session of a finished login (or of `PKCEMiddleware.create_session`), as it is stored."""
+        config = self._config
+        session = Session.new(
+            claims=claims, token=token, scopes=config.scopes, now=time.time(), max_age=config.session_max_age
+        )
+        return self.keep(session)
 
     def keep(self, session: Session) -> Session:
         """The session as it is stored: without the raw ID token if the configuration says so."""

@@ -6,11 +6,11 @@ or logout token with an unknown `kid` causes at most one JWKS refetch per `JWKS_
 driving our JWKS traffic), and a failed discovery or JWKS fetch is not retried for a few seconds.
 Each call has one deadline, start to finish (httpx's timeouts are per read, so a provider that
 drips bytes would otherwise hold a request open for ever), and a cap on the size of what it reads.
+What the answers mean is decided without I/O elsewhere: `_discovery` (metadata, JWKS) and
+`_tokens` (token answers, JWTs); this module only does the calls between those steps.
 
 References:
-    OpenID Connect Discovery 1.0 sections 3 and 4.3 (issuer must match),
-    RFC 6749 sections 2.3.1 (client authentication), 4.1.3/5.1/5.2 (token request and answer)
-    and 6 (refreshing an access token),
+    RFC 6749 sections 2.3.1 (client authentication), 4.1.3 (token request) and 6 (refresh),
     OpenID Connect Core 1.0 section 12 (refresh; 12.2 for the refreshed ID token),
     OpenID Connect Back-Channel Logout 1.0 section 2.6 (logout token validation),
     OpenID Connect RP-Initiated Logout 1.0 section 2 (the logout request).
@@ -26,18 +26,28 @@ import secrets
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
-from urllib.parse import quote_plus, urlsplit
+from urllib.parse import quote_plus
 
 import httpx
 from authlib.common.urls import add_params_to_uri
 from authlib.oauth2.auth import ClientAuth
 from authlib.oauth2.rfc6749.parameters import prepare_token_request
-from joserfc.jwk import JWKRegistry, Key, KeySet
+from joserfc.jwk import KeySet
 
-from ._config import _LOOPBACK_HOSTS, PKCEConfig
-from ._exceptions import CallbackError, ConfigError, IDTokenError, LoginError, ProviderError, ProviderTimeout
-from ._flow import LoginAttempt
-from ._tokens import IDTokenValidator, LogoutClaims, UnknownKeyId
+from ._config import PKCEConfig
+from ._discovery import ProviderMetadata, parse_jwks
+from ._exceptions import (
+    ConfigError,
+    DiscoveryMismatch,
+    IDTokenError,
+    ProviderError,
+    ProviderTimeout,
+    Reason,
+    SessionEnded,
+    UnknownKeyId,
+)
+from ._flow import LoginFlow
+from ._tokens import CODE_GRANT, REFRESH_GRANT, Grant, LogoutClaims, TokenValidator, check_token_answer
 
 __all__: list[str] = []
 
@@ -54,140 +64,30 @@ JWKS_RETRY_INTERVAL = 5.0
 #: service into a failing one; the keys are what an attacker who stole one would need us to keep.
 JWKS_MAX_AGE = 24 * 3600.0
 MAX_RESPONSE_BYTES = 512 * 1024
-_ASYMMETRIC_KEY_TYPES = frozenset({"RSA", "EC", "OKP"})
 _T = TypeVar("_T")
-
-
-@dataclasses.dataclass(frozen=True)
-class _Grant:
-    """What one grant's token answer must hold, and how its failures are named."""
-
-    #: Prefix of the reason codes (`<prefix>_endpoint_error`, `_response_invalid`, `_invalid`, `_timeout`).
-    prefix: str
-    required: tuple[str, ...]
-    #: The error for an OAuth error answer (RFC 6749 section 5.2): the grant itself was refused.
-    rejected: Callable[[str], LoginError]
-
-
-def _code_rejected(reason: str) -> LoginError:
-    # The provider refused this code (used, expired, wrong verifier): a login to redo, not an outage.
-    return CallbackError(f"token endpoint said {reason}", error="code_rejected")
-
-
-def _refresh_rejected(reason: str) -> LoginError:
-    # Revoked, expired or already rotated (RFC 9700 section 4.14): retrying cannot help, the session is over.
-    return ProviderError(
-        f"token endpoint refused the refresh token: {reason}", error="refresh_rejected", status_code=401
-    )
-
-
-_CODE_GRANT = _Grant("token", ("access_token", "id_token", "token_type"), _code_rejected)
-#: OIDC Core section 12.2: a refresh answer "might not contain an id_token", nor a new refresh token.
-_REFRESH_GRANT = _Grant("refresh", ("access_token", "token_type"), _refresh_rejected)
-_OPTIONAL_TOKENS = ("id_token", "refresh_token")
 #: Core section 11: offline_access is to be asked for with prompt=consent; providers ignore it
 #: otherwise (oidc-provider drops the scope), and the session would get no refresh token.
 _OFFLINE_ACCESS = "offline_access"
 
 
-class DiscoveryMismatch(ProviderError):
-    """The provider's metadata contradicts the configuration (its issuer, or no common algorithm).
-
-    Per request a 502 like any bad answer; at startup `Provider.startup` turns it into the
-    `ConfigError` that fails the lifespan, since no retry can fix a wrong setting.
-    """
-
-    error = "discovery_mismatch"
-
-
 @dataclasses.dataclass(frozen=True)
-class ProviderMetadata:
-    issuer: str
-    authorization_endpoint: str
-    token_endpoint: str
-    jwks_uri: str
-    end_session_endpoint: str | None
-    id_token_algorithms: tuple[str, ...]
-    token_endpoint_auth_methods: tuple[str, ...]
-    iss_parameter_supported: bool
+class _Call:
+    """One kind of call to the provider, and the reason codes of its failures."""
 
-    @classmethod
-    def parse(cls, data: Any, config: PKCEConfig) -> ProviderMetadata:
-        """Checked metadata; `DiscoveryMismatch` for a contradiction, else `ProviderError` (`discovery_invalid`)."""
-        if not isinstance(data, dict):
-            raise ProviderError("metadata is not a JSON object", error="discovery_invalid")
-        if data.get("issuer") != config.issuer:
-            # Discovery 4.3: a mismatch means the wrong provider, or a provider lying about itself.
-            raise DiscoveryMismatch(
-                f"PKCE_ISSUER is {config.issuer!r} but the provider's metadata says issuer "
-                f"{_shown(data.get('issuer'))}; they must be identical"
-            )
-        endpoints = {
-            name: _endpoint(data.get(name), name) for name in ("authorization_endpoint", "token_endpoint", "jwks_uri")
-        }
-        end_session = data.get("end_session_endpoint")
-        # Discovery section 3 makes the algorithm list REQUIRED; RS256 is what Core section 15.1 says every OP supports.
-        offered = _strings(data, "id_token_signing_alg_values_supported") or ("RS256",)
-        algorithms = tuple(alg for alg in config.id_token_algorithms if alg in offered)
-        if not algorithms:
-            raise DiscoveryMismatch(
-                f"PKCE_ID_TOKEN_ALGORITHMS ({', '.join(config.id_token_algorithms)}) shares no algorithm with the "
-                f"provider's id_token_signing_alg_values_supported",
-                error="algorithm_mismatch",
-            )
-        return cls(
-            issuer=config.issuer,
-            end_session_endpoint=None if end_session is None else _endpoint(end_session, "end_session_endpoint"),
-            id_token_algorithms=algorithms,
-            # Discovery section 3: the default when the member is absent.
-            token_endpoint_auth_methods=_strings(data, "token_endpoint_auth_methods_supported")
-            or ("client_secret_basic",),
-            iss_parameter_supported=data.get("authorization_response_iss_parameter_supported") is True,
-            **endpoints,
-        )
+    name: str
+    #: An error status (for GETs; a token call's status is judged by `check_token_answer`).
+    failed: Reason
+    #: Not JSON, or larger than we read.
+    unreadable: Reason
+    timeout: Reason
 
 
-def _endpoint(value: object, name: str) -> str:
-    if not isinstance(value, str) or not _is_provider_url(value):
-        raise ProviderError(f"metadata {name} is missing or not an https URL", error="discovery_invalid")
-    return value
+_DISCOVERY = _Call("discovery", Reason.DISCOVERY_FAILED, Reason.DISCOVERY_INVALID, Reason.DISCOVERY_TIMEOUT)
+_JWKS = _Call("jwks", Reason.JWKS_FAILED, Reason.JWKS_INVALID, Reason.JWKS_TIMEOUT)
 
 
-def _is_provider_url(value: str) -> bool:
-    """https, or http on a loopback host; and parseable by urllib (authlib) and httpx alike.
-
-    A URL only one of them can parse would pass here and fail later, on every login.
-    """
-    try:
-        parts = urlsplit(value)
-        port_ok = parts.port != 0  # reading `port` is what validates it
-        host_ok = bool(httpx.URL(value).host)  # reading `host` is what decodes an xn-- label
-    except (ValueError, httpx.InvalidURL):  # idna's errors are ValueErrors too
-        return False
-    if not port_ok or not host_ok or not parts.hostname:
-        return False
-    return parts.scheme == "https" or (parts.scheme == "http" and parts.hostname in _LOOPBACK_HOSTS)
-
-
-def _strings(data: dict[str, Any], name: str) -> tuple[str, ...] | None:
-    """A metadata member that must be a JSON array of strings; `None` when absent.
-
-    A bare string must not pass: `"RS256" in "HS256,RS256"` is true.
-    """
-    value = data.get(name)
-    if value is None:
-        return None
-    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
-        raise ProviderError(f"metadata {name} is not a list of strings", error="discovery_invalid")
-    return tuple(value)
-
-
-def _shown(value: object) -> str:
-    """A value from the provider, short enough for a log line or an error message."""
-    if isinstance(value, str):
-        return repr(value[:100])
-    # Never repr() the rest: a list nested 900 deep parses, but may not repr on a deeper stack.
-    return "nothing" if value is None else f"a JSON {type(value).__name__}"
+def _token_call(grant: Grant) -> _Call:
+    return _Call(grant.name, grant.endpoint_error, grant.unreadable, grant.timeout)
 
 
 class Provider:
@@ -197,12 +97,14 @@ class Provider:
         self._client = self._new_client()
         self._metadata: ProviderMetadata | None = None
         self._metadata_failed_at = -DISCOVERY_RETRY_INTERVAL
+        #: Why the last discovery failed, repeated while later logins wait to ask again.
+        self._metadata_failure = ""
         self._keys: KeySet | None = None
         self._keys_fetched_at = 0.0
         self._keys_forced_at = -JWKS_REFETCH_INTERVAL
         self._keys_failed_at = -JWKS_RETRY_INTERVAL
         self._lock = asyncio.Lock()
-        self._validator: IDTokenValidator | None = None
+        self._validator: TokenValidator | None = None
 
     def __repr__(self) -> str:
         return f"Provider(issuer={self._config.issuer!r})"
@@ -219,7 +121,9 @@ class Provider:
             await self.aclose()
             raise ConfigError(exc.detail) from None
         except ProviderError as exc:
-            logger.warning("provider not reachable at startup; will retry on first login: %s", exc.error)
+            logger.warning(
+                "provider not usable at startup; will retry on first login: reason=%s detail=%s", exc.error, exc.detail
+            )
 
     async def aclose(self) -> None:
         await self._client.aclose()
@@ -245,18 +149,22 @@ class Provider:
             if self._metadata is not None:
                 return self._metadata
             if time.monotonic() - self._metadata_failed_at < DISCOVERY_RETRY_INTERVAL:
-                raise ProviderError("discovery failed moments ago", error="provider_unavailable")
+                raise ProviderError(
+                    f"discovery failed moments ago ({self._metadata_failure})", error=Reason.PROVIDER_UNAVAILABLE
+                )
             url = self._config.issuer.rstrip("/") + "/.well-known/openid-configuration"
             try:
-                metadata = ProviderMetadata.parse(await self._get_json(url, "discovery"), self._config)
+                metadata = ProviderMetadata.parse(await self._get_json(url, _DISCOVERY), self._config)
             except Exception as exc:
                 # Any failure, even one not foreseen here, must not let every login ask again at once.
                 self._metadata_failed_at = time.monotonic()
+                detail = exc.detail if isinstance(exc, ProviderError) else type(exc).__name__
+                self._metadata_failure = detail if url in detail else f"{url}: {detail}"
                 if isinstance(exc, DiscoveryMismatch):
                     logger.error("%s", exc)
                 raise
             self._metadata = metadata
-            self._validator = IDTokenValidator(
+            self._validator = TokenValidator(
                 issuer=metadata.issuer,
                 client_id=self._config.client_id,
                 algorithms=metadata.id_token_algorithms,
@@ -264,16 +172,16 @@ class Provider:
             )
             return metadata
 
-    async def authorization_url(self, attempt: LoginAttempt) -> str:
+    async def authorization_url(self, flow: LoginFlow) -> str:
         metadata = await self.metadata()
         params = [
             ("response_type", "code"),
             ("client_id", self._config.client_id),
-            ("redirect_uri", attempt.redirect_uri),
+            ("redirect_uri", flow.redirect_uri),
             ("scope", " ".join(self._config.scopes)),
-            ("state", attempt.state),
-            ("nonce", attempt.nonce),
-            ("code_challenge", attempt.code_challenge),
+            ("state", flow.state),
+            ("nonce", flow.nonce),
+            ("code_challenge", flow.code_challenge),
             ("code_challenge_method", "S256"),
         ]
         if _OFFLINE_ACCESS in self._config.scopes:
@@ -298,20 +206,20 @@ class Provider:
             params.insert(0, ("id_token_hint", id_token))
         return str(add_params_to_uri(self._metadata.end_session_endpoint, params))
 
-    async def redeem(self, attempt: LoginAttempt, code: str, *, now: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    async def redeem(self, flow: LoginFlow, code: str, *, now: int) -> tuple[dict[str, Any], dict[str, Any]]:
         """Exchange `code` for tokens and validate the ID token: `(token response, ID token claims)`."""
         metadata = await self.metadata()
         validator = self._validator
         assert validator is not None  # set together with the metadata just awaited
         body = prepare_token_request(
-            "authorization_code", code=code, redirect_uri=attempt.redirect_uri, code_verifier=attempt.code_verifier
+            "authorization_code", code=code, redirect_uri=flow.redirect_uri, code_verifier=flow.code_verifier
         )
-        token = await self._post_token(metadata, body, _CODE_GRANT)
+        token = await self._post_token(metadata, body, CODE_GRANT)
         claims = await self._verify(
             lambda keys: validator.validate(
-                token["id_token"], keys, nonce=attempt.nonce, access_token=token["access_token"], now=now
+                token["id_token"], keys, nonce=flow.nonce, access_token=token["access_token"], now=now
             ),
-            error="id_token_invalid",
+            error=Reason.ID_TOKEN_INVALID,
         )
         return token, claims
 
@@ -326,12 +234,12 @@ class Provider:
         error is the provider's trouble, and the session may live on while its access token does.
         """
         if not refresh_token:
-            raise _refresh_rejected("no refresh token")
+            raise SessionEnded("no refresh token", error=Reason.REFRESH_REJECTED)
         metadata = await self.metadata()
         validator = self._validator
         assert validator is not None  # set together with the metadata just awaited
         body = prepare_token_request("refresh_token", refresh_token=refresh_token)
-        token = await self._post_token(metadata, body, _REFRESH_GRANT)
+        token = await self._post_token(metadata, body, REFRESH_GRANT)
         raw = token.get("id_token")
         if raw is None:
             return token, None
@@ -339,7 +247,7 @@ class Provider:
             lambda keys: validator.validate_refreshed(
                 raw, keys, previous_claims=previous_claims, access_token=token["access_token"], now=now
             ),
-            error="refresh_id_token_invalid",
+            error=Reason.REFRESH_ID_TOKEN_INVALID,
         )
         return token, claims
 
@@ -354,7 +262,7 @@ class Provider:
         assert validator is not None  # set together with the metadata just awaited
         return await self._verify(
             lambda keys: validator.validate_logout_token(raw, keys, now=now),
-            error="logout_token_invalid",
+            error=Reason.LOGOUT_TOKEN_INVALID,
             status_code=400,
         )
 
@@ -376,35 +284,14 @@ class Provider:
             return ClientAuth(quote_plus(config.client_id), quote_plus(secret or ""), method)
         return ClientAuth(config.client_id, secret, method)
 
-    async def _post_token(self, metadata: ProviderMetadata, body: str, grant: _Grant) -> dict[str, Any]:
+    async def _post_token(self, metadata: ProviderMetadata, body: str, grant: Grant) -> dict[str, Any]:
         """POST `body` to the token endpoint with our client authentication; the checked answer."""
         headers = {"Content-Type": "application/x-www-form-urlencoded"}
         url, headers, body = self._client_auth(metadata).prepare("POST", metadata.token_endpoint, headers, body)
-        response, data = await self._call("POST", url, grant.prefix, headers=headers, content=body)
-        if response.status_code != 200:
-            error = data.get("error") if isinstance(data, dict) else None
-            reason = _printable(error) if isinstance(error, str) else f"HTTP {response.status_code}"
-            # RFC 6749 section 5.2 answers errors with 400 (401 for client authentication); an OAuth
-            # error under another status (403, 429 from a gateway) is not a verdict on the grant.
-            if response.status_code in (400, 401) and isinstance(error, str):
-                raise grant.rejected(reason)
-            raise ProviderError(f"token endpoint answered {reason}", error=f"{grant.prefix}_endpoint_error")
-        invalid = f"{grant.prefix}_response_invalid"
-        if not isinstance(data, dict):
-            raise ProviderError("token answer is not a JSON object", error=invalid)
-        for member in _OPTIONAL_TOKENS:
-            # Some providers send `null` for what they did not issue; callers then test `in`.
-            if member in data and data[member] is None and member not in grant.required:
-                del data[member]
-        for member in (*grant.required, *(m for m in _OPTIONAL_TOKENS if m in data)):
-            if not isinstance(data.get(member), str) or not data[member]:
-                raise ProviderError(f"token answer lacks {member}", error=invalid)
-        # RFC 6749 section 5.1: token_type is case-insensitive.
-        if data["token_type"].lower() != "bearer":
-            raise ProviderError("token_type is not Bearer", error=invalid)
-        return data
+        response, data = await self._call("POST", url, _token_call(grant), headers=headers, content=body)
+        return check_token_answer(response.status_code, data, grant)
 
-    async def _verify(self, check: Callable[[KeySet], _T], *, error: str, status_code: int | None = None) -> _T:
+    async def _verify(self, check: Callable[[KeySet], _T], *, error: Reason, status_code: int | None = None) -> _T:
         """`check(keys)` with the cached JWKS, and once more with a refetched one for an unknown `kid`.
 
         Every `IDTokenError` leaves with reason code `error`, so login, refresh and logout tokens
@@ -415,7 +302,7 @@ class Provider:
             try:
                 return check(keys)
             except UnknownKeyId as exc:
-                kid = str(exc)
+                kid = exc.kid
             if time.monotonic() - self._keys_forced_at < JWKS_REFETCH_INTERVAL:
                 raise IDTokenError(f"kid {kid!r} unknown and the JWKS was refetched moments ago")
             keys = await self._load_keys(force=True)
@@ -446,11 +333,11 @@ class Provider:
             if now - self._keys_failed_at < JWKS_RETRY_INTERVAL:
                 if self._keys is not None and not force:
                     return self._keys
-                raise ProviderError("JWKS fetch failed moments ago", error="provider_unavailable")
+                raise ProviderError("JWKS fetch failed moments ago", error=Reason.PROVIDER_UNAVAILABLE)
             if force:
                 self._keys_forced_at = now
             try:
-                keys = _parse_jwks(await self._get_json(metadata.jwks_uri, "jwks"))
+                keys = parse_jwks(await self._get_json(metadata.jwks_uri, _JWKS))
             except ProviderError as exc:
                 self._keys_failed_at = time.monotonic()
                 if self._keys is None or force:
@@ -468,13 +355,13 @@ class Provider:
     def _keys_expired(self) -> bool:
         return time.monotonic() - self._keys_fetched_at >= JWKS_MAX_AGE
 
-    async def _get_json(self, url: str, what: str) -> Any:
-        response, data = await self._call("GET", url, what)
+    async def _get_json(self, url: str, call: _Call) -> Any:
+        response, data = await self._call("GET", url, call)
         if response.status_code != 200:
-            raise ProviderError(f"{what} answered HTTP {response.status_code}", error=f"{what}_failed")
+            raise ProviderError(f"{call.name} at {url} answered HTTP {response.status_code}", error=call.failed)
         return data
 
-    async def _call(self, method: str, url: str, what: str, **kwargs: Any) -> tuple[httpx.Response, Any]:
+    async def _call(self, method: str, url: str, call: _Call, **kwargs: Any) -> tuple[httpx.Response, Any]:
         """One request with one deadline and a size cap; the body parsed as JSON."""
         client = self._open_client()
         try:
@@ -486,15 +373,17 @@ class Provider:
                         size += len(chunk)
                         if size > MAX_RESPONSE_BYTES:
                             raise ProviderError(
-                                f"{what} answer larger than {MAX_RESPONSE_BYTES} bytes", error=f"{what}_invalid"
+                                f"{call.name} answer larger than {MAX_RESPONSE_BYTES} bytes", error=call.unreadable
                             )
                         chunks.append(chunk)
         except (TimeoutError, httpx.TimeoutException):
             raise ProviderTimeout(
-                f"{what} took longer than {self._config.http_timeout}s", error=f"{what}_timeout"
+                f"{call.name} at {url} took longer than {self._config.http_timeout}s", error=call.timeout
             ) from None
         except (httpx.HTTPError, httpx.InvalidURL) as exc:
-            raise ProviderError(f"{what} failed: {type(exc).__name__}", error="provider_unreachable") from None
+            raise ProviderError(
+                f"{call.name} at {url} failed: {type(exc).__name__}", error=Reason.PROVIDER_UNREACHABLE
+            ) from None
         try:
             data = json.loads(b"".join(chunks))
         except (ValueError, RecursionError):  # RecursionError: JSON nested a thousand deep
@@ -502,41 +391,6 @@ class Provider:
                 # An error status with an HTML (or empty) body: the status is the news, not the body.
                 return response, None
             raise ProviderError(
-                f"{what} answer (HTTP {response.status_code}) is not JSON", error=f"{what}_invalid"
+                f"{call.name} answer (HTTP {response.status_code}) is not JSON", error=call.unreadable
             ) from None
         return response, data
-
-
-def _parse_jwks(data: Any) -> KeySet:
-    if not isinstance(data, dict) or not isinstance(data.get("keys"), list):
-        raise ProviderError("JWKS is not a key set", error="jwks_invalid")
-    keys: list[Key] = []
-    unusable = 0
-    for item in data["keys"]:
-        # Only public signing keys; a symmetric ("oct") key in a JWKS would be a trap for HS* confusion.
-        if (
-            not isinstance(item, dict)
-            or not isinstance(item.get("kty"), str)
-            or item["kty"] not in _ASYMMETRIC_KEY_TYPES
-            or item.get("use", "sig") != "sig"
-        ):
-            continue
-        if any(member in item for member in ("d", "p", "q")):
-            continue
-        try:
-            key = JWKRegistry.import_key(item)
-            key.ensure_kid()  # KeySet() would compute a missing kid outside this try
-        except Exception:
-            # RFC 7517 section 5: a key we cannot use is ignored, not a reason to refuse its
-            # neighbours. joserfc raises whatever its parsing meets (KeyError for an unknown
-            # curve, binascii.Error for bad base64, ...), so no narrower class would do.
-            unusable += 1
-            continue
-        keys.append(key)
-    if unusable:
-        logger.warning("JWKS: ignored %d key(s) that could not be imported", unusable)
-    return KeySet(keys)
-
-
-def _printable(value: str) -> str:
-    return "".join(ch for ch in value[:40] if ch.isalnum() or ch in "_-.") or "?"

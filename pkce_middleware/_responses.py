@@ -10,11 +10,12 @@ import html
 from urllib.parse import quote
 
 from starlette.datastructures import Headers
+from starlette.requests import HTTPConnection
 from starlette.responses import HTMLResponse, JSONResponse, Response
 
-from ._exceptions import PKCEMiddlewareError
+from ._exceptions import LoginError, LoginRequired, PKCEMiddlewareError, ProviderRefused
 
-__all__: list[str] = []
+__all__ = ["wants_html"]
 
 NO_STORE = {
     "Cache-Control": "no-store",
@@ -53,36 +54,40 @@ def is_navigation(method: str, headers: Headers) -> bool:
     return accept is None or "text/html" in accept or "*/*" in accept
 
 
-def login_required(login_url: str) -> Response:
-    return JSONResponse(
-        {"error": "login_required", "message": "Sign in to use this resource.", "login_url": login_url},
-        status_code=401,
-        headers={
-            **NO_STORE,
-            "WWW-Authenticate": f'Cookie realm="pkce_middleware", form-action="{quote(login_url, safe="/?=&%")}"',
-        },
-    )
+def wants_html(connection: HTTPConnection) -> bool:
+    """Whether an error for this request should be a page (a browser) rather than JSON.
+
+    The rule the middleware's own error answers follow, for an `on_error` hook that renders both:
+    a page for anything a browser would show, a form POST included; JSON for scripts.
+    """
+    return is_navigation("GET", connection.headers)
 
 
-def error_response(exc: PKCEMiddlewareError, *, browser: bool, retry_url: str = "/") -> Response:
+def error_response(exc: PKCEMiddlewareError, *, browser: bool) -> Response:
+    """The default answer for `exc`: a page for a browser, JSON for everything else."""
+    headers = dict(NO_STORE)
+    body: dict[str, str] = {"error": exc.error, "message": exc.message}
+    if isinstance(exc, LoginRequired):
+        body["login_url"] = exc.login_url
+        headers["WWW-Authenticate"] = (
+            f'Cookie realm="pkce_middleware", form-action="{quote(exc.login_url, safe="/?=&%")}"'
+        )
     if not browser:
-        return JSONResponse({"error": exc.error, "message": exc.message}, status_code=exc.status_code, headers=NO_STORE)
-    body = (
-        f"<p>{html.escape(exc.message)}</p>"
-        f'<p><a href="{html.escape(retry_url)}">Start again</a></p>'
-        f"<p><code>reason: {html.escape(exc.error)}</code></p>"
-    )
-    return page("Sign-in problem", body, status_code=exc.status_code)
-
-
-def provider_error_page(error: str, description: str | None) -> Response:
-    """The provider sent the browser back with `error=`: show it, escaped (RFC 9207 section 2.4
-    reminds that such an answer may not even come from our provider)."""
-    text = f"The sign-in service answered <code>{html.escape(error[:60])}</code>."
-    if description:
-        text += f" It said: {html.escape(description[:300])}"
-    body = f'<p>{text}</p><p><a href="/">Start again</a></p><p><code>reason: provider_error</code></p>'
-    return page("Sign-in did not complete", body, status_code=400)
+        return JSONResponse(body, status_code=exc.status_code, headers=headers)
+    if isinstance(exc, ProviderRefused):
+        text = f"The sign-in service answered <code>{html.escape(exc.provider_error[:60])}</code>."
+        if exc.provider_description:
+            text += f" It said: {html.escape(exc.provider_description[:300])}"
+    else:
+        text = html.escape(exc.message)
+    if isinstance(exc, LoginRequired):
+        action = f'<p><a href="{html.escape(exc.login_url)}">Sign in</a></p>'
+    elif isinstance(exc, LoginError):
+        action = f'<p><a href="{html.escape(exc.retry_url)}">Start again</a></p>'
+    else:
+        action = '<p><a href="">Try again</a></p>'
+    body_html = f"<p>{text}</p>{action}<p><code>reason: {html.escape(exc.error)}</code></p>"
+    return page(exc.title, body_html, status_code=exc.status_code, headers=headers)
 
 
 def logout_page(action: str, login_path: str, *, signed_in: bool) -> Response:
@@ -94,7 +99,9 @@ def logout_page(action: str, login_path: str, *, signed_in: bool) -> Response:
     return page("Sign out?", body, status_code=200)
 
 
-def page(title: str, body: str, *, status_code: int) -> Response:
+def page(title: str, body: str, *, status_code: int, headers: dict[str, str] | None = None) -> Response:
     return HTMLResponse(
-        _PAGE.format(title=html.escape(title), body=body), status_code=status_code, headers=_PAGE_HEADERS
+        _PAGE.format(title=html.escape(title), body=body),
+        status_code=status_code,
+        headers={**_PAGE_HEADERS, **(headers or {})},
     )

@@ -9,7 +9,7 @@ import secrets
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from types import MappingProxyType
-from typing import Any
+from typing import Any, NoReturn
 
 from starlette.authentication import AuthCredentials, BaseUser
 
@@ -73,6 +73,8 @@ class Session:
     """One login. Treated as immutable: every change makes a new one (`dataclasses.replace`)."""
 
     id: str
+    #: Deeply read-only (see `_frozen`) when built by `new`, `refreshed` or `SessionCodec.open`:
+    #: one Session serves every request of its cookie, and is sealed again at the next write.
     claims: Mapping[str, Any]
     access_token: str
     #: Empty when the configuration keeps ID tokens out of the cookie.
@@ -106,7 +108,7 @@ class Session:
         seconds = int(now)
         return cls(
             id=secrets.token_urlsafe(24),
-            claims=_keep(claims),
+            claims=_kept(claims),
             access_token=token["access_token"],
             id_token=token["id_token"],
             refresh_token=_refresh_token(token, None),
@@ -123,7 +125,7 @@ class Session:
         if claims is not None:
             # A refreshed ID token may leave out what only the first one had to carry; back-channel
             # logout still matches on `sid`, and `auth_time` still dates the original login.
-            claims = {**{k: self.claims[k] for k in ("sid", "auth_time") if k in self.claims}, **_keep(claims)}
+            claims = _kept({**{k: self.claims[k] for k in ("sid", "auth_time") if k in self.claims}, **claims})
         return dataclasses.replace(
             self,
             claims=claims if claims is not None else self.claims,
@@ -145,20 +147,59 @@ class Session:
         )
 
 
-def _keep(claims: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in claims.items() if k not in _VALIDATION_ONLY_CLAIMS}
+class _FrozenDict(dict[str, Any]):
+    """A JSON object inside the claims (`address`, say): still a `dict`, so `json.dumps`, `==` and
+    `.copy()` (which gives a plain, mutable dict) work as before, but one that refuses changes."""
+
+    __slots__ = ()
+
+    def _refuse(self, *args: Any, **kwargs: Any) -> NoReturn:
+        raise TypeError("the claims are read-only; change a copy (claims.copy(), copy.deepcopy(claims))")
+
+    __setitem__ = __delitem__ = __ior__ = clear = pop = popitem = setdefault = update = _refuse
+
+    def __reduce__(self) -> tuple[type[dict[str, Any]], tuple[dict[str, Any]]]:
+        # copy, deepcopy and pickle make plain dicts (the default would rebuild one item by item).
+        return dict, (dict(self),)
 
 
-def _claims_of(id_token: str) -> dict[str, Any]:
+def _frozen(value: Any) -> Any:
+    """`value` (decoded JSON) that nobody can change: lists become tuples, objects `_FrozenDict`s.
+
+    The opened Session is cached per cookie value and serves every request of that cookie, so an
+    app that appended to `request.user.claims["groups"]` would change the claims of every later
+    request, and of the cookie sealed at the next write. Freezing once, when the session is
+    built, costs nothing per request (a deep copy per request would).
+    """
+    if isinstance(value, str | int | float | None):
+        return value
+    if isinstance(value, list | tuple):
+        return tuple([_frozen(item) for item in value])
+    if isinstance(value, Mapping):
+        return _FrozenDict({key: _frozen(item) for key, item in value.items()})
+    return value
+
+
+def _frozen_claims(claims: Mapping[str, Any]) -> Mapping[str, Any]:
+    return MappingProxyType({key: _frozen(value) for key, value in claims.items()})
+
+
+def _kept(claims: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The claims as a session keeps them: frozen, without those that only served validation."""
+    return MappingProxyType({k: _frozen(v) for k, v in claims.items() if k not in _VALIDATION_ONLY_CLAIMS})
+
+
+def _claims_of(id_token: str) -> Mapping[str, Any]:
     """The payload of an ID token we validated before sealing it (so no signature check here)."""
     payload = id_token.split(".")[1]
-    return _keep(json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))))
+    return _kept(json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))))
 
 
 def _same_claims(session: Session) -> bool:
     try:
-        return bool(session.id_token) and _claims_of(session.id_token) == session.claims
-    except (ValueError, IndexError):
+        # Both frozen, so a list in the token compares equal to the tuple it became in the session.
+        return bool(session.id_token) and _claims_of(session.id_token) == _frozen_claims(session.claims)
+    except (ValueError, IndexError, AttributeError):
         return False
 
 
@@ -197,6 +238,7 @@ class SessionCodec:
         payload = {
             "id": session.id,
             # The claims are usually the ID token's payload; storing both would double the cookie.
+            # Frozen claims are JSON as they are: a `_FrozenDict` is a dict, a tuple a list.
             "c": None if _same_claims(session) else dict(session.claims),
             "at": session.access_token,
             "it": session.id_token,
@@ -229,8 +271,8 @@ class SessionCodec:
             data = json.loads(plaintext)
             session = Session(
                 id=data["id"],
-                # Read-only: the same Session serves every request of this cookie, so no app may edit it.
-                claims=MappingProxyType(data["c"] if data["c"] is not None else _claims_of(data["it"])),
+                # Read-only all the way down: the same Session serves every request of this cookie.
+                claims=_frozen_claims(data["c"]) if data["c"] is not None else _claims_of(data["it"]),
                 access_token=data["at"],
                 id_token=data["it"],
                 refresh_token=data["rt"],

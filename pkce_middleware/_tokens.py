@@ -1,4 +1,7 @@
-"""ID token and logout token validation.
+"""What the provider's token endpoint and its JWTs say, checked without I/O.
+
+`check_token_answer` checks a token endpoint answer (RFC 6749 sections 5.1 and 5.2) for a grant;
+`TokenValidator` validates the JWTs the provider signs for this client.
 
 Two steps, as joserfc separates them: `jwt.decode` checks the JWS (algorithm pinned, key from the
 provider's JWKS only) and `JWTClaimsRegistry` checks the registered claims; then the rules that no
@@ -21,7 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import secrets
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 from authlib.oidc.core.util import create_half_hash
@@ -30,7 +33,15 @@ from joserfc.errors import ClaimError, ExpiredTokenError, JoseError
 from joserfc.jwk import ECKey, Key, KeySet, OKPKey, RSAKey
 from joserfc.jws import JWSRegistry
 
-from ._exceptions import IDTokenError
+from ._exceptions import (
+    CallbackError,
+    IDTokenError,
+    PKCEMiddlewareError,
+    ProviderError,
+    Reason,
+    SessionEnded,
+    UnknownKeyId,
+)
 
 __all__: list[str] = []
 
@@ -48,8 +59,83 @@ _ID_TOKEN_CLAIMS = ("iss", "sub", "aud", "exp", "iat")
 _LOGOUT_TOKEN_CLAIMS = ("iss", "aud", "iat", "jti")
 
 
-class UnknownKeyId(Exception):
-    """The token names a `kid` the cached JWKS does not have: refetch the JWKS once and retry."""
+@dataclasses.dataclass(frozen=True)
+class Grant:
+    """What one grant's token answer must hold, and the reason codes of its failures."""
+
+    #: For messages: "token" or "refresh".
+    name: str
+    required: tuple[str, ...]
+    #: The error for an OAuth error answer (RFC 6749 section 5.2): the grant itself was refused.
+    rejected: Callable[[str], PKCEMiddlewareError]
+    #: An error status without an OAuth error.
+    endpoint_error: Reason
+    #: Not JSON, or larger than we read.
+    unreadable: Reason
+    #: JSON, but not a usable token answer.
+    response_invalid: Reason
+    timeout: Reason
+
+
+def _code_rejected(reason: str) -> PKCEMiddlewareError:
+    # The provider refused this code (used, expired, wrong verifier): a login to redo, not an outage.
+    return CallbackError(f"token endpoint said {reason}", error=Reason.CODE_REJECTED)
+
+
+def _refresh_rejected(reason: str) -> PKCEMiddlewareError:
+    # Revoked, expired or already rotated (RFC 9700 section 4.14): retrying cannot help, the session is over.
+    return SessionEnded(f"token endpoint refused the refresh token: {reason}", error=Reason.REFRESH_REJECTED)
+
+
+CODE_GRANT = Grant(
+    "token",
+    ("access_token", "id_token", "token_type"),
+    _code_rejected,
+    endpoint_error=Reason.TOKEN_ENDPOINT_ERROR,
+    unreadable=Reason.TOKEN_INVALID,
+    response_invalid=Reason.TOKEN_RESPONSE_INVALID,
+    timeout=Reason.TOKEN_TIMEOUT,
+)
+#: OIDC Core section 12.2: a refresh answer "might not contain an id_token", nor a new refresh token.
+REFRESH_GRANT = Grant(
+    "refresh",
+    ("access_token", "token_type"),
+    _refresh_rejected,
+    endpoint_error=Reason.REFRESH_ENDPOINT_ERROR,
+    unreadable=Reason.REFRESH_INVALID,
+    response_invalid=Reason.REFRESH_RESPONSE_INVALID,
+    timeout=Reason.REFRESH_TIMEOUT,
+)
+_OPTIONAL_TOKENS = ("id_token", "refresh_token")
+
+
+def check_token_answer(status_code: int, data: Any, grant: Grant) -> dict[str, Any]:
+    """The token endpoint's answer for `grant`, checked (RFC 6749 sections 5.1 and 5.2)."""
+    if status_code != 200:
+        error = data.get("error") if isinstance(data, dict) else None
+        reason = _printable(error) if isinstance(error, str) else f"HTTP {status_code}"
+        # RFC 6749 section 5.2 answers errors with 400 (401 for client authentication); an OAuth
+        # error under another status (403, 429 from a gateway) is not a verdict on the grant.
+        if status_code in (400, 401) and isinstance(error, str):
+            raise grant.rejected(reason)
+        raise ProviderError(f"token endpoint answered {reason}", error=grant.endpoint_error)
+    if not isinstance(data, dict):
+        raise ProviderError("token answer is not a JSON object", error=grant.response_invalid)
+    for member in _OPTIONAL_TOKENS:
+        # Some providers send `null` for what they did not issue; callers then test `in`.
+        if member in data and data[member] is None and member not in grant.required:
+            del data[member]
+    for member in (*grant.required, *(m for m in _OPTIONAL_TOKENS if m in data)):
+        if not isinstance(data.get(member), str) or not data[member]:
+            raise ProviderError(f"token answer lacks {member}", error=grant.response_invalid)
+    # RFC 6749 section 5.1: token_type is case-insensitive.
+    if data["token_type"].lower() != "bearer":
+        raise ProviderError("token_type is not Bearer", error=grant.response_invalid)
+    return data
+
+
+def _printable(value: str) -> str:
+    return "".join(ch for ch in value[:40] if ch.isalnum() or ch in "_-.") or "?"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -62,7 +148,7 @@ class LogoutClaims:
     iat: int
 
 
-class IDTokenValidator:
+class TokenValidator:
     """Validates the JWTs the provider signs for this client: ID tokens and logout tokens."""
 
     def __init__(self, *, issuer: str, client_id: str, algorithms: Collection[str], leeway: int) -> None:
@@ -124,8 +210,10 @@ class IDTokenValidator:
         """
         try:
             return self._check_logout_token(self._decode(raw, keys), now=now)
+        except UnknownKeyId:
+            raise
         except IDTokenError as exc:
-            raise IDTokenError(exc.detail, error="logout_token_invalid", status_code=400) from None
+            raise IDTokenError(exc.detail, error=Reason.LOGOUT_TOKEN_INVALID, status_code=400) from None
 
     def _decode(self, raw: str, keys: KeySet) -> jwt.Token:
         """The JWS step: size, shape, pinned algorithm and a key from the provider's JWKS."""

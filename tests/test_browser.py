@@ -22,9 +22,13 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-from app_server import app_server
-from oidc_provider import LocalProvider, free_port
 from playwright.sync_api import Browser, Page, Request, Route, expect, sync_playwright
+
+from tests.support.oidc_provider import LocalProvider
+from tests.support.processes import free_port
+from tests.support.servers import app_server
+
+pytestmark = [pytest.mark.browser, pytest.mark.node, pytest.mark.servers]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SCREENSHOT_DIR = REPO_ROOT / "build" / "screenshots"

@@ -16,13 +16,26 @@ import hashlib
 import logging
 import string
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote_plus, urlsplit
 
 import httpx
 import pytest
-from helpers import (
+from joserfc.jwk import ECKey
+from starlette.types import Message
+
+from pkce_middleware._flow import FLOW_MAX_AGE
+from tests.support.hostile_provider import (
+    REMOVE,
+    HostileProvider,
+    hs256_with_public_key,
+    rsa_key,
+    sign_compact,
+    tamper_signature,
+    unsigned,
+)
+from tests.support.site import (
     APP_ORIGIN,
     CALLBACK_PATH,
     CLIENT_ID,
@@ -39,30 +52,11 @@ from helpers import (
     login,
     open_site,
 )
-from hostile_provider import (
-    REMOVE,
-    HostileProvider,
-    hs256_with_public_key,
-    rsa_key,
-    sign_compact,
-    tamper_signature,
-    unsigned,
-)
-from joserfc.jwk import ECKey
-from starlette.types import Message
-
-from pkce_middleware._flow import FLOW_MAX_AGE
 
 
 @pytest.fixture(autouse=True)
 def _capture_middleware_logs(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="pkce_middleware")
-
-
-@pytest.fixture
-async def site() -> AsyncIterator[Site]:
-    async with open_site() as opened:
-        yield opened
 
 
 def cookie_attributes(response: httpx.Response, name: str) -> dict[str, str] | None:
@@ -504,7 +498,7 @@ async def test_expired_flow_cookie_is_refused(site: Site, caplog: pytest.LogCapt
     """The expiry inside the sealed payload counts, whatever the cookie's Max-Age said."""
     _, params = await begin_login(site.client, "/")
     [name] = flow_cookie_names(site.client)
-    flows = site.middleware._flows
+    flows = site.middleware._parts.flows
     attempt = flows.open(site.client.cookies[name])
     assert attempt is not None
     old = dataclasses.replace(attempt, created_at=int(time.time()) - FLOW_MAX_AGE - 1)

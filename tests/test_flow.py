@@ -10,7 +10,7 @@ from pkce_middleware._crypto import Sealer
 from pkce_middleware._flow import (
     FLOW_MAX_AGE,
     FlowCodec,
-    LoginAttempt,
+    LoginFlow,
     UsedStates,
     flow_cookie_suffix,
     safe_return_path,
@@ -24,7 +24,7 @@ def test_rfc7636_appendix_b_vector() -> None:
 
 def test_attempt_values_are_fresh_and_well_formed() -> None:
     attempts = [
-        LoginAttempt.start(issuer="https://op.test", redirect_uri="https://app/cb", return_to="/") for _ in range(50)
+        LoginFlow.start(issuer="https://op.test", redirect_uri="https://app/cb", return_to="/") for _ in range(50)
     ]
     for attempt in attempts:
         assert re.fullmatch(r"[A-Za-z0-9\-._~]{43,128}", attempt.code_verifier)
@@ -36,7 +36,7 @@ def test_attempt_values_are_fresh_and_well_formed() -> None:
 
 def test_attempt_round_trips_sealed_and_hides_secrets_in_repr() -> None:
     codec = FlowCodec(Sealer([secrets.token_urlsafe(32)], "flow"))
-    attempt = LoginAttempt.start(issuer="https://op.test", redirect_uri="https://app/cb", return_to="/reports?q=1")
+    attempt = LoginFlow.start(issuer="https://op.test", redirect_uri="https://app/cb", return_to="/reports?q=1")
     value = codec.seal(attempt)
     assert codec.open(value) == attempt
     assert attempt.state not in value and attempt.code_verifier not in value
@@ -44,7 +44,7 @@ def test_attempt_round_trips_sealed_and_hides_secrets_in_repr() -> None:
 
 
 def test_attempt_expiry() -> None:
-    attempt = LoginAttempt.start(issuer="https://op.test", redirect_uri="https://app/cb", return_to="/", now=1_000_000)
+    attempt = LoginFlow.start(issuer="https://op.test", redirect_uri="https://app/cb", return_to="/", now=1_000_000)
     assert not attempt.expired(1_000_000 + FLOW_MAX_AGE - 1)
     assert attempt.expired(1_000_000 + FLOW_MAX_AGE)
     assert attempt.expired(1_000_000 - 3600)  # from the future: a clock jump or a forgery

@@ -20,12 +20,13 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
-from oidc_provider import LocalProvider, free_port, login_with_forms
-from servers import SERVERS, AppServer, Server, serve_all
 from starlette.authentication import AuthCredentials, SimpleUser, UnauthenticatedUser
 
 from pkce_middleware import OIDCCredentials, OIDCUser
 from pkce_middleware._scope import get_credentials, get_user
+from tests.support.oidc_provider import LocalProvider, login_with_forms
+from tests.support.processes import free_port
+from tests.support.servers import SERVERS, AppServer, Server, serve_all
 
 #: The example module serving each framework.
 FRAMEWORKS = {
@@ -133,6 +134,8 @@ def deployment() -> Iterator[Deployment]:
             yield Deployment(provider, apps, trusting, ignoring)
 
 
+@pytest.mark.node
+@pytest.mark.servers
 @pytest.mark.parametrize(("framework", "server"), COMBINATIONS, ids=[f"{f}-{s}" for f, s in COMBINATIONS])
 def test_login_then_the_app_reads_the_user(deployment: Deployment, framework: str, server: Server) -> None:
     app = deployment.app(framework, server)
@@ -183,6 +186,8 @@ def _redirect_uri(app: AppServer, headers: dict[str, str]) -> str:
     return redirect_uri
 
 
+@pytest.mark.node
+@pytest.mark.servers
 def test_forwarded_proto_counts_only_from_a_trusted_proxy(deployment: Deployment) -> None:
     trusting, ignoring = deployment.trusting_proxy, deployment.ignoring_proxy
     for app in (trusting, ignoring):

@@ -4,27 +4,28 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-from helpers import (
+
+from tests.support.site import (
     SESSION_COOKIE,
     Site,
     assert_logged,
     login,
     open_site,
     seal_session,
+    session_codec,
 )
 
 BACKCHANNEL = "/auth/backchannel-logout"
 
 
 @pytest.fixture
-async def site() -> AsyncIterator[Site]:
-    async with open_site() as site:
-        site.hostile.sub = "carol"
-        yield site
+def carol_site(site: Site) -> Site:
+    """The shared `site`, where the provider logs in carol."""
+    site.hostile.sub = "carol"
+    return site
 
 
 def give_expiring_session(site: Site, *, expires_in: int = 5) -> str:
@@ -38,58 +39,60 @@ def give_expiring_session(site: Site, *, expires_in: int = 5) -> str:
 # -- refresh -----------------------------------------------------------------------------------------
 
 
-async def test_a_due_access_token_is_refreshed_before_the_app_runs(site: Site) -> None:
-    give_expiring_session(site)
-    response = await site.client.get("/")
+async def test_a_due_access_token_is_refreshed_before_the_app_runs(carol_site: Site) -> None:
+    give_expiring_session(carol_site)
+    response = await carol_site.client.get("/")
     assert response.text == "hello carol"
-    assert site.hostile.calls["refresh"] == 1
+    assert carol_site.hostile.calls["refresh"] == 1
     assert response.headers["cache-control"] == "no-store"
-    session = site.middleware._sessions.open(site.client.cookies[SESSION_COOKIE])
+    session = session_codec(carol_site.config).open(carol_site.client.cookies[SESSION_COOKIE])
     assert session is not None
-    assert session.access_token == site.hostile.issued_access_tokens[-1]
-    assert session.refresh_token == site.hostile.issued_refresh_tokens[-1]  # rotated and kept
+    assert session.access_token == carol_site.hostile.issued_access_tokens[-1]
+    assert session.refresh_token == carol_site.hostile.issued_refresh_tokens[-1]  # rotated and kept
     assert session.access_expires_at is not None and session.access_expires_at > time.time() + 200
     # Fresh now: the next requests need nobody.
     for _ in range(3):
-        assert (await site.client.get("/")).text == "hello carol"
-    assert site.hostile.calls["refresh"] == 1
+        assert (await carol_site.client.get("/")).text == "hello carol"
+    assert carol_site.hostile.calls["refresh"] == 1
 
 
-async def test_concurrent_requests_share_one_refresh(site: Site) -> None:
-    give_expiring_session(site)
-    site.hostile.refresh_delay = 0.2
-    responses = await asyncio.gather(*(site.client.get("/") for _ in range(20)))
+async def test_concurrent_requests_share_one_refresh(carol_site: Site) -> None:
+    give_expiring_session(carol_site)
+    carol_site.hostile.refresh_delay = 0.2
+    responses = await asyncio.gather(*(carol_site.client.get("/") for _ in range(20)))
     assert [r.text for r in responses] == ["hello carol"] * 20
-    assert site.hostile.calls["refresh"] == 1
-    assert site.hostile.calls["refresh_invalid_grant"] == 0
+    assert carol_site.hostile.calls["refresh"] == 1
+    assert carol_site.hostile.calls["refresh_invalid_grant"] == 0
 
 
-async def test_a_request_still_carrying_the_old_cookie_does_not_redeem_again(site: Site) -> None:
-    old = give_expiring_session(site)
-    await site.client.get("/")
-    late = site.browser()  # e.g. a request that left before the new cookie arrived
+async def test_a_request_still_carrying_the_old_cookie_does_not_redeem_again(carol_site: Site) -> None:
+    old = give_expiring_session(carol_site)
+    await carol_site.client.get("/")
+    late = carol_site.browser()  # e.g. a request that left before the new cookie arrived
     late.cookies.set(SESSION_COOKIE, old, domain="app.test")
     assert (await late.get("/")).text == "hello carol"
-    assert site.hostile.calls["refresh"] == 1
-    assert site.hostile.calls["refresh_invalid_grant"] == 0
+    assert carol_site.hostile.calls["refresh"] == 1
+    assert carol_site.hostile.calls["refresh_invalid_grant"] == 0
 
 
 @pytest.mark.parametrize("failure", ["invalid_grant", "wrong_sub"])
-async def test_a_refused_refresh_ends_the_session(site: Site, failure: str, caplog: pytest.LogCaptureFixture) -> None:
-    give_expiring_session(site)
+async def test_a_refused_refresh_ends_the_session(
+    carol_site: Site, failure: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    give_expiring_session(carol_site)
     if failure == "invalid_grant":
-        site.hostile.revoke_refresh_tokens()
+        carol_site.hostile.revoke_refresh_tokens()
     else:
-        site.hostile.refresh_claim_overrides = {"sub": "mallory"}
-    api = await site.client.get("/", headers={"Accept": "application/json"})
+        carol_site.hostile.refresh_claim_overrides = {"sub": "mallory"}
+    api = await carol_site.client.get("/", headers={"Accept": "application/json"})
     assert api.status_code == 401
     # The dead cookie is removed, so the next requests do not try the refresh token again.
-    assert SESSION_COOKIE not in site.client.cookies
-    assert (await site.client.get("/")).status_code == 302
+    assert SESSION_COOKIE not in carol_site.client.cookies
+    assert (await carol_site.client.get("/")).status_code == 302
 
 
 @pytest.mark.parametrize("outage", ["error_500", "garbage", "hang"])
-async def test_provider_outage_during_refresh_keeps_the_session(site: Site, outage: str) -> None:
+async def test_provider_outage_during_refresh_keeps_the_session(carol_site: Site, outage: str) -> None:
     async with open_site(http_timeout=0.5) as quick:
         quick.hostile.sub = "carol"
         give_expiring_session(quick, expires_in=30)
@@ -102,18 +105,18 @@ async def test_provider_outage_during_refresh_keeps_the_session(site: Site, outa
 
 
 async def test_expired_access_token_and_provider_down_is_a_clear_503(
-    site: Site, caplog: pytest.LogCaptureFixture
+    carol_site: Site, caplog: pytest.LogCaptureFixture
 ) -> None:
-    give_expiring_session(site, expires_in=-5)
-    site.hostile.refresh_behaviour = "error_500"
-    page = await site.client.get("/")
+    give_expiring_session(carol_site, expires_in=-5)
+    carol_site.hostile.refresh_behaviour = "error_500"
+    page = await carol_site.client.get("/")
     assert page.status_code == 503 and "reason: session_unavailable" in page.text
-    api = await site.client.get("/", headers={"Accept": "application/json"})
+    api = await carol_site.client.get("/", headers={"Accept": "application/json"})
     assert api.status_code == 503 and api.json()["error"] == "session_unavailable"
-    assert SESSION_COOKIE in site.client.cookies  # not logged out by an outage
+    assert SESSION_COOKIE in carol_site.client.cookies  # not logged out by an outage
     assert_logged(caplog, "session_unavailable")
-    site.hostile.refresh_behaviour = "ok"
-    assert (await site.client.get("/")).text == "hello carol"
+    carol_site.hostile.refresh_behaviour = "ok"
+    assert (await carol_site.client.get("/")).text == "hello carol"
 
 
 # -- back-channel logout -------------------------------------------------------------------------------
@@ -124,31 +127,31 @@ async def post_logout_token(site: Site, token: str, **kwargs: str) -> httpx.Resp
         return await op.post(BACKCHANNEL, data={"logout_token": token, **kwargs})
 
 
-async def test_backchannel_logout_by_sid_ends_that_session(site: Site) -> None:
-    site.hostile.sid = "op-session-1"
-    await login(site.client, site.hostile)
-    other = site.browser()
-    site.hostile.sid = "op-session-2"
-    await login(other, site.hostile)
+async def test_backchannel_logout_by_sid_ends_that_session(carol_site: Site) -> None:
+    carol_site.hostile.sid = "op-session-1"
+    await login(carol_site.client, carol_site.hostile)
+    other = carol_site.browser()
+    carol_site.hostile.sid = "op-session-2"
+    await login(other, carol_site.hostile)
 
-    response = await post_logout_token(site, site.hostile.logout_token(sid="op-session-1"))
+    response = await post_logout_token(carol_site, carol_site.hostile.logout_token(sid="op-session-1"))
     assert response.status_code == 200
     assert response.headers["cache-control"] == "no-store"
-    assert (await site.client.get("/", headers={"Accept": "application/json"})).status_code == 401
+    assert (await carol_site.client.get("/", headers={"Accept": "application/json"})).status_code == 401
     assert (await other.get("/")).text == "hello carol"  # another session of the same user stays
 
 
-async def test_backchannel_logout_by_sub_ends_all_of_that_users_sessions(site: Site) -> None:
-    await login(site.client, site.hostile)
-    other = site.browser()
-    await login(other, site.hostile)
-    response = await post_logout_token(site, site.hostile.logout_token(sub="carol"))
+async def test_backchannel_logout_by_sub_ends_all_of_that_users_sessions(carol_site: Site) -> None:
+    await login(carol_site.client, carol_site.hostile)
+    other = carol_site.browser()
+    await login(other, carol_site.hostile)
+    response = await post_logout_token(carol_site, carol_site.hostile.logout_token(sub="carol"))
     assert response.status_code == 200
-    for browser in (site.client, other):
+    for browser in (carol_site.client, other):
         assert (await browser.get("/", headers={"Accept": "application/json"})).status_code == 401
     # A new login after the logout is a new session and works.
-    fresh = site.browser()
-    await login(fresh, site.hostile)
+    fresh = carol_site.browser()
+    await login(fresh, carol_site.hostile)
     assert (await fresh.get("/")).text == "hello carol"
 
 
@@ -165,31 +168,33 @@ async def test_backchannel_logout_by_sub_ends_all_of_that_users_sessions(site: S
     ],
 )
 async def test_bad_logout_tokens_are_refused_and_end_nothing(
-    site: Site, make_token: object, reason: str, caplog: pytest.LogCaptureFixture
+    carol_site: Site, make_token: object, reason: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    await login(site.client, site.hostile)
-    token = make_token(site)  # type: ignore[operator]
-    response = await post_logout_token(site, token)
+    await login(carol_site.client, carol_site.hostile)
+    token = make_token(carol_site)  # type: ignore[operator]
+    response = await post_logout_token(carol_site, token)
     assert response.status_code == 400
     assert response.json() == {"error": reason}
     assert response.headers["cache-control"] == "no-store"
     assert_logged(caplog, reason)
-    assert (await site.client.get("/")).text == "hello carol"
+    assert (await carol_site.client.get("/")).text == "hello carol"
 
 
-async def test_a_replayed_logout_token_is_refused(site: Site) -> None:
-    token = site.hostile.logout_token(sub="carol")
-    assert (await post_logout_token(site, token)).status_code == 200
-    replay = await post_logout_token(site, token)
+async def test_a_replayed_logout_token_is_refused(carol_site: Site) -> None:
+    token = carol_site.hostile.logout_token(sub="carol")
+    assert (await post_logout_token(carol_site, token)).status_code == 200
+    replay = await post_logout_token(carol_site, token)
     assert replay.status_code == 400 and replay.json() == {"error": "logout_token_replayed"}
 
 
-async def test_backchannel_endpoint_refuses_what_is_not_a_logout_form(site: Site) -> None:
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=site.middleware), base_url="https://app.test") as op:
+async def test_backchannel_endpoint_refuses_what_is_not_a_logout_form(carol_site: Site) -> None:
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=carol_site.middleware), base_url="https://app.test"
+    ) as op:
         assert (await op.get(BACKCHANNEL)).status_code == 405
         assert (await op.post(BACKCHANNEL, json={"logout_token": "x"})).status_code == 400
         assert (await op.post(BACKCHANNEL, data={"other": "x"})).status_code == 400
-        token = site.hostile.logout_token()
+        token = carol_site.hostile.logout_token()
         doubled = await op.post(
             BACKCHANNEL,
             content=f"logout_token={token}&logout_token={token}".encode(),

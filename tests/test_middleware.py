@@ -12,7 +12,12 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
-from helpers import (
+from starlette.types import Message, Receive, Scope, Send
+
+from pkce_middleware import OIDCCredentials, OIDCUser, PKCEMiddleware
+from pkce_middleware._flow import MAX_PARALLEL_FLOWS
+from tests.support.hostile_provider import HostileProvider
+from tests.support.site import (
     APP_ORIGIN,
     FLOW_COOKIE_PREFIX,
     SESSION_COOKIE,
@@ -28,15 +33,11 @@ from helpers import (
     open_site,
     seal_session,
 )
-from hostile_provider import HostileProvider
-from starlette.types import Message, Receive, Scope, Send
-
-from pkce_middleware import OIDCCredentials, OIDCUser, PKCEMiddleware
-from pkce_middleware._flow import MAX_PARALLEL_FLOWS
 
 
 @pytest.fixture
-async def site() -> AsyncIterator[Site]:
+async def public_paths_site() -> AsyncIterator[Site]:
+    """A site where /static and /health are public."""
     async with open_site(public_paths=("/static", "/health")) as site:
         yield site
 
@@ -77,14 +78,16 @@ NOT_NAVIGATION = [
 
 
 @pytest.mark.parametrize("headers", NAVIGATION)
-async def test_browser_navigation_is_redirected_to_the_provider(site: Site, headers: dict[str, str]) -> None:
-    response = await site.client.get("/reports?year=2024", headers=headers)
+async def test_browser_navigation_is_redirected_to_the_provider(
+    public_paths_site: Site, headers: dict[str, str]
+) -> None:
+    response = await public_paths_site.client.get("/reports?year=2024", headers=headers)
     assert response.status_code == 302
     location = urlsplit(response.headers["location"])
-    assert f"{location.scheme}://{location.netloc}{location.path}" == site.hostile.authorization_endpoint
+    assert f"{location.scheme}://{location.netloc}{location.path}" == public_paths_site.hostile.authorization_endpoint
     query = parse_qs(location.query)
     assert query["response_type"] == ["code"] and query["code_challenge_method"] == ["S256"]
-    assert query["client_id"] == [site.config.client_id]
+    assert query["client_id"] == [public_paths_site.config.client_id]
     assert query["redirect_uri"] == [f"{APP_ORIGIN}/auth/callback"]
     assert query["scope"] == ["openid profile email"]
     assert len(query["code_challenge"][0]) == 43
@@ -98,8 +101,8 @@ async def test_browser_navigation_is_redirected_to_the_provider(site: Site, head
 
 
 @pytest.mark.parametrize("headers", NOT_NAVIGATION)
-async def test_api_and_xhr_requests_get_401_json(site: Site, headers: dict[str, str]) -> None:
-    response = await site.client.get("/api/items?page=2", headers=headers)
+async def test_api_and_xhr_requests_get_401_json(public_paths_site: Site, headers: dict[str, str]) -> None:
+    response = await public_paths_site.client.get("/api/items?page=2", headers=headers)
     assert response.status_code == 401
     assert response.json() == {
         "error": "login_required",
@@ -122,13 +125,13 @@ async def test_unauthenticated_writes_get_401_and_never_reach_the_app(method: st
     assert app.scopes == []
 
 
-async def test_head_navigation_is_redirected_too(site: Site) -> None:
-    assert (await site.client.head("/")).status_code == 302
+async def test_head_navigation_is_redirected_too(public_paths_site: Site) -> None:
+    assert (await public_paths_site.client.head("/")).status_code == 302
 
 
-async def test_client_sent_identity_headers_have_no_effect(site: Site) -> None:
+async def test_client_sent_identity_headers_have_no_effect(public_paths_site: Site) -> None:
     spoofed = {"X-Forwarded-User": "admin", "Remote-User": "admin", "X-Auth-Request-User": "admin"}
-    response = await site.client.get("/", headers={**spoofed, "Accept": "application/json"})
+    response = await public_paths_site.client.get("/", headers={**spoofed, "Accept": "application/json"})
     assert response.status_code == 401
 
 
@@ -149,21 +152,21 @@ async def test_public_paths_reach_the_app_without_login() -> None:
     assert all(not scope["user"].is_authenticated for scope in app.scopes)
 
 
-async def test_public_path_still_sees_a_logged_in_user(site: Site) -> None:
-    await login(site.client, site.hostile)
+async def test_public_path_still_sees_a_logged_in_user(public_paths_site: Site) -> None:
+    await login(public_paths_site.client, public_paths_site.hostile)
     app = RecordingApp()
-    middleware = PKCEMiddleware(app, config=site.config)
+    middleware = PKCEMiddleware(app, config=public_paths_site.config)
     async with make_client(middleware) as client:
-        client.cookies.set(SESSION_COOKIE, site.client.cookies[SESSION_COOKIE], domain="app.test")
+        client.cookies.set(SESSION_COOKIE, public_paths_site.client.cookies[SESSION_COOKIE], domain="app.test")
         assert (await client.get("/static/x")).text == "hello alice"
 
 
 # -- the session ---------------------------------------------------------------------------------------
 
 
-async def test_scope_carries_user_and_credentials(site: Site) -> None:
+async def test_scope_carries_user_and_credentials(public_paths_site: Site) -> None:
     app = RecordingApp()
-    middleware = PKCEMiddleware(app, config=site.config)
+    middleware = PKCEMiddleware(app, config=public_paths_site.config)
     async with make_client(middleware) as client:
         client.cookies.set(SESSION_COOKIE, seal_session(middleware), domain="app.test")
         assert (await client.get("/")).text == "hello carol"
@@ -186,32 +189,32 @@ async def test_scope_carries_user_and_credentials(site: Site) -> None:
         "other_key",
     ],
 )
-async def test_a_bad_session_cookie_means_no_session(site: Site, cookie: str) -> None:
+async def test_a_bad_session_cookie_means_no_session(public_paths_site: Site, cookie: str) -> None:
     if cookie == "__tampered__":
-        good = seal_session(site.middleware)
+        good = seal_session(public_paths_site.middleware)
         cookie = good[:-6] + ("AAAAAA" if not good.endswith("AAAAAA") else "BBBBBB")
     elif cookie == "expired":
-        cookie = seal_session(site.middleware, expires_at=int(time.time()) - 1)
+        cookie = seal_session(public_paths_site.middleware, expires_at=int(time.time()) - 1)
     elif cookie == "other_key":
         other = PKCEMiddleware(hello_app, config=make_config())
         cookie = seal_session(other)
-    site.client.cookies.set(SESSION_COOKIE, cookie, domain="app.test")
-    response = await site.client.get("/")
+    public_paths_site.client.cookies.set(SESSION_COOKIE, cookie, domain="app.test")
+    response = await public_paths_site.client.get("/")
     assert response.status_code == 302  # off to the provider, as if there were no cookie
     # The dead cookie is removed, so a new login starts clean (no fixation on a pre-login value).
     assert any(c.startswith(f"{SESSION_COOKIE}=") and "Max-Age=0" in c for c in response.headers.get_list("set-cookie"))
 
 
-async def test_authenticated_requests_make_no_network_call(site: Site) -> None:
-    await login(site.client, site.hostile)
-    calls = sum(site.hostile.calls.values())
-    site.hostile.token_behaviour = "hang"
+async def test_authenticated_requests_make_no_network_call(public_paths_site: Site) -> None:
+    await login(public_paths_site.client, public_paths_site.hostile)
+    calls = sum(public_paths_site.hostile.calls.values())
+    public_paths_site.hostile.token_behaviour = "hang"
     for _ in range(50):
-        assert (await site.client.get("/")).text == "hello alice"
-    assert sum(site.hostile.calls.values()) == calls
+        assert (await public_paths_site.client.get("/")).text == "hello alice"
+    assert sum(public_paths_site.hostile.calls.values()) == calls
 
 
-async def test_streaming_responses_pass_through_unbuffered(site: Site) -> None:
+async def test_streaming_responses_pass_through_unbuffered(public_paths_site: Site) -> None:
     sent: list[Message] = []
 
     async def streaming_app(scope: Scope, receive: Receive, send: Send) -> None:
@@ -220,7 +223,7 @@ async def test_streaming_responses_pass_through_unbuffered(site: Site) -> None:
             await send({"type": "http.response.body", "body": b"chunk%d" % index, "more_body": True})
         await send({"type": "http.response.body", "body": b""})
 
-    middleware = PKCEMiddleware(streaming_app, config=site.config)
+    middleware = PKCEMiddleware(streaming_app, config=public_paths_site.config)
     cookie = f"{SESSION_COOKIE}={seal_session(middleware)}".encode()
     scope = _http_scope(headers=[(b"cookie", cookie)])
 
@@ -235,31 +238,33 @@ async def test_streaming_responses_pass_through_unbuffered(site: Site) -> None:
 # -- login path, open redirects, parallel attempts ---------------------------------------------------
 
 
-async def test_login_path_returns_to_next_after_login(site: Site) -> None:
-    response = await site.client.get("/auth/login?next=/reports%3Fyear%3D2024")
+async def test_login_path_returns_to_next_after_login(public_paths_site: Site) -> None:
+    response = await public_paths_site.client.get("/auth/login?next=/reports%3Fyear%3D2024")
     assert response.status_code == 302
     params = {k: v[0] for k, v in parse_qs(urlsplit(response.headers["location"]).query).items()}
-    done = await complete_login(site.client, site.hostile, params)
+    done = await complete_login(public_paths_site.client, public_paths_site.hostile, params)
     assert (done.status_code, done.headers["location"]) == (303, "/reports?year=2024")
     # Already signed in: straight to `next`.
-    again = await site.client.get("/auth/login?next=/settings")
+    again = await public_paths_site.client.get("/auth/login?next=/settings")
     assert (again.status_code, again.headers["location"]) == (303, "/settings")
-    assert (await site.client.post("/auth/login")).status_code == 405
+    assert (await public_paths_site.client.post("/auth/login")).status_code == 405
 
 
 @pytest.mark.parametrize(
     "next_",
     ["https://evil.example/", "//evil.example", "/\\evil.example", "/%2F%2Fevil.example", "/\t/evil.example"],
 )
-async def test_login_never_returns_to_another_origin(site: Site, next_: str) -> None:
-    response = await site.client.get("/auth/login", params={"next": next_})
+async def test_login_never_returns_to_another_origin(public_paths_site: Site, next_: str) -> None:
+    response = await public_paths_site.client.get("/auth/login", params={"next": next_})
     params = {k: v[0] for k, v in parse_qs(urlsplit(response.headers["location"]).query).items()}
-    done = await complete_login(site.client, site.hostile, params)
+    done = await complete_login(public_paths_site.client, public_paths_site.hostile, params)
     assert (done.status_code, done.headers["location"]) == (303, "/")
 
 
 @pytest.mark.parametrize("raw_path", [b"//evil.example/x", b"/\\evil.example", b"/%2F%2Fevil.example"])
-async def test_protected_path_that_looks_like_another_origin_returns_to_root(site: Site, raw_path: bytes) -> None:
+async def test_protected_path_that_looks_like_another_origin_returns_to_root(
+    public_paths_site: Site, raw_path: bytes
+) -> None:
     # Sent as raw ASGI: an HTTP client would normalise these paths before they ever left it.
     sent: list[Message] = []
 
@@ -267,27 +272,28 @@ async def test_protected_path_that_looks_like_another_origin_returns_to_root(sit
         sent.append(message)
 
     scope = {**_http_scope(), "path": raw_path.decode(), "raw_path": raw_path}
-    await site.middleware(scope, _receive_nothing, send)
+    await public_paths_site.middleware(scope, _receive_nothing, send)
     assert sent[0]["status"] == 302
     [cookie] = [v.decode() for k, v in sent[0]["headers"] if k == b"set-cookie"]
-    attempt = site.middleware._flows.open(cookie.split(";")[0].split("=", 1)[1])
+    attempt = public_paths_site.middleware._parts.flows.open(cookie.split(";")[0].split("=", 1)[1])
     assert attempt is not None and attempt.return_to == "/"
 
 
-async def test_parallel_attempts_are_capped(site: Site) -> None:
+async def test_parallel_attempts_are_capped(public_paths_site: Site) -> None:
     for index in range(MAX_PARALLEL_FLOWS + 3):
-        await begin_login(site.client, f"/tab/{index}")
-        assert len(flow_cookie_names(site.client)) <= MAX_PARALLEL_FLOWS
+        await begin_login(public_paths_site.client, f"/tab/{index}")
+        assert len(flow_cookie_names(public_paths_site.client)) <= MAX_PARALLEL_FLOWS
 
 
-async def test_concurrent_logins_in_two_tabs_both_finish(site: Site) -> None:
-    _, first = await begin_login(site.client, "/one")
-    _, second = await begin_login(site.client, "/two")
+async def test_concurrent_logins_in_two_tabs_both_finish(public_paths_site: Site) -> None:
+    _, first = await begin_login(public_paths_site.client, "/one")
+    _, second = await begin_login(public_paths_site.client, "/two")
     done_second, done_first = await asyncio.gather(
-        complete_login(site.client, site.hostile, second), complete_login(site.client, site.hostile, first)
+        complete_login(public_paths_site.client, public_paths_site.hostile, second),
+        complete_login(public_paths_site.client, public_paths_site.hostile, first),
     )
     assert (done_first.headers["location"], done_second.headers["location"]) == ("/one", "/two")
-    assert (await site.client.get("/")).text == "hello alice"
+    assert (await public_paths_site.client.get("/")).text == "hello alice"
 
 
 async def test_provider_unreachable_at_login_shows_a_502_page(caplog: pytest.LogCaptureFixture) -> None:
@@ -307,44 +313,44 @@ async def test_provider_unreachable_at_login_shows_a_502_page(caplog: pytest.Log
 # -- logout ----------------------------------------------------------------------------------------------
 
 
-async def test_logout_ends_the_session_here_and_at_the_provider(site: Site) -> None:
-    await login(site.client, site.hostile)
-    id_token = site.hostile.issued_id_tokens[-1]
-    response = await site.client.post("/auth/logout", headers={"Origin": APP_ORIGIN})
+async def test_logout_ends_the_session_here_and_at_the_provider(public_paths_site: Site) -> None:
+    await login(public_paths_site.client, public_paths_site.hostile)
+    id_token = public_paths_site.hostile.issued_id_tokens[-1]
+    response = await public_paths_site.client.post("/auth/logout", headers={"Origin": APP_ORIGIN})
     assert response.status_code == 303
     assert response.headers["cache-control"] == "no-store"
     target = urlsplit(response.headers["location"])
-    assert f"{target.scheme}://{target.netloc}{target.path}" == f"{site.hostile.issuer}/logout"
+    assert f"{target.scheme}://{target.netloc}{target.path}" == f"{public_paths_site.hostile.issuer}/logout"
     query = parse_qs(target.query)
     assert len(query.pop("state", [""])[0]) >= 16  # RP-Initiated Logout 1.0 section 2; our landing ignores it
     assert query == {
         "id_token_hint": [id_token],
-        "client_id": [site.config.client_id],
+        "client_id": [public_paths_site.config.client_id],
         "post_logout_redirect_uri": [f"{APP_ORIGIN}/auth/logout"],
     }
-    assert SESSION_COOKIE not in site.client.cookies
-    landing = await site.client.get("/auth/logout")
+    assert SESSION_COOKIE not in public_paths_site.client.cookies
+    landing = await public_paths_site.client.get("/auth/logout")
     assert landing.status_code == 200 and "You are signed out" in landing.text
 
 
 @pytest.mark.parametrize("headers", [{"Origin": "https://evil.example"}, {}, {"Sec-Fetch-Site": "cross-site"}])
-async def test_cross_origin_logout_is_refused(site: Site, headers: dict[str, str]) -> None:
-    await login(site.client, site.hostile)
-    response = await site.client.post("/auth/logout", headers=headers)
+async def test_cross_origin_logout_is_refused(public_paths_site: Site, headers: dict[str, str]) -> None:
+    await login(public_paths_site.client, public_paths_site.hostile)
+    response = await public_paths_site.client.post("/auth/logout", headers=headers)
     assert response.status_code == 403
-    assert (await site.client.get("/")).text == "hello alice"
+    assert (await public_paths_site.client.get("/")).text == "hello alice"
 
 
-async def test_logout_page_offers_a_button_and_same_site_fetch_works(site: Site) -> None:
-    await login(site.client, site.hostile)
-    page = await site.client.get("/auth/logout")
+async def test_logout_page_offers_a_button_and_same_site_fetch_works(public_paths_site: Site) -> None:
+    await login(public_paths_site.client, public_paths_site.hostile)
+    page = await public_paths_site.client.get("/auth/logout")
     assert page.status_code == 200 and 'method="post"' in page.text and "Sign out" in page.text
-    response = await site.client.post("/auth/logout", headers={"Sec-Fetch-Site": "same-origin"})
+    response = await public_paths_site.client.post("/auth/logout", headers={"Sec-Fetch-Site": "same-origin"})
     assert response.status_code == 303
 
 
-async def test_logout_without_a_session_goes_home(site: Site) -> None:
-    response = await site.client.post("/auth/logout", headers={"Origin": APP_ORIGIN})
+async def test_logout_without_a_session_goes_home(public_paths_site: Site) -> None:
+    response = await public_paths_site.client.post("/auth/logout", headers={"Origin": APP_ORIGIN})
     assert (response.status_code, response.headers["location"]) == (303, "/")
 
 
@@ -369,7 +375,7 @@ async def test_lifespan_loads_the_provider_at_startup_and_reaches_the_app() -> N
     assert seen == ["lifespan.startup", "lifespan.shutdown"]
     assert sent == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
     assert hostile.calls["discovery"] == 1 and hostile.calls["jwks"] == 1
-    assert middleware._provider._client.is_closed
+    assert middleware._parts.provider._client.is_closed
     del events
 
 
@@ -382,17 +388,17 @@ async def test_lifespan_startup_survives_a_provider_outage() -> None:
     assert sent == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
 
 
-async def test_websocket_without_session_is_closed_1008_before_the_app(site: Site) -> None:
+async def test_websocket_without_session_is_closed_1008_before_the_app(public_paths_site: Site) -> None:
     app = RecordingApp()
-    middleware = PKCEMiddleware(app, config=site.config)
+    middleware = PKCEMiddleware(app, config=public_paths_site.config)
     sent = await _websocket(middleware, cookie=None)
     assert sent == [{"type": "websocket.close", "code": 1008, "reason": "login required"}]
     assert app.scopes == []
 
 
-async def test_websocket_with_session_reaches_the_app_with_the_user(site: Site) -> None:
+async def test_websocket_with_session_reaches_the_app_with_the_user(public_paths_site: Site) -> None:
     app = RecordingApp()
-    middleware = PKCEMiddleware(app, config=site.config)
+    middleware = PKCEMiddleware(app, config=public_paths_site.config)
     sent = await _websocket(middleware, cookie=seal_session(middleware))
     assert sent[0] == {"type": "websocket.accept"}
     assert app.scopes[0]["user"].identity == "carol"

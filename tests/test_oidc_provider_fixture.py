@@ -13,10 +13,14 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import httpx
-import oidc_provider
 import pytest
 from authlib.oauth2.rfc7636 import create_s256_code_challenge
-from oidc_provider import LocalProvider, free_port, login_with_forms, logout_with_forms
+
+from tests.support import oidc_provider
+from tests.support.oidc_provider import LocalProvider, login_with_forms, logout_with_forms
+from tests.support.processes import free_port
+
+pytestmark = pytest.mark.node
 
 CLIENT_ID = "fixture-app"
 CLIENT_SECRET = "fixture-secret"
@@ -239,6 +243,6 @@ def test_startup_failure_shows_output() -> None:
     }
 
     with pytest.raises(RuntimeError, match="before it was ready") as excinfo:
-        LocalProvider([bad_client], startup_timeout=15).start()
+        LocalProvider([bad_client]).start()
     assert "OP CONFIG ERROR" in str(excinfo.value)
     assert "redirect_uris" in str(excinfo.value)

@@ -24,7 +24,32 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
-from helpers import (
+from joserfc.jwk import ECKey
+from starlette.types import Message
+
+from pkce_middleware import (
+    DiscoveryMismatch,
+    IDTokenError,
+    PKCEMiddleware,
+    ProviderError,
+    ProviderTimeout,
+    SessionEnded,
+)
+from pkce_middleware import _provider as provider_module
+from pkce_middleware._flow import LoginFlow
+from pkce_middleware._provider import Provider
+from pkce_middleware._tokens import LogoutClaims
+from tests.support.hostile_provider import (
+    REMOVE,
+    HostileProvider,
+    TokenBehaviour,
+    deeply_nested,
+    rsa_key,
+    sign_compact,
+    sign_raw,
+    unsigned,
+)
+from tests.support.site import (
     APP_ORIGIN,
     CLIENT_ID,
     CLIENT_SECRET,
@@ -38,24 +63,6 @@ from helpers import (
     make_config,
     open_site,
 )
-from hostile_provider import (
-    REMOVE,
-    HostileProvider,
-    TokenBehaviour,
-    deeply_nested,
-    rsa_key,
-    sign_compact,
-    sign_raw,
-    unsigned,
-)
-from joserfc.jwk import ECKey
-from starlette.types import Message
-
-from pkce_middleware import IDTokenError, PKCEMiddleware, ProviderError, ProviderTimeout
-from pkce_middleware import _provider as provider_module
-from pkce_middleware._flow import LoginAttempt
-from pkce_middleware._provider import DiscoveryMismatch, Provider
-from pkce_middleware._tokens import LogoutClaims
 
 HTTP_TIMEOUT = 0.5
 AUTH_TIME = int(time.time()) - 3600
@@ -87,13 +94,6 @@ async def provider(hostile: HostileProvider) -> AsyncIterator[Provider]:
     opened = Provider(make_config(http_timeout=HTTP_TIMEOUT), transport=httpx.ASGITransport(app=hostile))
     yield opened
     await opened.aclose()
-
-
-@pytest.fixture
-async def site() -> AsyncIterator[Site]:
-    """The middleware in front of the hostile provider, for what a browser sees."""
-    async with open_site() as opened:
-        yield opened
 
 
 def session_claims(**overrides: Any) -> dict[str, Any]:
@@ -130,8 +130,8 @@ def parse_payload(token: str) -> dict[str, Any]:
     return claims
 
 
-async def refused(provider: Provider, refresh_token: str, **kwargs: Any) -> ProviderError:
-    with pytest.raises(ProviderError) as caught:
+async def refused(provider: Provider, refresh_token: str, **kwargs: Any) -> ProviderError | SessionEnded:
+    with pytest.raises((ProviderError, SessionEnded)) as caught:
         await refresh(provider, refresh_token, **kwargs)
     return caught.value
 
@@ -190,7 +190,7 @@ async def test_public_client_names_itself_in_the_refresh_request(hostile: Hostil
 async def test_refresh_after_a_login_accepts_a_refreshed_id_token_without_nonce(
     hostile: HostileProvider, provider: Provider
 ) -> None:
-    attempt = LoginAttempt.start(issuer=ISSUER, redirect_uri="https://app.test/auth/callback", return_to="/")
+    attempt = LoginFlow.start(issuer=ISSUER, redirect_uri="https://app.test/auth/callback", return_to="/")
     code = hostile.issue_code(nonce=attempt.nonce, challenge=attempt.code_challenge)
     login_token, login_claims = await provider.redeem(attempt, code, now=int(time.time()))
 
@@ -682,7 +682,7 @@ async def test_metadata_within_the_rules_still_works(overrides: dict[str, Any]) 
     provider = Provider(config, transport=httpx.ASGITransport(app=hostile))
     try:
         metadata = await provider.metadata()
-        attempt = LoginAttempt.start(issuer=ISSUER, redirect_uri="https://app.test/auth/callback", return_to="/")
+        attempt = LoginFlow.start(issuer=ISSUER, redirect_uri="https://app.test/auth/callback", return_to="/")
         location = await provider.authorization_url(attempt)
     finally:
         await provider.aclose()
@@ -744,14 +744,14 @@ async def test_a_second_lifespan_logs_in_with_a_fresh_client(site: Site) -> None
     """Two `with TestClient(app):` blocks on one app: the first shutdown must not break the second."""
     async with lifespan(site.middleware) as sent:
         assert [m["type"] for m in sent] == ["lifespan.startup.complete"]
-    first = site.middleware._provider._client
+    first = site.middleware._parts.provider._client
     assert first.is_closed
 
     async with lifespan(site.middleware) as sent:
         assert [m["type"] for m in sent] == ["lifespan.startup.complete"]
         response = await login(site.client, site.hostile)
         page = await site.client.get("/")
-        second = site.middleware._provider._client
+        second = site.middleware._parts.provider._client
 
     assert response.status_code == 303, response.text
     assert page.text == "hello alice"
@@ -780,7 +780,7 @@ async def test_lifespan_startup_fails_naming_the_setting_that_contradicts_discov
         assert [m["type"] for m in sent] == ["lifespan.startup.failed"]
         assert setting in sent[0]["message"]
         assert len(sent[0]["message"]) < 500
-        assert site.middleware._provider._client.is_closed  # no shutdown will come to close it
+        assert site.middleware._parts.provider._client.is_closed  # no shutdown will come to close it
         assert hostile.calls["jwks"] == 0
 
 

@@ -14,8 +14,12 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
-from app_server import app_server
-from oidc_provider import LocalProvider, free_port, login_with_forms, logout_with_forms
+
+from tests.support.oidc_provider import LocalProvider, login_with_forms, logout_with_forms
+from tests.support.processes import free_port
+from tests.support.servers import app_server
+
+pytestmark = [pytest.mark.node, pytest.mark.servers]
 
 
 @dataclass

@@ -13,9 +13,13 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
-from app_server import app_server
-from oidc_provider import LocalProvider, free_port, login_with_forms, logout_with_forms
-from redis_server import RedisServer
+
+from tests.support.oidc_provider import LocalProvider, login_with_forms, logout_with_forms
+from tests.support.processes import free_port
+from tests.support.redis_server import RedisServer
+from tests.support.servers import app_server
+
+pytestmark = [pytest.mark.node, pytest.mark.servers]
 
 ACCESS_TOKEN_TTL = 3
 MARGIN = 1
@@ -121,15 +125,12 @@ def test_concurrent_requests_at_expiry_refresh_once(cookie_app: tuple[LocalProvi
 
 
 @pytest.fixture(scope="module")
-def redis_apps() -> Iterator[tuple[LocalProvider, str, str]]:
+def redis_apps(redis_server: RedisServer) -> Iterator[tuple[LocalProvider, str, str]]:
     ports = (free_port(), free_port())
     client = _client("replicas", ports[0])
     client["redirect_uris"] = [f"http://127.0.0.1:{port}/auth/callback" for port in ports]
-    with (
-        RedisServer() as redis,
-        LocalProvider([client], ttl={"AccessToken": REDIS_TTL}, extra={"rotateRefreshToken": True}) as provider,
-    ):
-        shared = _env(provider, client, ports[0], margin=MARGIN, PKCE_SESSION_STORE=redis.url)
+    with LocalProvider([client], ttl={"AccessToken": REDIS_TTL}, extra={"rotateRefreshToken": True}) as provider:
+        shared = _env(provider, client, ports[0], margin=MARGIN, PKCE_SESSION_STORE=redis_server.url)
         with (
             app_server("examples.starlette_app:app", ports[0], shared) as first,
             app_server("examples.starlette_app:app", ports[1], shared) as second,
@@ -137,6 +138,7 @@ def redis_apps() -> Iterator[tuple[LocalProvider, str, str]]:
             yield provider, first, second
 
 
+@pytest.mark.redis
 def test_two_processes_share_sessions_and_refresh_once(redis_apps: tuple[LocalProvider, str, str]) -> None:
     provider, first, second = redis_apps
     with httpx.Client() as browser:
@@ -163,6 +165,7 @@ def test_two_processes_share_sessions_and_refresh_once(redis_apps: tuple[LocalPr
     assert provider.grant_count("refresh_token", outcome="invalid_grant") == 0
 
 
+@pytest.mark.redis
 def test_backchannel_logout_from_the_provider_ends_the_session_everywhere(
     redis_apps: tuple[LocalProvider, str, str],
 ) -> None:

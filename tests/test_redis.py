@@ -21,37 +21,33 @@ import logging
 import secrets
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
 import redis.asyncio
-from helpers import SESSION_COOKIE, Site, login, open_site, strong_secret_key
-from hostile_provider import REMOVE, HostileProvider
-from redis_server import RedisServer, free_port
 from starlette.types import Scope
 
+from pkce_middleware import ProviderError, SessionEnded, StoreUnavailable
 from pkce_middleware._cookies import CookiePolicy, CookieWriter
 from pkce_middleware._crypto import Sealer
-from pkce_middleware._exceptions import ProviderError
-from pkce_middleware._redis import RedisStore
+from pkce_middleware._redis_store import RedisStore
 from pkce_middleware._session import Session, SessionCodec
-from pkce_middleware._store import StoreUnavailable
+from tests.support.hostile_provider import REMOVE, HostileProvider
+from tests.support.processes import free_port
+from tests.support.redis_server import RedisServer
+from tests.support.site import SESSION_COOKIE, Site, login, open_site, session_codec, strong_secret_key
+
+pytestmark = pytest.mark.redis
 
 JSON = {"Accept": "application/json"}
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[RedisServer]:
-    with RedisServer() as server:
-        yield server
-
-
 @pytest.fixture
-async def inspector(server: RedisServer) -> AsyncIterator[redis.asyncio.Redis]:
+async def inspector(redis_server: RedisServer) -> AsyncIterator[redis.asyncio.Redis]:
     """A separate client to look into Redis; every test starts from an empty database."""
-    client = redis.asyncio.from_url(server.url)
+    client = redis.asyncio.from_url(redis_server.url)
     await client.flushdb()
     yield client
     await client.aclose()
@@ -64,7 +60,7 @@ async def redis_site(url: str, **overrides: Any) -> AsyncIterator[Site]:
         try:
             yield site
         finally:
-            await site.middleware._store.aclose()
+            await site.middleware.aclose()
 
 
 async def command_calls(client: redis.asyncio.Redis) -> Counter[str]:
@@ -99,13 +95,13 @@ def assert_store_unavailable_page(response: httpx.Response) -> None:
 
 
 async def test_login_puts_only_a_small_sealed_id_in_the_cookie(
-    server: RedisServer, inspector: redis.asyncio.Redis
+    redis_server: RedisServer, inspector: redis.asyncio.Redis
 ) -> None:
-    async with redis_site(server.url, session_max_age=7200) as site:
+    async with redis_site(redis_server.url, session_max_age=7200) as site:
         assert (await login(site.client, site.hostile)).status_code == 303
         cookie = site.client.cookies[SESSION_COOKIE]
         assert len(cookie) < 200
-        assert site.middleware._sessions.open(cookie) is None  # not a sealed session: only its id
+        assert session_codec(site.config).open(cookie) is None  # not a sealed session: only its id
         access_token = site.hostile.issued_access_tokens[-1]
 
         [key] = await session_keys(inspector)
@@ -121,8 +117,8 @@ async def test_login_puts_only_a_small_sealed_id_in_the_cookie(
         assert response.text == "hello alice"
 
 
-async def test_redis_commands_per_request_kind(server: RedisServer, inspector: redis.asyncio.Redis) -> None:
-    async with redis_site(server.url) as site:
+async def test_redis_commands_per_request_kind(redis_server: RedisServer, inspector: redis.asyncio.Redis) -> None:
+    async with redis_site(redis_server.url) as site:
         # Access tokens from logins are due for refresh at once (60 s margin); refreshed ones are not.
         site.hostile.token_overrides = {"expires_in": 30}
         # Warm-up: connections opened and Lua scripts loaded, so only per-request commands are counted.
@@ -177,15 +173,15 @@ async def test_redis_commands_per_request_kind(server: RedisServer, inspector: r
 
 
 async def test_concurrent_requests_in_two_processes_refresh_once(
-    server: RedisServer, inspector: redis.asyncio.Redis
+    redis_server: RedisServer, inspector: redis.asyncio.Redis
 ) -> None:
     hostile = HostileProvider()
     hostile.token_overrides = {"expires_in": 30}  # due for refresh at once (60 s margin)
     hostile.refresh_delay = 0.3  # a slow token endpoint, so every request arrives during the refresh
     key = strong_secret_key()
     async with (
-        redis_site(server.url, hostile=hostile, secret_key=key) as one,
-        redis_site(server.url, hostile=hostile, secret_key=key) as two,
+        redis_site(redis_server.url, hostile=hostile, secret_key=key) as one,
+        redis_site(redis_server.url, hostile=hostile, secret_key=key) as two,
     ):
         await login(one.client, hostile)
         two.client.cookies.set(SESSION_COOKIE, one.client.cookies[SESSION_COOKIE], domain="app.test")
@@ -198,20 +194,20 @@ async def test_concurrent_requests_in_two_processes_refresh_once(
         for client in (one.client, two.client):
             assert (await client.get("/")).text == "hello alice"
         assert hostile.calls["refresh"] == 1
-        loaded = await two.middleware._store.load(request_with(one.client.cookies[SESSION_COOKIE]))
+        loaded = await two.middleware._parts.store.load(request_with(one.client.cookies[SESSION_COOKIE]))
         assert loaded is not None
         assert loaded.session.refresh_token == hostile.issued_refresh_tokens[-1]
         assert loaded.session.access_token == hostile.issued_access_tokens[-1]
 
 
 async def test_two_processes_share_sessions_and_logout_ends_it_in_both(
-    server: RedisServer, inspector: redis.asyncio.Redis
+    redis_server: RedisServer, inspector: redis.asyncio.Redis
 ) -> None:
     hostile = HostileProvider()
     key = strong_secret_key()
     async with (
-        redis_site(server.url, hostile=hostile, secret_key=key) as one,
-        redis_site(server.url, hostile=hostile, secret_key=key) as two,
+        redis_site(redis_server.url, hostile=hostile, secret_key=key) as one,
+        redis_site(redis_server.url, hostile=hostile, secret_key=key) as two,
     ):
         await login(one.client, hostile)
         cookie = one.client.cookies[SESSION_COOKIE]
@@ -232,13 +228,13 @@ async def test_two_processes_share_sessions_and_logout_ends_it_in_both(
 
 
 async def test_backchannel_logout_ends_the_session_in_every_process(
-    server: RedisServer, inspector: redis.asyncio.Redis
+    redis_server: RedisServer, inspector: redis.asyncio.Redis
 ) -> None:
     hostile = HostileProvider()
     key = strong_secret_key()
     async with (
-        redis_site(server.url, hostile=hostile, secret_key=key) as one,
-        redis_site(server.url, hostile=hostile, secret_key=key) as two,
+        redis_site(redis_server.url, hostile=hostile, secret_key=key) as one,
+        redis_site(redis_server.url, hostile=hostile, secret_key=key) as two,
     ):
         hostile.sid = "op-session-1"
         await login(one.client, hostile)
@@ -268,8 +264,10 @@ async def test_backchannel_logout_ends_the_session_in_every_process(
         assert await session_keys(inspector) == []
 
 
-async def test_forged_or_tampered_cookie_is_no_session(server: RedisServer, inspector: redis.asyncio.Redis) -> None:
-    async with redis_site(server.url) as site:
+async def test_forged_or_tampered_cookie_is_no_session(
+    redis_server: RedisServer, inspector: redis.asyncio.Redis
+) -> None:
+    async with redis_site(redis_server.url) as site:
         await login(site.client, site.hostile)
         good = site.client.cookies[SESSION_COOKIE]
         middle = len(good) // 2
@@ -426,10 +424,10 @@ async def stores(*made: RedisStore) -> AsyncIterator[None]:
 
 
 async def test_concurrent_refresh_across_two_processes_redeems_once(
-    server: RedisServer, inspector: redis.asyncio.Redis
+    redis_server: RedisServer, inspector: redis.asyncio.Redis
 ) -> None:
     key = strong_secret_key()
-    one, two = make_store(server.url, key), make_store(server.url, key)
+    one, two = make_store(redis_server.url, key), make_store(redis_server.url, key)
     calls: list[str | None] = []
 
     async def refresh(session: Session) -> Session:
@@ -456,9 +454,9 @@ async def test_concurrent_refresh_across_two_processes_redeems_once(
         assert [k async for k in inspector.scan_iter(match="pkce:lock:*")] == []
 
 
-async def test_when_the_refreshing_process_fails_another_one_refreshes(server: RedisServer) -> None:
+async def test_when_the_refreshing_process_fails_another_one_refreshes(redis_server: RedisServer) -> None:
     key = strong_secret_key()
-    one, two = make_store(server.url, key), make_store(server.url, key)
+    one, two = make_store(redis_server.url, key), make_store(redis_server.url, key)
     calls: list[str] = []
     refreshing = asyncio.Event()
 
@@ -486,8 +484,8 @@ async def test_when_the_refreshing_process_fails_another_one_refreshes(server: R
         assert loaded is not None and loaded.session.refresh_token == "rt-2"
 
 
-async def test_a_session_ended_meanwhile_is_neither_refreshed_nor_brought_back(server: RedisServer) -> None:
-    store = make_store(server.url, strong_secret_key())
+async def test_a_session_ended_meanwhile_is_neither_refreshed_nor_brought_back(redis_server: RedisServer) -> None:
+    store = make_store(redis_server.url, strong_secret_key())
     calls = 0
 
     async def refresh(session: Session) -> Session:
@@ -499,9 +497,9 @@ async def test_a_session_ended_meanwhile_is_neither_refreshed_nor_brought_back(s
         session = new_session()
         cookie = await saved(store, session)
         await store.revoke(sid="op-1", sub=None, now=int(time.time()))
-        with pytest.raises(ProviderError) as raised:
+        with pytest.raises(SessionEnded):
             await store.single_flight(session, refresh)
-        assert raised.value.error == "refresh_rejected" and calls == 0
+        assert calls == 0
 
         # A request that loaded it before the logout writes it back afterwards: it stays gone.
         writer = CookieWriter()
@@ -510,8 +508,8 @@ async def test_a_session_ended_meanwhile_is_neither_refreshed_nor_brought_back(s
         assert await store.load(request_with(cookie)) is None
 
 
-async def test_revoke_by_sid_and_by_sub(server: RedisServer) -> None:
-    store = make_store(server.url, strong_secret_key())
+async def test_revoke_by_sid_and_by_sub(redis_server: RedisServer) -> None:
+    store = make_store(redis_server.url, strong_secret_key())
     async with stores(store):
         sessions = {
             "alice-1": new_session("alice", "op-1"),
@@ -535,10 +533,10 @@ async def test_revoke_by_sid_and_by_sub(server: RedisServer) -> None:
 
 
 async def test_logout_token_ids_are_single_use_across_processes(
-    server: RedisServer, inspector: redis.asyncio.Redis
+    redis_server: RedisServer, inspector: redis.asyncio.Redis
 ) -> None:
     key = strong_secret_key()
-    one, two = make_store(server.url, key), make_store(server.url, key)
+    one, two = make_store(redis_server.url, key), make_store(redis_server.url, key)
     async with stores(one, two):
         assert await one.claim_jti("jti-1", ttl=600) is True
         assert await one.claim_jti("jti-1", ttl=600) is False
@@ -549,12 +547,12 @@ async def test_logout_token_ids_are_single_use_across_processes(
         assert 590 <= await inspector.ttl(stored) <= 600
 
 
-async def test_key_rotation_marks_the_session_stale_until_written_again(server: RedisServer) -> None:
+async def test_key_rotation_marks_the_session_stale_until_written_again(redis_server: RedisServer) -> None:
     old, new = strong_secret_key(), strong_secret_key()
     before, after, only_new = (
-        make_store(server.url, old),
-        make_store(server.url, [new, old]),
-        make_store(server.url, new),
+        make_store(redis_server.url, old),
+        make_store(redis_server.url, [new, old]),
+        make_store(redis_server.url, new),
     )
     async with stores(before, after, only_new):
         session = new_session()
@@ -573,9 +571,9 @@ async def test_key_rotation_marks_the_session_stale_until_written_again(server: 
 
 
 async def test_a_session_copied_under_another_id_is_refused(
-    server: RedisServer, inspector: redis.asyncio.Redis
+    redis_server: RedisServer, inspector: redis.asyncio.Redis
 ) -> None:
-    store = make_store(server.url, strong_secret_key())
+    store = make_store(redis_server.url, strong_secret_key())
     async with stores(store):
         mine, theirs = new_session("mallory"), new_session("alice")
         my_cookie = await saved(store, mine)
@@ -590,8 +588,10 @@ async def test_a_session_copied_under_another_id_is_refused(
         assert await store.load(request_with(my_cookie)) is None
 
 
-async def test_discard_by_cookie_alone_deletes_the_session(server: RedisServer, inspector: redis.asyncio.Redis) -> None:
-    store = make_store(server.url, strong_secret_key())
+async def test_discard_by_cookie_alone_deletes_the_session(
+    redis_server: RedisServer, inspector: redis.asyncio.Redis
+) -> None:
+    store = make_store(redis_server.url, strong_secret_key())
     async with stores(store):
         cookie = await saved(store, new_session())
         writer = CookieWriter()
@@ -612,8 +612,8 @@ async def test_no_redis_at_startup_is_a_warning_then_a_503(caplog: pytest.LogCap
         assert await store.load(request_with(None)) is None  # no cookie: Redis is not even asked
 
 
-async def test_startup_connects_and_aclose_closes(server: RedisServer) -> None:
-    store = make_store(server.url, strong_secret_key())
+async def test_startup_connects_and_aclose_closes(redis_server: RedisServer) -> None:
+    store = make_store(redis_server.url, strong_secret_key())
     await store.startup()
     assert store._client is not None
     await store.aclose()

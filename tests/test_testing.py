@@ -20,7 +20,7 @@ import subprocess
 import sys
 import textwrap
 import warnings
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
@@ -30,15 +30,13 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from fastapi import Request as FastAPIRequest
-from redis_server import RedisServer
 from starlette.applications import Starlette
 from starlette.authentication import requires
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from pkce_middleware import OIDCCredentials, OIDCUser, PKCEMiddleware
-from pkce_middleware._store import SessionTooLarge
+from pkce_middleware import OIDCCredentials, OIDCUser, PKCEMiddleware, SessionTooLarge
 from pkce_middleware.testing import (
     FAKE_ISSUER,
     AuthorizationRefused,
@@ -49,6 +47,7 @@ from pkce_middleware.testing import (
     session_cookies,
     session_cookies_sync,
 )
+from tests.support.redis_server import RedisServer
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 JSON = {"Accept": "application/json"}
@@ -98,8 +97,7 @@ async def app_client(
 ) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=middleware), base_url=base_url) as client:
         yield client
-    await middleware._provider.aclose()
-    await middleware._store.aclose()
+    await middleware.aclose()
 
 
 def kit_middleware(**overrides: Any) -> tuple[PKCEMiddleware, NoProvider]:
@@ -288,12 +286,7 @@ def test_a_fastapi_app_sees_request_user(pkce_login_sync: PKCELoginSync) -> None
     assert client.get("/me").json() == {"sub": "grace", "name": "Grace Hopper", "scopes": ["openid", "navy"]}
 
 
-@pytest.fixture(scope="module")
-def redis_server() -> Iterator[RedisServer]:
-    with RedisServer() as server:
-        yield server
-
-
+@pytest.mark.redis
 async def test_the_kit_works_with_the_redis_store(pkce_login: PKCELogin, redis_server: RedisServer) -> None:
     middleware, provider = kit_middleware(session_store=redis_server.url)
     groups = [f"group-{index}-{secrets.token_hex(8)}" for index in range(250)]
@@ -361,7 +354,7 @@ async def test_the_browser_follows_the_whole_login_in_one_request(pkce_fake_prov
     async with fake.browser(middleware) as browser:
         page = await browser.get("/")
         signed_out = await browser.post("/auth/logout", headers={"Origin": "https://testserver"})
-    await middleware._provider.aclose()
+    await middleware.aclose()
     assert page.text == "hello judy"
     assert [r.url.host for r in page.history] == ["testserver", "idp.test", "testserver"]
     assert signed_out.status_code == 200 and "signed out" in signed_out.text.lower()
@@ -386,7 +379,7 @@ async def test_offline_access_gets_a_refresh_token_that_the_middleware_uses() ->
     async with fake.browser(middleware) as browser:
         first = (await browser.get("/me")).json()
         second = (await browser.get("/me")).json()
-    await middleware._provider.aclose()
+    await middleware.aclose()
     assert first["claims"]["sub"] == second["claims"]["sub"] == "test-user"
     assert first["access_token"] != second["access_token"]
     assert "nonce" not in id_token_payload(second["id_token"])  # a refreshed ID token (OIDC Core 12.2)
@@ -397,7 +390,7 @@ async def test_an_issuer_with_a_path_and_a_confidential_client() -> None:
     middleware = PKCEMiddleware(INNER, config=fake.config(), transport=fake.transport)
     async with fake.browser(middleware) as browser:
         page = await browser.get("/")
-    await middleware._provider.aclose()
+    await middleware.aclose()
     assert page.text == "hello test-user"
     assert page.history[1].url.path == "/realms/demo/authorize"
 
@@ -407,7 +400,7 @@ async def test_a_wrong_client_secret_fails_the_login() -> None:
     middleware = PKCEMiddleware(INNER, config=fake.config(client_secret="wrong-" + "y" * 20), transport=fake.transport)
     async with fake.browser(middleware) as browser:
         page = await browser.get("/")
-    await middleware._provider.aclose()
+    await middleware.aclose()
     assert page.status_code != 200
     assert "code_rejected" in page.text
 
@@ -417,7 +410,7 @@ async def test_an_unregistered_redirect_uri_is_not_redirected_to() -> None:
     middleware = PKCEMiddleware(INNER, config=fake.config(), transport=fake.transport)
     async with fake.browser(middleware) as browser:
         page = await browser.get("/")
-    await middleware._provider.aclose()
+    await middleware.aclose()
     assert page.status_code == 400
     assert page.url.host == "idp.test"
     assert fake.logins == []
@@ -509,7 +502,7 @@ def test_an_unknown_client_is_refused_without_a_redirect() -> None:
 
 def test_the_plugin_is_registered_as_a_pytest_entry_point() -> None:
     plugins = {ep.name: ep.value for ep in entry_points(group="pytest11")}
-    assert plugins["pkce_middleware"] == "pkce_middleware.testing"
+    assert plugins["pkce_middleware"] == "pkce_middleware.testing.plugin"
 
 
 def test_importing_the_plugin_loads_no_framework_and_no_redis() -> None:

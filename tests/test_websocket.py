@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 
 import pytest
-from helpers import APP_ORIGIN, SESSION_COOKIE, Site, login, open_site, seal_session
 from starlette.types import Message, Receive, Scope, Send
+
+from tests.support.site import APP_ORIGIN, SESSION_COOKIE, Site, login, seal_session
 
 
 @pytest.fixture
-async def site() -> AsyncIterator[Site]:
-    async with open_site() as site:
-        site.middleware.websocket_check_interval = 0.05
-        yield site
+def ws_site(site: Site) -> Site:
+    """The shared `site`, checking open sockets' sessions every 0.05 s."""
+    site.middleware.websocket_check_interval = 0.05
+    return site
 
 
 class Socket:
@@ -67,30 +67,30 @@ async def run(site: Site, socket: Socket) -> asyncio.Task[None]:
     return task
 
 
-async def test_without_session_the_handshake_gets_a_403_where_the_server_allows(site: Site) -> None:
+async def test_without_session_the_handshake_gets_a_403_where_the_server_allows(ws_site: Site) -> None:
     socket = Socket(None, denial_extension=True)
-    await (await run(site, socket))
+    await (await run(ws_site, socket))
     assert socket.sent[0]["type"] == "websocket.http.response.start" and socket.sent[0]["status"] == 403
     assert b"login_required" in socket.sent[1]["body"]
 
 
-async def test_without_session_and_without_the_extension_it_is_closed_1008(site: Site) -> None:
+async def test_without_session_and_without_the_extension_it_is_closed_1008(ws_site: Site) -> None:
     socket = Socket(None)
-    await (await run(site, socket))
+    await (await run(ws_site, socket))
     assert socket.sent == [{"type": "websocket.close", "code": 1008, "reason": "login required"}]
 
 
-async def test_with_a_session_the_app_sees_the_user(site: Site) -> None:
-    socket = Socket(seal_session(site.middleware))
-    task = await run(site, socket)
+async def test_with_a_session_the_app_sees_the_user(ws_site: Site) -> None:
+    socket = Socket(seal_session(ws_site.middleware))
+    task = await run(ws_site, socket)
     assert socket.sent[:2] == [{"type": "websocket.accept"}, {"type": "websocket.send", "text": "hello carol"}]
     socket.to_app.put_nowait({"type": "websocket.disconnect", "code": 1000})
     await asyncio.wait_for(task, 1)
 
 
-async def test_the_socket_is_closed_when_the_session_reaches_its_end(site: Site) -> None:
-    socket = Socket(seal_session(site.middleware, expires_at=int(time.time()) + 1))
-    task = await run(site, socket)
+async def test_the_socket_is_closed_when_the_session_reaches_its_end(ws_site: Site) -> None:
+    socket = Socket(seal_session(ws_site.middleware, expires_at=int(time.time()) + 1))
+    task = await run(ws_site, socket)
     started = time.monotonic()
     while not any(m["type"] == "websocket.close" for m in socket.sent):
         assert time.monotonic() - started < 3, socket.sent
@@ -102,26 +102,26 @@ async def test_the_socket_is_closed_when_the_session_reaches_its_end(site: Site)
     assert socket.sent[-1]["type"] == "websocket.close"  # the echo after the close went nowhere
 
 
-async def test_logging_out_in_another_tab_closes_the_socket(site: Site) -> None:
-    await login(site.client, site.hostile)
-    socket = Socket(site.client.cookies[SESSION_COOKIE])
-    task = await run(site, socket)
+async def test_logging_out_in_another_tab_closes_the_socket(ws_site: Site) -> None:
+    await login(ws_site.client, ws_site.hostile)
+    socket = Socket(ws_site.client.cookies[SESSION_COOKIE])
+    task = await run(ws_site, socket)
     assert socket.sent[1] == {"type": "websocket.send", "text": "hello alice"}
-    site.middleware.app = chatty_app  # the logout below goes through the same middleware
-    assert (await site.client.post("/auth/logout", headers={"Origin": APP_ORIGIN})).status_code == 303
+    ws_site.middleware.app = chatty_app  # the logout below goes through the same middleware
+    assert (await ws_site.client.post("/auth/logout", headers={"Origin": APP_ORIGIN})).status_code == 303
     await asyncio.sleep(0.3)
     assert socket.sent[-1] == {"type": "websocket.close", "code": 1008, "reason": "session ended"}
     socket.to_app.put_nowait({"type": "websocket.disconnect", "code": 1008})
     await asyncio.wait_for(task, 1)
 
 
-async def test_a_backchannel_logout_closes_the_socket(site: Site) -> None:
-    site.hostile.sid = "op-session-9"
-    await login(site.client, site.hostile)
-    socket = Socket(site.client.cookies[SESSION_COOKIE])
-    task = await run(site, socket)
-    token = site.hostile.logout_token(sid="op-session-9")
-    response = await site.client.post("/auth/backchannel-logout", data={"logout_token": token})
+async def test_a_backchannel_logout_closes_the_socket(ws_site: Site) -> None:
+    ws_site.hostile.sid = "op-session-9"
+    await login(ws_site.client, ws_site.hostile)
+    socket = Socket(ws_site.client.cookies[SESSION_COOKIE])
+    task = await run(ws_site, socket)
+    token = ws_site.hostile.logout_token(sid="op-session-9")
+    response = await ws_site.client.post("/auth/backchannel-logout", data={"logout_token": token})
     assert response.status_code == 200
     await asyncio.sleep(0.3)
     assert socket.sent[-1] == {"type": "websocket.close", "code": 1008, "reason": "session ended"}

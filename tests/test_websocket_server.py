@@ -8,12 +8,14 @@ from collections.abc import Iterator
 
 import pytest
 import websockets
-from oidc_provider import free_port
-from servers import AppServer, Server, serve_all
 from websockets.exceptions import InvalidStatus
 
 from pkce_middleware import PKCEConfig, PKCEMiddleware
 from pkce_middleware.testing import session_cookies_sync
+from tests.support.processes import free_port
+from tests.support.servers import AppServer, Server, serve_all
+
+pytestmark = pytest.mark.servers
 
 SECRET_KEY = secrets.token_urlsafe(32)
 #: uvicorn with each of its WebSocket implementations (only `websockets` can send a denial

@@ -8,31 +8,21 @@
         server.resume()     # SIGCONT
 
 Without `appendonly`, the server keeps nothing on disk (`--save ""`), so a restart empties it.
+Started and stopped by `tests.support.processes.Process`: ready once it logged "Ready to accept
+connections" (after loading its append-only file) and its port accepts connections.
 """
 
 from __future__ import annotations
 
-import contextlib
 import shutil
 import signal
-import socket
-import subprocess
 import tempfile
-import time
 from pathlib import Path
 from types import TracebackType
 
-__all__ = ["RedisServer", "free_port"]
+from tests.support.processes import PortTaken, Process, free_port
 
-_PING = b"*1\r\n$4\r\nPING\r\n"
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+__all__ = ["RedisServer"]
 
 
 def _executable() -> str:
@@ -47,14 +37,13 @@ def _executable() -> str:
 class RedisServer:
     """One `redis-server` process; see the module docstring."""
 
-    def __init__(self, *, appendonly: bool = False, startup_timeout: float = 10.0) -> None:
+    def __init__(self, *, appendonly: bool = False, startup_timeout: float | None = None) -> None:
         self.port = free_port()
         self.appendonly = appendonly
         self._startup_timeout = startup_timeout
         self._dir = tempfile.TemporaryDirectory(prefix="pkce-redis-")
-        self._process: subprocess.Popen[bytes] | None = None
+        self._process: Process | None = None
         self._started = False
-        self._log_path = Path(self._dir.name) / "redis.log"
 
     @property
     def url(self) -> str:
@@ -70,16 +59,16 @@ class RedisServer:
         self._dir.cleanup()
 
     def start(self) -> RedisServer:
-        """Start (or start again, same port and directory); return once PING answers PONG."""
-        if self._process is not None:
+        """Start (or start again, same port and directory); return once it accepts connections."""
+        if self._process is not None and self._process.running:
             raise RuntimeError("redis-server is already running")
         # A port from free_port() can be taken before redis binds it; only a restart must keep it.
         attempts = 1 if self._started else 3
         for attempt in range(attempts):
             try:
                 self._launch()
-            except RuntimeError:
-                if attempt == attempts - 1 or "Address already in use" not in self._log_tail():
+            except PortTaken:
+                if attempt == attempts - 1:
                     raise
                 self.port = free_port()
             else:
@@ -106,49 +95,22 @@ class RedisServer:
             "--daemonize",
             "no",
             "--logfile",
-            str(self._log_path),
+            "",  # stdout, which the launcher collects
         ]
-        self._process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
-        try:
-            self._wait_ready()
-        except BaseException:
-            self.stop()
-            raise
-
-    def _wait_ready(self) -> None:
-        assert self._process is not None
-        deadline = time.monotonic() + self._startup_timeout
-        last = "no answer"
-        while time.monotonic() < deadline:
-            if self._process.poll() is not None:
-                raise RuntimeError(f"redis-server exited with {self._process.returncode}:\n{self._log_tail()}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
-                    sock.sendall(_PING)
-                    answer = sock.recv(64)
-            except OSError as exc:
-                last = repr(exc)
-            else:
-                if answer.startswith(b"+PONG") and self._process.poll() is None:
-                    return
-                last = answer.decode("latin-1").strip()  # "-LOADING ..." while it reads its data
-            time.sleep(0.02)
-        raise RuntimeError(f"redis-server did not answer PING within {self._startup_timeout}s ({last})")
+        self._process = Process(
+            command,
+            name=f"redis-server on port {self.port}",
+            cwd=self._dir.name,
+            ready_pattern=r"[Rr]eady to accept connections",
+            ready_port=self.port,
+            startup_timeout=self._startup_timeout,
+        )
+        self._process.start_and_wait()
 
     def stop(self) -> None:
         """Stop the process (SIGTERM: a clean shutdown, which also writes the append-only file)."""
-        process, self._process = self._process, None
-        if process is None:
-            return
-        if process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                process.send_signal(signal.SIGCONT)  # a paused server cannot handle SIGTERM
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=5)
+        if self._process is not None:
+            self._process.stop()
 
     def pause(self) -> None:
         """Freeze the server: connected clients see timeouts, not errors."""
@@ -158,9 +120,3 @@ class RedisServer:
     def resume(self) -> None:
         assert self._process is not None
         self._process.send_signal(signal.SIGCONT)
-
-    def _log_tail(self) -> str:
-        try:
-            return "\n".join(self._log_path.read_text(errors="replace").splitlines()[-20:])
-        except OSError:
-            return "(no log)"

@@ -10,43 +10,29 @@ Needs ``node`` on PATH and ``provider/node_modules`` (``npm ci --prefix provider
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import shutil
-import signal
-import socket
-import subprocess
-import threading
-import time
 from collections.abc import Callable, Mapping
 from html.parser import HTMLParser
-from pathlib import Path
 from types import TracebackType
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import httpx
 
+from tests.support.processes import REPO_ROOT, PortTaken, Process, free_port
+
 __all__ = [
+    "PROVIDER_DIR",
     "LocalProvider",
-    "free_port",
     "login_with_forms",
     "logout_with_forms",
 ]
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 PROVIDER_DIR = REPO_ROOT / "provider"
-SERVER_SCRIPT = PROVIDER_DIR / "server.mjs"
+SERVER_SCRIPT = "server.mjs"
 
 _REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
-
-
-def free_port() -> int:
-    """Return a TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class LocalProvider:
@@ -57,6 +43,9 @@ class LocalProvider:
     seconds, and ``extra`` is merged last into OP_CONFIG for the remaining keys
     (``issuer``, ``conformIdTokenClaims``, ``backchannelLogout``, ``refreshTokens``,
     ``rotateRefreshToken``). Use as a context manager, or call ``start()``/``stop()``.
+
+    ``startup_timeout`` defaults to the launcher's (``tests.support.processes.startup_timeout``).
+    A ``port`` given and taken ends in ``PortTaken``; a port picked here is picked again.
     """
 
     def __init__(
@@ -66,7 +55,7 @@ class LocalProvider:
         port: int | None = None,
         ttl: dict[str, int] | None = None,
         extra: dict[str, Any] | None = None,
-        startup_timeout: float = 30.0,
+        startup_timeout: float | None = None,
     ) -> None:
         self._clients = clients
         self._ttl = ttl
@@ -74,11 +63,8 @@ class LocalProvider:
         self._fixed_port = port
         self._startup_timeout = startup_timeout
         self.port: int = port if port is not None else free_port()
-        self.log_lines: list[str] = []
         self.metadata: dict[str, Any] = {}
-        self._lines_changed = threading.Condition()
-        self._process: subprocess.Popen[str] | None = None
-        self._reader: threading.Thread | None = None
+        self._process: Process | None = None
 
     @property
     def issuer(self) -> str:
@@ -94,6 +80,11 @@ class LocalProvider:
         config.update(self._extra)
         return config
 
+    @property
+    def log_lines(self) -> list[str]:
+        """Every line the provider printed so far (of its last start; kept after ``stop()``)."""
+        return [] if self._process is None else self._process.lines
+
     def __enter__(self) -> LocalProvider:
         return self.start()
 
@@ -106,8 +97,8 @@ class LocalProvider:
         self.stop()
 
     def start(self) -> LocalProvider:
-        """Start the process and return once discovery answers 200; raise RuntimeError otherwise."""
-        if self._process is not None:
+        """Start the process and return once discovery answers 200; RuntimeError otherwise."""
+        if self.running:
             raise RuntimeError("LocalProvider already started")
         node = shutil.which("node")
         if node is None:
@@ -122,126 +113,54 @@ class LocalProvider:
         for attempt in range(attempts):
             try:
                 self._launch(node)
-                return self
-            except _PortTaken:
+            except PortTaken:
                 if attempt == attempts - 1:
                     raise
                 self.port = free_port()
+            else:
+                return self
         raise AssertionError("unreachable")
 
     def _launch(self, node: str) -> None:
-        self.log_lines = []
-        env = dict(os.environ)
-        env["OP_CONFIG"] = json.dumps(self.config)
-        env.pop("DEBUG", None)  # oidc-provider's debug output would drown the OPLOG lines
-        env["NO_COLOR"] = "1"
-        # We hold node's stdin open; if this process dies without stop(), node sees EOF and exits.
-        env["OP_EXIT_ON_STDIN_EOF"] = "1"
-        process = subprocess.Popen(
-            [node, str(SERVER_SCRIPT)],
+        self.metadata = {}
+        self._process = Process(
+            [node, SERVER_SCRIPT],
+            name=f"oidc-provider on port {self.port}",
             cwd=PROVIDER_DIR,
-            env=env,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,  # so a crash's stack trace lands in log_lines too
-            text=True,
-            encoding="utf-8",
-            errors="replace",
-            bufsize=1,
+            env={
+                "OP_CONFIG": json.dumps(self.config),
+                "DEBUG": None,  # oidc-provider's debug output would drown the OPLOG lines
+                "NO_COLOR": "1",
+                # We hold node's stdin open; if this process dies without stop(), node sees EOF and exits.
+                "OP_EXIT_ON_STDIN_EOF": "1",
+            },
+            stdin_pipe=True,
+            ready_pattern=r"^OP READY ",
+            ready_check=self._discovery_answers,
+            startup_timeout=self._startup_timeout,
+            stop_timeout=5.0,
         )
-        self._process = process
-        self._reader = threading.Thread(
-            target=self._read_output, args=(process,), name=f"op-log-{self.port}", daemon=True
-        )
-        self._reader.start()
-        try:
-            self._wait_ready(process)
-        except BaseException:
-            self.stop()
-            raise
+        self._process.start_and_wait()
 
-    def _read_output(self, process: subprocess.Popen[str]) -> None:
-        assert process.stdout is not None
-        for raw in process.stdout:
-            with self._lines_changed:
-                self.log_lines.append(raw.rstrip("\n"))
-                self._lines_changed.notify_all()
-        with self._lines_changed:
-            self._lines_changed.notify_all()
-
-    def _wait_ready(self, process: subprocess.Popen[str]) -> None:
-        deadline = time.monotonic() + self._startup_timeout
-        while True:
-            # The condition is released before _raise_died: the reader needs it to drain the pipe.
-            with self._lines_changed:
-                if any(line.startswith("OP READY ") for line in self.log_lines):
-                    break
-                self._lines_changed.wait(0.2)
-            if process.poll() is not None:
-                self._raise_died(process)
-            if time.monotonic() >= deadline:
-                raise RuntimeError(
-                    f"oidc-provider did not print 'OP READY' within {self._startup_timeout} s; "
-                    f"last output:\n{self._tail()}"
-                )
-
+    def _discovery_answers(self) -> str | None:
         discovery = f"{self.issuer}/.well-known/openid-configuration"
-        last_error = "no answer"
-        with httpx.Client(timeout=2.0) as http:
-            while time.monotonic() < deadline:
-                if process.poll() is not None:
-                    self._raise_died(process)
-                try:
-                    response = http.get(discovery)
-                except httpx.TransportError as exc:
-                    last_error = repr(exc)
-                else:
-                    if response.status_code == 200:
-                        self.metadata = response.json()
-                        return
-                    last_error = f"HTTP {response.status_code}"
-                time.sleep(0.1)
-        raise RuntimeError(
-            f"{discovery} did not answer 200 within {self._startup_timeout} s ({last_error}); "
-            f"last output:\n{self._tail()}"
-        )
-
-    def _raise_died(self, process: subprocess.Popen[str]) -> None:
-        # Let the reader drain the pipe, so the crash message is in the tail.
-        if self._reader is not None:
-            self._reader.join(timeout=2.0)
-        tail = self._tail()
-        if "EADDRINUSE" in tail:
-            raise _PortTaken(f"port {self.port} is taken:\n{tail}")
-        raise RuntimeError(
-            f"oidc-provider exited with code {process.returncode} before it was ready; last output:\n{tail}"
-        )
-
-    def _tail(self, count: int = 30) -> str:
-        return "\n".join(self.log_lines[-count:]) or "(no output)"
+        try:
+            response = httpx.get(discovery, timeout=2.0)
+        except httpx.TransportError as exc:
+            return f"{discovery}: {exc!r}"
+        if response.status_code != 200:
+            return f"{discovery}: HTTP {response.status_code}"
+        self.metadata = response.json()
+        return None
 
     def stop(self, timeout: float = 5.0) -> None:
         """SIGTERM the process, kill it if it is still alive after ``timeout`` seconds."""
-        process, self._process = self._process, None
-        if process is None:
-            return
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=timeout)
-        if self._reader is not None:
-            self._reader.join(timeout=timeout)
-            self._reader = None
-        for pipe in (process.stdin, process.stdout):
-            if pipe is not None:
-                pipe.close()
+        if self._process is not None:
+            self._process.stop(timeout)
 
     @property
     def running(self) -> bool:
-        return self._process is not None and self._process.poll() is None
+        return self._process is not None and self._process.running
 
     def sync_log(self, timeout: float = 5.0) -> None:
         """Wait until ``log_lines`` holds everything the provider logged before this call.
@@ -266,7 +185,7 @@ class LocalProvider:
         """
         self.sync_log()
         count = 0
-        for line in list(self.log_lines):
+        for line in self.log_lines:
             fields = line.split()
             if len(fields) != 5 or fields[:2] != ["OPLOG", "grant"]:
                 continue
@@ -281,7 +200,7 @@ class LocalProvider:
         """Fields after the name of each ``OPLOG event <name> ...`` line so far (after ``sync_log()``)."""
         self.sync_log()
         found: list[list[str]] = []
-        for line in list(self.log_lines):
+        for line in self.log_lines:
             fields = line.split()
             if fields[:3] == ["OPLOG", "event", name]:
                 found.append(fields[3:])
@@ -289,24 +208,9 @@ class LocalProvider:
 
     def wait_for_log(self, predicate: Callable[[str], bool], timeout: float = 5.0) -> str:
         """Block until a log line satisfies ``predicate`` (e.g. a back-channel event); return it."""
-        deadline = time.monotonic() + timeout
-        seen = 0
-        with self._lines_changed:
-            while True:
-                for line in self.log_lines[seen:]:
-                    if predicate(line):
-                        return line
-                seen = len(self.log_lines)
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise TimeoutError(
-                        f"no matching provider log line within {timeout} s; last output:\n{self._tail()}"
-                    )
-                self._lines_changed.wait(remaining)
-
-
-class _PortTaken(RuntimeError):
-    pass
+        if self._process is None:
+            raise RuntimeError("LocalProvider was never started")
+        return self._process.wait_for_line(predicate, timeout)
 
 
 class _Form:

@@ -1,36 +1,37 @@
 """Run ASGI apps under real uvicorn, hypercorn and granian processes on 127.0.0.1, for end-to-end tests.
 
 `AppServer` is one server process; `serve_all` starts several at once (the slow part, importing a
-framework, then happens in parallel) and stops them all at the end:
+framework, then happens in parallel) and stops them all at the end; `app_server` serves one app
+under uvicorn and yields its URL:
 
     servers = [AppServer("granian", "examples.litestar_app:app", free_port(), env), ...]
     with serve_all(servers):
         httpx.get(servers[0].url)
 
-Each server is started the way its documentation says, from the repository root, with the app's
-`lifespan` on. Ready means the app answered an HTTP request, not just that the port accepts
-connections: granian and hypercorn bind the port in their main process, before their worker process
-has imported the app and run its startup.
+    with app_server("examples.starlette_app:app", port, env) as url:
+        httpx.get(url)
+
+Each server is started the way its documentation says, from the repository root (so the target's
+module path, e.g. `examples.starlette_app`, imports as it does there), with the app's `lifespan`
+on, by `tests.support.processes.Process`. Ready means the app answered an HTTP request, not just
+that the port accepts connections: granian and hypercorn bind the port in their main process,
+before their worker process has imported the app and run its startup.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
-import signal
-import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from pathlib import Path
-from typing import IO, Literal
+from typing import Literal
 
 import httpx
 
-__all__ = ["SERVERS", "AppServer", "Server", "serve_all"]
+from tests.support import processes
+from tests.support.processes import REPO_ROOT, Process
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+__all__ = ["READY_PATH", "SERVERS", "AppServer", "Server", "app_server", "command", "serve_all"]
 
 Server = Literal["uvicorn", "hypercorn", "granian"]
 SERVERS: tuple[Server, ...] = ("uvicorn", "hypercorn", "granian")
@@ -78,8 +79,7 @@ class AppServer:
         self.port = port
         self.env = dict(env)
         self.command = command(server, target, port, extra_args)
-        self._process: subprocess.Popen[bytes] | None = None
-        self._output: IO[str] | None = None
+        self._process = Process(self.command, name=repr(self), env=self.env, cwd=REPO_ROOT, ready_check=self._answers)
         #: Why the server did not become ready, when `serve_all(..., keep_going=True)` carried on.
         self.startup_error: str | None = None
         #: Exit code after `stop()`.
@@ -93,86 +93,47 @@ class AppServer:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        # Lives as long as the process (closed in stop()), so no `with` here.
-        self._output = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115
-        self._process = subprocess.Popen(
-            self.command,
-            cwd=REPO_ROOT,
-            env={**os.environ, **self.env},
-            stdout=self._output,
-            stderr=subprocess.STDOUT,
-            # Own process group: granian's worker is a child process, and must go when the test ends.
-            start_new_session=True,
-        )
+        self._process.start()
 
-    def wait_ready(self, deadline: float) -> None:
-        """Return once the app answers `READY_PATH` with 200; RuntimeError with the output otherwise."""
-        process = self._process
-        assert process is not None, "start() first"
-        with httpx.Client(timeout=2.0) as http:
-            while True:
-                if process.poll() is not None:
-                    raise RuntimeError(f"{self!r} exited with {process.returncode}:\n{self.output()}")
-                try:
-                    if http.get(self.url + READY_PATH).status_code == 200:
-                        return
-                except httpx.TransportError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"{self!r} did not answer {READY_PATH} in time:\n{self.output()}")
-                time.sleep(0.05)
+    def wait_ready(self, deadline: float | None = None) -> None:
+        """Return once the app answers `READY_PATH` with 200; `ProcessError` with the output otherwise."""
+        self._process.wait_ready(deadline)
 
-    def output(self, limit: int = 4000) -> str:
-        """The tail of what the server printed so far (stdout and stderr)."""
-        if self._output is None:
-            return ""
-        self._output.flush()
-        self._output.seek(0)
-        text = self._output.read()
-        self._output.seek(0, os.SEEK_END)
-        return text[-limit:]
+    def _answers(self) -> str | None:
+        try:
+            status = httpx.get(self.url + READY_PATH, timeout=2.0).status_code
+        except httpx.TransportError as exc:
+            return f"GET {READY_PATH}: {exc!r}"
+        return None if status == 200 else f"GET {READY_PATH}: HTTP {status}"
+
+    def output(self, last: int = 80) -> str:
+        """The last lines the server printed so far (stdout and stderr)."""
+        return self._process.output(last)
 
     def terminate(self) -> None:
         """SIGTERM: every one of these servers shuts down gracefully on it (lifespan shutdown included)."""
-        if self._process is not None and self._process.poll() is None:
-            self._process.terminate()
+        self._process.terminate()
 
     def stop(self, timeout: float = 10.0) -> int | None:
         """Terminate (if not done yet) and wait; kill the process group if it hangs. Returns the exit code."""
-        process = self._process
-        if process is None:
-            return None
-        self.terminate()
-        try:
-            code = process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)  # the group is this server's own (start_new_session)
-            code = process.wait(timeout=timeout)
-        self.returncode = code
-        # A worker left behind by a killed parent would keep the port; its group is the server's.
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(process.pid, signal.SIGKILL)
-        if self._output is not None:
-            self._output.close()
-            self._output = None
-        self._process = None
-        return code
+        self.returncode = self._process.stop(timeout)
+        return self.returncode
 
 
 @contextlib.contextmanager
 def serve_all(
-    servers: Sequence[AppServer], *, startup_timeout: float = 120.0, keep_going: bool = False
+    servers: Sequence[AppServer], *, startup_timeout: float | None = None, keep_going: bool = False
 ) -> Iterator[Sequence[AppServer]]:
     """Start every server at once, wait until all are ready, and stop them all on exit.
 
-    `keep_going=True` records a server that does not start in its `startup_error` and carries on
-    with the others (so one broken combination fails its own test, not the whole module).
+    `startup_timeout` (one deadline for all) defaults to the launcher's. `keep_going=True` records
+    a server that does not start in its `startup_error` and carries on with the others (so one
+    broken combination fails its own test, not the whole module).
     """
     try:
         for server in servers:
             server.start()
-        deadline = time.monotonic() + startup_timeout
+        deadline = time.monotonic() + processes.startup_timeout(startup_timeout)
         for server in servers:
             try:
                 server.wait_ready(deadline)
@@ -186,3 +147,13 @@ def serve_all(
             server.terminate()
         for server in servers:
             server.stop()
+
+
+@contextlib.contextmanager
+def app_server(
+    target: str, port: int, env: Mapping[str, str], *, server: Server = "uvicorn", startup_timeout: float | None = None
+) -> Iterator[str]:
+    """Serve `target` (e.g. `examples.starlette_app:app`) on 127.0.0.1:`port`; yields the base URL."""
+    app = AppServer(server, target, port, env)
+    with serve_all([app], startup_timeout=startup_timeout):
+        yield app.url

@@ -1,4 +1,4 @@
-"""Shared test helpers: a configured middleware in front of a tiny app, and a browser that logs in.
+"""The test site: a configured middleware in front of a tiny app, and a browser that logs in.
 
 A "browser" is an `httpx.AsyncClient` on `https://app.test` (https, so `Secure` cookies are kept)
 that does not follow redirects, so each step of a login can be looked at:
@@ -25,11 +25,12 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
-from hostile_provider import DEFAULT_CLIENT_ID, DEFAULT_ISSUER, HostileProvider
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from pkce_middleware import PKCEConfig, PKCEMiddleware
-from pkce_middleware._session import Session
+from pkce_middleware._crypto import Sealer
+from pkce_middleware._session import Session, SessionCodec
+from tests.support.hostile_provider import DEFAULT_CLIENT_ID, DEFAULT_ISSUER, HostileProvider
 
 __all__ = [
     "APP_ORIGIN",
@@ -53,6 +54,7 @@ __all__ = [
     "make_config",
     "open_site",
     "seal_session",
+    "session_codec",
     "strong_secret_key",
 ]
 
@@ -143,8 +145,7 @@ async def open_site(hostile: HostileProvider | None = None, **config_overrides: 
     finally:
         for client in (site.client, *site._browsers):
             await client.aclose()
-        await middleware._provider.aclose()
-        await middleware._store.aclose()
+        await middleware.aclose()
 
 
 async def begin_login(client: httpx.AsyncClient, path: str = "/") -> tuple[str, dict[str, str]]:
@@ -254,4 +255,9 @@ def seal_session(middleware: PKCEMiddleware, **overrides: Any) -> str:
         "last_seen": now,
     }
     values.update(overrides)
-    return middleware._sessions.seal(Session(**values))
+    return session_codec(middleware.config).seal(Session(**values))
+
+
+def session_codec(config: PKCEConfig) -> SessionCodec:
+    """A codec with the cookie keys of `config`: it opens and seals what that middleware does."""
+    return SessionCodec(Sealer([str(key) for key in config.secret_keys], "session"), cache_size=0)

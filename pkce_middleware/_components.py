@@ -1,0 +1,142 @@
+"""The composition root: every part of the middleware, built from the configuration in one place,
+and the lifespan that starts and stops them.
+
+This is the only module that chooses a session store or a revocation log; the Redis-backed ones
+are imported here, and only when configured, so the `redis` package is needed only by those who
+use it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import httpx
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ._config import PKCEConfig
+from ._cookie_store import CookieStore
+from ._cookies import CookiePolicy, CookieWriter
+from ._crypto import Sealer
+from ._exceptions import ConfigError
+from ._flow import FlowCodec, UsedStates
+from ._lifecycle import SessionManager
+from ._provider import Provider
+from ._revocations import MemoryRevocations
+from ._session import Session, SessionCodec
+from ._store import RevocationLog, SessionStore
+
+__all__: list[str] = []
+
+_REDIS_EXTRA = "pip install 'pkce_middleware[redis]'"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Components:
+    config: PKCEConfig
+    cookies: CookiePolicy
+    flows: FlowCodec
+    used_states: UsedStates
+    provider: Provider
+    store: SessionStore
+    lifecycle: SessionManager
+
+    async def startup(self) -> None:
+        """Load discovery and keys, connect the store; a `ConfigError` fails the startup."""
+        await self.provider.startup()
+        await self.store.startup()
+
+    async def aclose(self) -> None:
+        await self.provider.aclose()
+        await self.store.aclose()
+
+    async def start_session(self, session: Session, scope: Scope, cookies: CookieWriter) -> None:
+        """Save the session of a finished login and put its cookie(s) on `cookies`.
+
+        Never adopts a session the browser brought along (fixation): that one is dropped first.
+        """
+        old = await self.store.load(scope)
+        await self.store.discard(old.session if old else None, scope, cookies)
+        await self.store.save(session, scope, cookies)
+
+
+def build(
+    config: PKCEConfig, *, transport: httpx.AsyncBaseTransport | None = None, session_cache_size: int = 1024
+) -> Components:
+    keys = [str(key) for key in config.secret_keys]
+    cookies = CookiePolicy(secure=config.cookie_secure)
+    codec = SessionCodec(Sealer(keys, "session"), cache_size=session_cache_size)
+    provider = Provider(config, transport=transport)
+    store = _store(config, codec, cookies, Sealer(keys, "session-id"), cache_size=session_cache_size)
+    return Components(
+        config=config,
+        cookies=cookies,
+        flows=FlowCodec(Sealer(keys, "flow")),
+        used_states=UsedStates(),
+        provider=provider,
+        store=store,
+        lifecycle=SessionManager(config, store, provider),
+    )
+
+
+def _store(
+    config: PKCEConfig, codec: SessionCodec, cookies: CookiePolicy, id_sealer: Sealer, *, cache_size: int
+) -> SessionStore:
+    if config.session_store == "cookie":
+        return CookieStore(codec, cookies, max_age=config.session_max_age, revocations=_revocations(config))
+    try:
+        from ._redis_store import RedisStore
+    except ModuleNotFoundError as exc:
+        if exc.name != "redis":
+            raise
+        raise ConfigError(f"PKCE_SESSION_STORE is a Redis URL, which needs the redis package: {_REDIS_EXTRA}") from None
+    return RedisStore(
+        config.session_store,
+        codec,
+        cookies,
+        id_sealer,
+        max_age=config.session_max_age,
+        idle_timeout=config.session_idle_timeout,
+        # Long enough for discovery, a token call and a key fetch, each with its own deadline.
+        lock_timeout=max(30.0, 3 * config.http_timeout + 10),
+        cache_size=max(1, cache_size),
+    )
+
+
+def _revocations(config: PKCEConfig) -> RevocationLog:
+    if config.revocation_store == "memory":
+        return MemoryRevocations(max_age=config.session_max_age)
+    try:
+        from ._redis_revocations import SharedRevocations
+    except ModuleNotFoundError as exc:
+        if exc.name != "redis":
+            raise
+        raise ConfigError(
+            f"PKCE_REVOCATION_STORE is a Redis URL, which needs the redis package: {_REDIS_EXTRA}"
+        ) from None
+    return SharedRevocations(config.revocation_store, max_age=config.session_max_age)
+
+
+async def run_lifespan(components: Components, app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> None:
+    """Start the components before the app's startup, close them after its shutdown."""
+    startup = await receive()
+    try:
+        await components.startup()
+    except ConfigError as exc:
+        await components.aclose()  # no shutdown follows a failed startup
+        await send({"type": "lifespan.startup.failed", "message": str(exc)})
+        return
+    replayed = False
+
+    async def receive_after_startup() -> Message:
+        nonlocal replayed
+        if not replayed:
+            replayed = True
+            return startup
+        return await receive()
+
+    async def send_closing(message: Message) -> None:
+        if message["type"] in ("lifespan.shutdown.complete", "lifespan.shutdown.failed", "lifespan.startup.failed"):
+            await components.aclose()
+        await send(message)
+
+    await app(scope, receive_after_startup, send_closing)

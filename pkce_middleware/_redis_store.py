@@ -1,0 +1,407 @@
+"""Server-side sessions in Redis (`PKCE_SESSION_STORE=redis://...`): `RedisStore`.
+
+The browser's cookie holds only the session id, sealed with its own purpose key, so an id can be
+neither guessed nor forged and the cookie stays under 100 characters however large the tokens are.
+Redis holds the session sealed with the session key, so a copy of the database (a backup, a
+replica, `MONITOR` output) gives away no token. Every value that comes from outside (session id,
+`sid`, `sub`, `jti`) is hashed before it becomes part of a key: unhashed, a client could choose or
+collide with arbitrary keys (see `_redis`).
+
+Keys (`<h>` is a SHA-256 hex digest):
+
+* `pkce:session:<h(id)>`: the sealed session; TTL until it expires.
+* `pkce:sid:<h(sid)>`, `pkce:sub:<h(sub)>`: sorted sets of the session keys of one provider session
+  and of one user, scored by when each session key expires, so back-channel logout finds them; each
+  set expires with its last member and drops expired members whenever a session is created.
+* `pkce:lock:<h(id)>`: held by the one process refreshing that session.
+* `pkce:jti:<h(jti)>`: logout token ids already used (replay detection).
+
+Redis round trips per request: an authenticated request is one GET (plus, on a connection idle for
+30 s, the client's health-check PING); its write-back (the idle clock, at most once a minute, or a
+key rotation) adds one EVALSHA; a login is one EVALSHA (plus a GET and a MULTI/EXEC deleting the old
+session when the browser brought one); a logout is a GET and one MULTI/EXEC; a request that
+refreshes is GET, SET NX (the lock), GET (under the lock), EVALSHA (the save) and EVALSHA (the
+lock's release), and its write-back is not repeated. Waiting for another process's refresh polls
+SET NX every 50 ms.
+
+Every Redis failure becomes `StoreUnavailable` (a 503 saying so; the session is not touched). The
+client reconnects by itself: a broken pooled connection is dropped and the command retried once on a
+fresh one, so a restarted Redis serves the next request.
+
+References:
+    OpenID Connect Back-Channel Logout 1.0 sections 2.4-2.7; RFC 9700 section 4.14 (refresh token
+    rotation); https://redis.io/docs/latest/develop/use/patterns/distributed-locks/
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections import OrderedDict
+
+import redis.asyncio
+from redis.asyncio.lock import Lock
+from redis.commands.core import AsyncScript
+from redis.exceptions import LockError, RedisError
+from starlette.types import Scope
+
+from ._cookies import CookiePolicy, CookieWriter, read_cookie, request_cookies
+from ._crypto import Sealer
+from ._exceptions import ProviderTimeout, Reason, RefreshBusy, SessionEnded
+from ._redis import connect, redacted, redis_key, text, unavailable
+from ._session import Session, SessionCodec
+from ._store import Loaded, Refresh, chunk_names, refresh_key
+
+__all__: list[str] = []
+
+logger = logging.getLogger("pkce_middleware")
+
+#: A sealed 32-character id is under 100 characters; anything much longer is not ours (no decryption).
+_MAX_ID_COOKIE = 200
+#: The idle clock is written back at most once a minute (`_lifecycle.IDLE_RESOLUTION`), and clocks of
+#: several processes differ a little: a key outlives the idle timeout by this much.
+_IDLE_SLACK = 120
+#: The refresh must finish this long before the lock expires, so the result is saved while we still
+#: hold it; a lock that expired under a running refresh would let a second process redeem the token.
+_LOCK_SAFETY = 5.0
+
+# One round trip, atomic. A Lua script rather than MULTI because the write must be conditional: an
+# update (`ARGV[4] == "1"`) only replaces a session that still exists, so a request that loaded a
+# session just before a logout or back-channel logout cannot bring it back by writing it. The index
+# sets expire with their last member (EXPIREAT of the highest score), which a MULTI cannot compute,
+# and this needs no Redis 7 `EXPIRE ... GT`.
+# KEYS[1]: session key; KEYS[2..]: index sets. ARGV: sealed session, ttl, now, update-only flag.
+_SAVE_SCRIPT = """
+local written
+if ARGV[4] == '1' then
+  written = redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2], 'XX')
+else
+  written = redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+end
+if not written then
+  return 0
+end
+local expires = tonumber(ARGV[3]) + tonumber(ARGV[2])
+for i = 2, #KEYS do
+  redis.call('ZADD', KEYS[i], expires, KEYS[1])
+  if ARGV[4] ~= '1' then
+    redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', '(' .. ARGV[3])
+  end
+  local last = redis.call('ZRANGE', KEYS[i], -1, -1, 'WITHSCORES')
+  redis.call('EXPIREAT', KEYS[i], last[2])
+end
+return 1
+"""
+
+
+class RedisStore:
+    """Sessions in Redis, a sealed random id in the cookie; refresh coordinated across processes.
+
+    `url` is a redis://, rediss:// or unix:// URL; its query string may tune the client (for
+    example `?socket_timeout=0.5`), and wins over the defaults here. `idle_timeout`, when given,
+    also bounds a session key's TTL, so abandoned sessions leave Redis with the idle timeout rather
+    than at the absolute end. `lock_timeout` must exceed the longest refresh (a token call and a
+    key fetch at the provider); `lock_wait` is how long another process's refresh is waited for.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        codec: SessionCodec,
+        policy: CookiePolicy,
+        id_sealer: Sealer,
+        *,
+        max_age: int,
+        idle_timeout: int | None = None,
+        lock_timeout: float = 30.0,
+        lock_wait: float = 15.0,
+        socket_timeout: float = 2.0,
+        health_check_interval: int = 30,
+        cache_size: int = 1024,
+    ) -> None:
+        if lock_timeout <= 2 * _LOCK_SAFETY:
+            raise ValueError(f"lock_timeout must be more than {2 * _LOCK_SAFETY} seconds")
+        self._url = url
+        self._codec = codec
+        self._policy = policy
+        self._id_sealer = id_sealer
+        self._max_age = max_age
+        self._idle_timeout = idle_timeout
+        self._lock_timeout = lock_timeout
+        self._lock_wait = lock_wait
+        self._socket_timeout = socket_timeout
+        self._health_check_interval = health_check_interval
+        self._name = policy.session_name
+        self._name_bytes = policy.session_name.encode()
+        # Cookies a store switch (cookie -> Redis) may have left behind; deleted when seen.
+        self._legacy_names = chunk_names(policy.session_name)
+        self._client: redis.asyncio.Redis | None = None
+        self._save_script: AsyncScript | None = None
+        # Cookie value -> (session id, its key). The same cookie comes with every request of a
+        # session, and opening it is an AES-GCM decryption and a hash; only exact matches hit.
+        self._ids: OrderedDict[str, tuple[str, str]] = OrderedDict()
+        self._cache_size = cache_size
+        self._refreshing: dict[str, asyncio.Task[Session]] = {}
+        # Sessions `single_flight` handed out exactly as they are in Redis (by id, the very object):
+        # the write-back that follows a refresh then only sets the cookie, instead of writing the
+        # same session again once per waiting request.
+        self._in_redis: OrderedDict[str, Session] = OrderedDict()
+
+    def __repr__(self) -> str:
+        return f"RedisStore(url={redacted(self._url)!r})"
+
+    # -- client --------------------------------------------------------------------------------
+
+    def _redis(self) -> redis.asyncio.Redis:
+        """The client, created on first use when no lifespan ran `startup()`."""
+        if self._client is None:
+            self._client = connect(
+                self._url, socket_timeout=self._socket_timeout, health_check_interval=self._health_check_interval
+            )
+            self._save_script = self._client.register_script(_SAVE_SCRIPT)
+        return self._client
+
+    async def startup(self) -> None:
+        client = self._redis()
+        try:
+            await client.ping()
+        except RedisError as exc:
+            # Not fatal: the app can start (health checks, public pages) and sessions work as soon
+            # as Redis answers; until then session requests get a 503.
+            logger.warning("session store not answering at startup: store=%r error=%s", self, type(exc).__name__)
+
+    async def aclose(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            await client.aclose()
+
+    # -- keys ----------------------------------------------------------------------------------
+
+    def _indexes(self, session: Session) -> list[str]:
+        keys = [redis_key("sub", session.sub)]
+        if session.sid is not None:
+            keys.insert(0, redis_key("sid", session.sid))
+        return keys
+
+    def _cookie_id(self, scope: Scope) -> tuple[str, str, str] | None:
+        """The cookie's value, the session id sealed in it, and that session's key; `None` if the
+        cookie is absent, forged or foreign."""
+        value = read_cookie(scope, self._name_bytes)
+        if value is None:
+            return None
+        cached = self._ids.get(value)
+        if cached is not None:
+            self._ids.move_to_end(value)
+            return value, *cached
+        if len(value) > _MAX_ID_COOKIE:
+            return None
+        plaintext = self._id_sealer.open(value)
+        if plaintext is None:
+            return None
+        try:
+            session_id = plaintext.decode("ascii")
+        except UnicodeDecodeError:
+            return None
+        key = redis_key("session", session_id)
+        self._ids[value] = (session_id, key)
+        if len(self._ids) > self._cache_size:
+            self._ids.popitem(last=False)
+        return value, session_id, key
+
+    # -- the protocol --------------------------------------------------------------------------
+
+    async def load(self, scope: Scope) -> Loaded | None:
+        found = self._cookie_id(scope)
+        if found is None:
+            return None  # no cookie, or one we did not seal: no Redis command at all
+        value, session_id, key = found
+        with unavailable("GET"):
+            raw = await self._redis().get(key)
+        if raw is None:
+            return None  # expired, logged out, or revoked by a back-channel logout
+        blob = text(raw)
+        session = self._codec.open(blob)  # cached by the blob: no decryption while it is unchanged
+        if session is None or session.id != session_id:
+            # Sealed with a key no longer configured, or (only with write access to Redis) a
+            # session copied under another id: either way not this cookie's session.
+            return None
+        stale = not (self._id_sealer.is_current(value) and self._codec.is_current(blob))
+        return Loaded(session, stale=stale)
+
+    async def save(self, session: Session, scope: Scope, cookies: CookieWriter) -> None:
+        now = int(time.time())
+        found = self._cookie_id(scope)
+        # The request's own session is updated only if it still exists; any other id is a new login.
+        update = found is not None and found[1] == session.id
+        written = self._in_redis.get(session.id) is session or await self._write(session, now=now, update=update)
+        if written:
+            self._policy.set(cookies, self._name, self._id_sealer.seal(session.id.encode()), max_age=self._max_age)
+        elif found is not None:
+            # Ended meanwhile (logout elsewhere, back-channel logout, eviction): do not bring it back.
+            logger.info("session not written, it ended meanwhile: sub=%r", session.sub)
+            self._policy.delete(cookies, self._name)
+        present = request_cookies(scope)
+        for name in self._legacy_names:
+            if name in present:
+                self._policy.delete(cookies, name)
+
+    async def _write(self, session: Session, *, now: int, update: bool) -> bool:
+        """Store `session` (atomically, with its index entries); `False` if it ended (or is over)."""
+        ttl = session.expires_at - now
+        if self._idle_timeout is not None:
+            ttl = min(ttl, session.last_seen + self._idle_timeout + _IDLE_SLACK - now)
+        if ttl <= 0:
+            return False
+        key = redis_key("session", session.id)
+        client = self._redis()
+        assert self._save_script is not None  # registered with the client
+        with unavailable("EVALSHA save"):
+            result = await self._save_script(
+                keys=[key, *self._indexes(session)],
+                args=[self._codec.seal(session), ttl, now, "1" if update else "0"],
+                client=client,
+            )
+        return bool(result)
+
+    async def discard(self, session: Session | None, scope: Scope, cookies: CookieWriter) -> None:
+        found = self._cookie_id(scope)
+        ids = {found[1]} if found is not None else set()
+        if session is not None:
+            ids.add(session.id)
+        if ids:
+            with unavailable("MULTI discard"):
+                async with self._redis().pipeline(transaction=True) as pipe:
+                    pipe.delete(*[redis_key("session", session_id) for session_id in sorted(ids)])
+                    if session is not None:
+                        # Keeps the index sets small; entries of a session discarded by its cookie
+                        # alone are pruned once they expire.
+                        for index in self._indexes(session):
+                            pipe.zrem(index, redis_key("session", session.id))
+                    await pipe.execute()
+        present = request_cookies(scope)
+        for name in (self._name, *self._legacy_names):
+            if name in present:
+                self._policy.delete(cookies, name)
+
+    async def single_flight(self, session: Session, refresh: Refresh) -> Session:
+        key = refresh_key(session)
+        task = self._refreshing.get(key)
+        if task is None:
+            # A task of its own, awaited through `shield`: a client that disconnects cancels its
+            # request, but must not abort a refresh halfway (the provider may already have rotated
+            # the token, and only the save makes the new one usable).
+            task = asyncio.get_running_loop().create_task(self._refresh_in_redis(session, refresh))
+            self._refreshing[key] = task
+            task.add_done_callback(lambda done: self._refresh_done(key, done))
+        return await asyncio.shield(task)
+
+    def _refresh_done(self, key: str, task: asyncio.Task[Session]) -> None:
+        if self._refreshing.get(key) is task:
+            del self._refreshing[key]
+        if not task.cancelled():
+            task.exception()  # retrieved, so a refresh whose requests all went away logs no warning
+
+    async def _refresh_in_redis(self, session: Session, refresh: Refresh) -> Session:
+        result = await self._refresh_across_processes(session, refresh)
+        self._in_redis[result.id] = result
+        self._in_redis.move_to_end(result.id)
+        if len(self._in_redis) > self._cache_size:
+            self._in_redis.popitem(last=False)
+        return result
+
+    async def _refresh_across_processes(self, session: Session, refresh: Refresh) -> Session:
+        """Under the session's Redis lock: use a result another process saved, or refresh and save."""
+        client = self._redis()
+        lock = Lock(
+            client,
+            redis_key("lock", session.id),
+            timeout=self._lock_timeout,
+            sleep=0.05,
+            blocking_timeout=self._lock_wait,
+            thread_local=False,
+        )
+        with unavailable("SET NX lock"):
+            acquired = await lock.acquire(token=secrets.token_hex(16))
+        if not acquired:
+            current = await self._read(session.id)
+            if current is not None and _tokens_changed(session, current):
+                return current
+            raise RefreshBusy(f"refresh lock held by another process for over {self._lock_wait}s")
+        try:
+            # Read again under the lock even without having waited: another process may have
+            # refreshed and released between our load and our acquire, and the refresh token we
+            # hold may already be rotated out.
+            current = await self._read(session.id)
+            if current is None:
+                raise SessionEnded("the session ended (logout) while its refresh was due")
+            if _tokens_changed(session, current):
+                return current
+            try:
+                async with asyncio.timeout(self._lock_timeout - _LOCK_SAFETY):
+                    result = await refresh(current)
+            except TimeoutError:
+                raise ProviderTimeout(
+                    f"refresh took longer than {self._lock_timeout - _LOCK_SAFETY}s", error=Reason.REFRESH_TIMEOUT
+                ) from None
+            # Saved before the lock is released, so whoever acquires it next finds the new tokens.
+            if not await self._write(result, now=int(time.time()), update=True):
+                raise SessionEnded("the session ended (logout) during its refresh")
+            return result
+        finally:
+            await self._release(lock)
+
+    async def _release(self, lock: Lock) -> None:
+        try:
+            await lock.release()
+        except LockError:
+            # Expired under us: `_LOCK_SAFETY` makes this a refresh that was cut short anyway.
+            logger.warning("refresh lock expired before release: store=%r", self)
+        except RedisError as exc:
+            # The result is saved; the lock expires by itself within `lock_timeout`.
+            logger.warning("refresh lock not released: store=%r error=%s", self, type(exc).__name__)
+
+    async def _read(self, session_id: str) -> Session | None:
+        with unavailable("GET"):
+            raw = await self._redis().get(redis_key("session", session_id))
+        if raw is None:
+            return None
+        session = self._codec.open(text(raw))
+        return session if session is not None and session.id == session_id else None
+
+    async def revoke(self, *, sid: str | None, sub: str | None, now: float) -> None:
+        # Back-Channel Logout 1.0 section 2.4: with a `sid`, only that provider session ends; a
+        # token with only `sub` ends all of that user's sessions (as `CookieStore` does).
+        if sid is not None:
+            index = redis_key("sid", sid)
+        elif sub is not None:
+            index = redis_key("sub", sub)
+        else:
+            return
+        client = self._redis()
+        with unavailable("ZRANGE"):
+            members = await client.zrange(index, 0, -1)
+        if not members:
+            return
+        # Only the sessions listed now: a login that happens after the logout keeps its session.
+        with unavailable("MULTI revoke"):
+            async with client.pipeline(transaction=True) as pipe:
+                pipe.delete(*members)
+                pipe.zrem(index, *members)
+                await pipe.execute()
+
+    def is_revoked(self, session: Session) -> bool:
+        return False  # a revoked session is deleted, so `load` no longer finds it
+
+    async def alive(self, session: Session, scope: Scope) -> bool:
+        loaded = await self.load(scope)
+        return loaded is not None and loaded.session.id == session.id
+
+    async def claim_jti(self, jti: str, *, ttl: int) -> bool:
+        with unavailable("SET NX jti"):
+            return bool(await self._redis().set(redis_key("jti", jti), b"1", nx=True, ex=max(1, ttl)))
+
+
+def _tokens_changed(before: Session, after: Session) -> bool:
+    return (before.refresh_token, before.access_token) != (after.refresh_token, after.access_token)

@@ -1,0 +1,248 @@
+"""The middleware's own endpoints: login, the provider's callback, logout, back-channel logout.
+
+Each endpoint does the I/O (cookies, provider calls, the store) between checks made without I/O
+elsewhere (`_flow` for the callback, `_tokens` for logout tokens), and answers every refusal
+through the app's `on_error` hook or the default page.
+
+References:
+    RFC 9700 section 4.7.1 (callback checks before the code is redeemed),
+    OpenID Connect RP-Initiated Logout 1.0, OpenID Connect Back-Channel Logout 1.0 (2.5-2.8).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from urllib.parse import parse_qsl, urlsplit
+
+from starlette.datastructures import Headers
+from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.types import Receive, Scope, Send
+
+from ._components import Components
+from ._cookies import CookieWriter, request_cookies
+from ._exceptions import CallbackError, LoginError, LogoutError, PKCEMiddlewareError, Reason, StoreUnavailable
+from ._flow import FLOW_MAX_AGE, MAX_PARALLEL_FLOWS, Callback, LoginFlow, check_callback, check_issuer, safe_return_path
+from ._hooks import Hooks, log_refusal
+from ._responses import NO_STORE, logout_page
+
+__all__: list[str] = []
+
+logger = logging.getLogger("pkce_middleware")
+
+DEFAULT_CALLBACK_PATH = "/auth/callback"
+#: A logout token is a few hundred bytes; nobody needs to send us more (Starlette multipart DoS advisories).
+MAX_LOGOUT_BODY = 64 * 1024
+
+
+class Routes:
+    def __init__(self, components: Components, hooks: Hooks) -> None:
+        self._parts = components
+        self._hooks = hooks
+        config = components.config
+        self._cookies = components.cookies
+        redirect = urlsplit(config.redirect_uri) if config.redirect_uri else None
+        self._configured_origin = f"{redirect.scheme}://{redirect.netloc}" if redirect else None
+        self.paths = {
+            config.callback_path or DEFAULT_CALLBACK_PATH: self.callback,
+            config.login_path: self.login,
+            config.logout_path: self.logout,
+            config.backchannel_logout_path: self.backchannel_logout,
+        }
+
+    # -- login ---------------------------------------------------------------------------------
+
+    async def login(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """`GET <login_path>?next=/path`: start a login on purpose (a link, or a SPA after a 401)."""
+        if scope["method"] not in ("GET", "HEAD"):
+            await Response(status_code=405, headers={"Allow": "GET, HEAD", **NO_STORE})(scope, receive, send)
+            return
+        target = dict(parse_qsl(scope["query_string"].decode("latin-1"))).get("next", "/")
+        if await self._parts.store.load(scope) is not None:
+            await RedirectResponse(safe_return_path(target), 303, headers=NO_STORE)(scope, receive, send)
+            return
+        await self.start_login(scope, receive, send, return_to=target)
+
+    async def start_login(self, scope: Scope, receive: Receive, send: Send, *, return_to: str) -> None:
+        """Send the browser to the provider, with a new flow cookie."""
+        config = self._parts.config
+        redirect_uri = config.redirect_uri or self.origin(scope) + DEFAULT_CALLBACK_PATH
+        flow = LoginFlow.start(issuer=config.issuer, redirect_uri=redirect_uri, return_to=return_to)
+        try:
+            url = await self._parts.provider.authorization_url(flow)
+        except LoginError as exc:
+            exc.retry_url = flow.return_to
+            await (await self._hooks.error_response(exc, scope, receive))(scope, receive, send)
+            return
+        response = RedirectResponse(url, 302, headers=NO_STORE)
+        for name in self._stale_flows(request_cookies(scope)):
+            self._cookies.delete(response, name)
+        # A session that did not open is dead; a fresh login must not build on it (fixation).
+        await self.forget_session(scope, response)
+        name = self._cookies.flow_prefix + flow.cookie_suffix
+        self._cookies.set(response, name, self._parts.flows.seal(flow), max_age=FLOW_MAX_AGE)
+        await response(scope, receive, send)
+
+    def origin(self, scope: Scope) -> str:
+        """This app's origin: the configured redirect URI's when there is one (so a proxy that
+        terminates TLS or rewrites Host changes nothing), else what the request says."""
+        if self._configured_origin is not None:
+            return self._configured_origin
+        host = Headers(scope=scope).get("host") or "{}:{}".format(*scope.get("server") or ("localhost", 80))
+        return f"{scope.get('scheme', 'http')}://{host}"
+
+    def _stale_flows(self, cookies: dict[str, str]) -> list[str]:
+        """Flow cookies to drop so that, with the new one, at most MAX_PARALLEL_FLOWS remain."""
+        now = time.time()
+        stale, live = [], []
+        for name, value in cookies.items():
+            if name.startswith(self._cookies.flow_prefix):
+                flow = self._parts.flows.open(value)
+                if flow is None or flow.expired(now):
+                    stale.append(name)
+                else:
+                    live.append((flow.created_at, name))
+        live.sort()
+        return stale + [name for _, name in live[: max(0, len(live) - MAX_PARALLEL_FLOWS + 1)]]
+
+    async def forget_session(self, scope: Scope, response: Response) -> None:
+        """Delete a session cookie that no longer opens, so the browser stops sending it."""
+        if any(name.startswith(self._cookies.session_name) for name in request_cookies(scope)):
+            cookies = CookieWriter()
+            try:
+                await self._parts.store.discard(None, scope, cookies)
+            except StoreUnavailable as exc:
+                log_refusal(exc, scope)  # the cookie is dead either way; the store forgets it by TTL
+                self._cookies.delete(cookies, self._cookies.session_name)
+            response.raw_headers.extend(cookies.raw_headers)
+
+    # -- callback ------------------------------------------------------------------------------
+
+    async def callback(self, scope: Scope, receive: Receive, send: Send) -> None:
+        cookies = request_cookies(scope)
+        flow_name: str | None = None
+        try:
+            callback = Callback.parse(scope["method"], scope["query_string"])
+            suffix = callback.flow_cookie_suffix
+            flow_name = self._cookies.flow_prefix + suffix if suffix else None
+            response = await self._finish_login(scope, receive, callback, cookies.get(flow_name or ""))
+        except PKCEMiddlewareError as exc:
+            response = await self._hooks.error_response(exc, scope, receive)
+        if flow_name is not None and flow_name in cookies:
+            # Used or failed, the flow is over either way.
+            self._cookies.delete(response, flow_name)
+        await response(scope, receive, send)
+
+    async def _finish_login(
+        self, scope: Scope, receive: Receive, callback: Callback, flow_value: str | None
+    ) -> Response:
+        """The checks that need no network first (RFC 9700 section 4.7.1), then the code redemption."""
+        parts = self._parts
+        finished_elsewhere = callback.error is None and callback.state and flow_value is None
+        if finished_elsewhere and await parts.store.load(scope) is not None:
+            # Another tab already finished this login; nothing to do but carry on.
+            return RedirectResponse("/", 303, headers=NO_STORE)
+        now = int(time.time())
+        flow = check_callback(callback, flow_value, parts.flows, issuer=parts.config.issuer, now=now)
+        metadata = await parts.provider.metadata()
+        code = check_issuer(callback, issuer=metadata.issuer, iss_supported=metadata.iss_parameter_supported)
+        if not parts.used_states.claim(flow.state, now):
+            raise CallbackError("state already used", error=Reason.STATE_REPLAYED)
+        token, claims = await parts.provider.redeem(flow, code, now=now)
+        writer = CookieWriter()
+        session = parts.lifecycle.start(claims, token)
+        await self._hooks.logged_in(scope, receive, session.user())
+        await parts.start_session(session, scope, writer)
+        response = RedirectResponse(flow.return_to, 303, headers=NO_STORE)
+        response.raw_headers.extend(writer.raw_headers)
+        logger.info("login ok: sub=%r", session.sub)
+        return response
+
+    # -- logout --------------------------------------------------------------------------------
+
+    async def logout(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """GET shows a button; POST (same origin only) ends the session here and at the provider."""
+        parts = self._parts
+        if scope["method"] in ("GET", "HEAD"):
+            # Also the default post-logout landing: with no session left it says so and offers a new login.
+            signed_in = await parts.lifecycle.current(scope) is not None
+            page = logout_page(parts.config.logout_path, parts.config.login_path, signed_in=signed_in)
+            await page(scope, receive, send)
+            return
+        if scope["method"] != "POST":
+            await Response(status_code=405, headers={"Allow": "GET, POST", **NO_STORE})(scope, receive, send)
+            return
+        if not _same_origin(Headers(scope=scope), self.origin(scope)):
+            exc = LogoutError("logout POST from another origin", error=Reason.CROSS_ORIGIN_LOGOUT)
+            await (await self._hooks.error_response(exc, scope, receive))(scope, receive, send)
+            return
+        loaded = await parts.store.load(scope)
+        cookies = CookieWriter()
+        await parts.store.discard(loaded.session if loaded else None, scope, cookies)
+        target: str | None = "/"
+        if loaded is not None:
+            try:
+                await parts.provider.metadata()
+            except PKCEMiddlewareError as exc:
+                log_refusal(exc, scope)  # the local logout still happens
+            post_logout = parts.config.post_logout_redirect_uri or self.origin(scope) + parts.config.logout_path
+            target = parts.provider.end_session_url(
+                id_token=loaded.session.id_token, post_logout_redirect_uri=post_logout
+            )
+            logger.info("logout: sub=%r", loaded.session.sub)
+            await self._hooks.logged_out(scope, receive, loaded.session.user())
+        response = RedirectResponse(target or "/", 303, headers=NO_STORE)
+        response.raw_headers.extend(cookies.raw_headers)
+        await response(scope, receive, send)
+
+    async def backchannel_logout(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """OpenID Connect Back-Channel Logout 1.0: the provider ends sessions server to server."""
+        parts = self._parts
+        try:
+            if scope["method"] != "POST":
+                raise LogoutError(
+                    "back-channel logout must be a POST", error=Reason.METHOD_NOT_ALLOWED, status_code=405
+                )
+            token = await _read_logout_token(scope, receive)
+            claims = await parts.provider.validate_logout_token(token, now=int(time.time()))
+            if not await parts.store.claim_jti(claims.jti, ttl=parts.config.session_max_age):
+                raise LogoutError("logout token replayed", error=Reason.LOGOUT_TOKEN_REPLAYED, status_code=400)
+            await parts.store.revoke(sid=claims.sid, sub=claims.sub, now=time.time())
+        except PKCEMiddlewareError as exc:
+            log_refusal(exc, scope)
+            # Section 2.8: 400 for a token we refuse; a provider or store outage is not the token's fault.
+            status = exc.status_code if exc.status_code in (405, 502, 503, 504) else 400
+            await JSONResponse({"error": exc.error}, status_code=status, headers=NO_STORE)(scope, receive, send)
+            return
+        logger.info("back-channel logout: sid=%r sub=%r", claims.sid, claims.sub)
+        await Response(status_code=200, headers=NO_STORE)(scope, receive, send)
+
+
+async def _read_logout_token(scope: Scope, receive: Receive) -> str:
+    """The `logout_token` of a form POST, reading at most MAX_LOGOUT_BODY bytes."""
+    if Headers(scope=scope).get("content-type", "").split(";")[0].strip() != "application/x-www-form-urlencoded":
+        raise LogoutError("not a form post", error=Reason.LOGOUT_TOKEN_INVALID, status_code=400)
+    body = b""
+    more = True
+    while more:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise LogoutError("client went away", error=Reason.LOGOUT_TOKEN_INVALID, status_code=400)
+        body += message.get("body", b"")
+        more = message.get("more_body", False)
+        if len(body) > MAX_LOGOUT_BODY:
+            raise LogoutError("body too large", error=Reason.LOGOUT_TOKEN_INVALID, status_code=413)
+    tokens = [
+        value for name, value in parse_qsl(body.decode("latin-1"), keep_blank_values=True) if name == "logout_token"
+    ]
+    if len(tokens) != 1 or not tokens[0]:
+        raise LogoutError("exactly one logout_token is needed", error=Reason.LOGOUT_TOKEN_INVALID, status_code=400)
+    return tokens[0]
+
+
+def _same_origin(headers: Headers, origin: str) -> bool:
+    """CSRF check for state-changing POSTs: the browser's Origin (or Sec-Fetch-Site) must be ours."""
+    sent = headers.get("origin")
+    if sent is not None:
+        return sent == origin
+    return headers.get("sec-fetch-site") == "same-origin"

@@ -1,0 +1,31 @@
+"""Fixtures shared by several test modules.
+
+* `site`: the middleware (default configuration) in front of a `HostileProvider`, with one browser;
+  modules that need another configuration build theirs with `open_site(...)` under another name.
+* `redis_server`: one real `redis-server` for the whole session (started on first use). Tests
+  that stop, restart or pause Redis start a `RedisServer` of their own instead.
+
+The oidc-provider fixtures stay in their modules: each registers its own clients (redirect URIs
+on its own ports) and token lifetimes, which the provider only reads at startup.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+
+from tests.support.redis_server import RedisServer
+from tests.support.site import Site, open_site
+
+
+@pytest.fixture
+async def site() -> AsyncIterator[Site]:
+    async with open_site() as opened:
+        yield opened
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    with RedisServer() as server:
+        yield server
