@@ -34,17 +34,17 @@ lint: install
 	$(BIN)/mypy
 
 test: lint test-deps
-	$(BIN)/python -m pytest
-	$(BIN)/python benchmarks/bench_request.py --quick
+	$(BIN)/python -m pytest --cov --cov-report=term
+	$(BIN)/python -m benchmarks.bench_request --quick
 
 demo: install
-	$(BIN)/python examples/demo.py
+	$(BIN)/python -m examples.demo
 
 readme: install
 	$(BIN)/python scripts/update_readme.py
 
 bench: install
-	$(BIN)/python benchmarks/bench_request.py
+	$(BIN)/python -m benchmarks.bench_request
 
 clean:
 	rm -rf $(VENV) provider/node_modules .mypy_cache .ruff_cache .pytest_cache build

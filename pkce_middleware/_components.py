@@ -86,7 +86,7 @@ def _store(
     try:
         from ._redis_store import RedisStore
     except ModuleNotFoundError as exc:
-        if exc.name != "redis":
+        if (exc.name or "").partition(".")[0] != "redis":
             raise
         raise ConfigError(f"PKCE_SESSION_STORE is a Redis URL, which needs the redis package: {_REDIS_EXTRA}") from None
     return RedisStore(
@@ -108,7 +108,7 @@ def _revocations(config: PKCEConfig) -> RevocationLog:
     try:
         from ._redis_revocations import SharedRevocations
     except ModuleNotFoundError as exc:
-        if exc.name != "redis":
+        if (exc.name or "").partition(".")[0] != "redis":
             raise
         raise ConfigError(
             f"PKCE_REVOCATION_STORE is a Redis URL, which needs the redis package: {_REDIS_EXTRA}"

@@ -1,3 +1,12 @@
+"""`PKCEConfig`: every option of the middleware, read from `PKCE_*` environment variables or
+given in code, and checked once, when the middleware is built.
+
+Each option is a dataclass field whose metadata names its environment variable, its parser and
+its help text; `from_environ` and the README's option table (`scripts/update_readme.py`) are both
+made from that metadata, so they cannot drift apart. A wrong value raises `ConfigError` naming
+the variable, at startup, never per request.
+"""
+
 from __future__ import annotations
 
 import dataclasses
@@ -27,9 +36,12 @@ LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 _MIN_KEY_BITS = 128
 
 
-def _option(env: str, help: str, parse: str = "str", **kwargs: Any) -> Any:
+_MAKE_A_KEY = 'python -c "import secrets; print(secrets.token_urlsafe(32))"'
+
+
+def _option(env: str, help: str, parse: str = "str", *, hint: str = "", **kwargs: Any) -> Any:
     # The metadata drives `from_environ` and the README's option table, so the two cannot drift apart.
-    return dataclasses.field(metadata={"env": env, "help": help, "parse": parse}, **kwargs)
+    return dataclasses.field(metadata={"env": env, "help": help, "parse": parse, "hint": hint}, **kwargs)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True, repr=False)
@@ -50,6 +62,7 @@ class PKCEConfig:
         "PKCE_SECRET_KEY",
         "Cookie key(s), comma-separated, each at least 32 characters of random text: the first seals, all open.",
         "secrets",
+        hint=f"make one with: {_MAKE_A_KEY}",
     )
     client_secret: str | Secret | None = _option(
         "PKCE_CLIENT_SECRET", "Client secret; unset means a public client (auth method `none`).", "secret", default=None
@@ -242,7 +255,8 @@ class PKCEConfig:
             raw = config(env, default=None)
             if raw is None or (raw.strip() == "" and not required):
                 if required:
-                    raise ConfigError(f"{env} is required but not set")
+                    hint = field.metadata["hint"]
+                    raise ConfigError(f"{env} is required but not set" + (f"; {hint}" if hint else "")) from None
                 continue
             try:
                 values[field.name] = _PARSERS[field.metadata["parse"]](raw)
@@ -306,12 +320,12 @@ def _check_secret_keys(keys: str | Secret | Iterable[str | Secret]) -> tuple[Sec
         keys = [key.strip() for key in keys.split(",") if key.strip()]  # "new,old", as in PKCE_SECRET_KEY
     checked = tuple(Secret(str(key)) for key in keys)
     if not checked:
-        raise ConfigError("PKCE_SECRET_KEY is required but empty")
+        raise ConfigError(f"PKCE_SECRET_KEY is required but empty; make one with: {_MAKE_A_KEY}")
     for index, key in enumerate(checked, start=1):
         if _estimated_bits(str(key)) < _MIN_KEY_BITS or len(str(key).encode()) < _MIN_KEY_LENGTH:
             raise ConfigError(
                 f"PKCE_SECRET_KEY key #{index} is too weak: use at least {_MIN_KEY_LENGTH} random characters, "
-                'e.g. python -c "import secrets; print(secrets.token_urlsafe(32))"'
+                f"e.g. {_MAKE_A_KEY}"
             )
     return checked
 

@@ -143,6 +143,10 @@ class ConfigError(PKCEMiddlewareError, ValueError):
 
     error = Reason.CONFIG_ERROR
 
+    def __str__(self) -> str:
+        # One line a person acts on, as a server prints it when the startup fails.
+        return self.detail
+
 
 class LoginRequired(PKCEMiddlewareError):
     """No session, and the request is not a page load that could be redirected to the provider.
