@@ -64,18 +64,29 @@ def build(
 ) -> Components:
     keys = [str(key) for key in config.secret_keys]
     cookies = CookiePolicy(secure=config.cookie_secure)
-    codec = SessionCodec(Sealer(keys, "session"), cache_size=session_cache_size)
+    codec = SessionCodec(Sealer(keys, bound_purpose("session", config)), cache_size=session_cache_size)
     provider = Provider(config, transport=transport)
-    store = _store(config, codec, cookies, Sealer(keys, "session-id"), cache_size=session_cache_size)
+    id_sealer = Sealer(keys, bound_purpose("session-id", config))
+    store = _store(config, codec, cookies, id_sealer, cache_size=session_cache_size)
     return Components(
         config=config,
         cookies=cookies,
-        flows=FlowCodec(Sealer(keys, "flow")),
+        flows=FlowCodec(Sealer(keys, bound_purpose("flow", config))),
         used_states=UsedStates(),
         provider=provider,
         store=store,
         lifecycle=SessionManager(config, store, provider),
     )
+
+
+def bound_purpose(purpose: str, config: PKCEConfig) -> str:
+    """A cookie's sealing purpose, bound to the provider and the client it is for.
+
+    Two apps that share `PKCE_SECRET_KEY` but not their issuer or client id then derive different
+    keys and authenticate different data: a session of one is no session of the other, so a user
+    admitted to one client cannot walk into the other past the provider's per-client rules.
+    """
+    return f"{purpose} {config.issuer} {config.client_id}"
 
 
 def _store(

@@ -21,6 +21,7 @@ from starlette.config import Config
 from starlette.datastructures import CommaSeparatedStrings, Secret
 
 from ._exceptions import ConfigError
+from ._origins import normalise_origin
 
 __all__ = ["PKCEConfig"]
 
@@ -165,6 +166,13 @@ class PKCEConfig:
     http_timeout: float = _option(
         "PKCE_HTTP_TIMEOUT", "Seconds allowed for each call to the provider, start to finish.", "float", default=10.0
     )
+    websocket_origins: tuple[str, ...] = _option(
+        "PKCE_WEBSOCKET_ORIGINS",
+        "Comma-separated origins (`https://other.example`) whose pages may open WebSockets here, besides "
+        "this app's own; a handshake from any other `Origin` gets a 403.",
+        "list",
+        default=(),
+    )
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__  # frozen: normalise once here so the rest of the code can trust the values
@@ -229,6 +237,10 @@ class PKCEConfig:
                 "PKCE_ID_TOKEN_ALGORITHMS may only name asymmetric ones: " + ", ".join(DEFAULT_ID_TOKEN_ALGORITHMS)
             )
         set_(self, "id_token_algorithms", tuple(self.id_token_algorithms))
+        origins = tuple(self.websocket_origins)
+        if any(normalise_origin(origin) is None for origin in origins):
+            raise ConfigError("PKCE_WEBSOCKET_ORIGINS must hold origins such as https://app.example (no path)")
+        set_(self, "websocket_origins", origins)
 
     @property
     def secret_keys(self) -> tuple[Secret, ...]:

@@ -111,6 +111,7 @@ class Reason(enum.StrEnum):
     SESSION_ENDED = "session_ended"
     SESSION_UNAVAILABLE = "session_unavailable"
     SESSION_STORE_UNAVAILABLE = "session_store_unavailable"
+    CROSS_ORIGIN_WEBSOCKET = "cross_origin_websocket"
     # -- sign-out and back-channel logout
     CROSS_ORIGIN_LOGOUT = "cross_origin_logout"
     LOGOUT_TOKEN_INVALID = "logout_token_invalid"

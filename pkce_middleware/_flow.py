@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import re
 import secrets
 import string
@@ -37,11 +38,19 @@ from ._exceptions import CallbackError, ProviderRefused, Reason
 
 __all__: list[str] = []
 
+logger = logging.getLogger("pkce_middleware")
+
 #: How long a user may spend at the provider before the flow is void.
 FLOW_MAX_AGE = 600
 #: Parallel flows kept per browser; beyond this the oldest cookie is dropped, so XHR storms
 #: cannot grow the Cookie header without bound (mod_auth_openidc #331, oauth2-proxy #2163).
 MAX_PARALLEL_FLOWS = 4
+
+#: Longest return target kept in a flow cookie: with the rest of the flow, sealed and encoded,
+#: the cookie stays well under the 4096 bytes a browser keeps.
+MAX_RETURN_TO_LENGTH = 2048
+#: Longer `next` values or request targets are not even looked at.
+MAX_TARGET_LENGTH = 8192
 
 _STATE_ALPHABET = frozenset(string.ascii_letters + string.digits + "-_")
 
@@ -66,7 +75,7 @@ class LoginFlow:
             code_verifier=secrets.token_urlsafe(32),
             issuer=issuer,
             redirect_uri=redirect_uri,
-            return_to=safe_return_path(return_to),
+            return_to=_fitting(safe_return_path(return_to)),
             created_at=int(time.time()) if now is None else now,
         )
 
@@ -183,7 +192,11 @@ def check_callback(callback: Callback, flow_value: str | None, flows: FlowCodec,
         # Anyone can link to the callback with error=...; the provider's own words are shown
         # only when the answer belongs to a flow of this browser (RFC 9207 section 2.4).
         flow = flows.open(flow_value) if flow_value and callback.state else None
-        ours = flow is not None and callback.state is not None and secrets.compare_digest(flow.state, callback.state)
+        ours = (
+            flow is not None
+            and callback.state is not None
+            and secrets.compare_digest(flow.state.encode(), callback.state.encode("utf-8", "surrogatepass"))
+        )
         raise ProviderRefused(
             f"the provider answered error={callback.error[:100]!r} ours={ours}",
             provider_error=callback.error,
@@ -196,13 +209,18 @@ def check_callback(callback: Callback, flow_value: str | None, flows: FlowCodec,
     flow = flows.open(flow_value)
     if flow is None:
         raise CallbackError("flow cookie does not open", error=Reason.FLOW_INVALID)
-    if not secrets.compare_digest(flow.state, callback.state):
+    if not _same_state(flow, callback.state):
         raise CallbackError("state differs from the flow's", error=Reason.STATE_MISMATCH)
     if flow.issuer != issuer:
         raise CallbackError("the flow went to another provider", error=Reason.ISSUER_MISMATCH)
     if flow.expired(now):
         raise CallbackError("the flow is too old", error=Reason.FLOW_EXPIRED)
     return flow
+
+
+def _same_state(flow: LoginFlow, state: str) -> bool:
+    # As bytes: `compare_digest` refuses a str with non-ASCII characters, which a query may hold.
+    return secrets.compare_digest(flow.state.encode(), state.encode("utf-8", "surrogatepass"))
 
 
 def check_issuer(callback: Callback, *, issuer: str, iss_supported: bool) -> str:
@@ -226,13 +244,30 @@ def safe_return_path(target: str) -> str:
     deny-listing payloads, is the lesson of mod_auth_openidc CVE-2021-32786/CVE-2022-23527 and
     oauth2-proxy GHSA-j7px-6hwj-hpjg; the dot-segment rule is oauth2-proxy's validator's.
     """
-    if not _is_local_path(target):
+    # Before any decoding: a megabyte of `%` must cost nothing (nor fit in a cookie anyway).
+    if len(target) > MAX_TARGET_LENGTH or not _is_local_path(target):
         return "/"
     path = target.split("?", 1)[0]
     decoded = _CONTROL.sub("", unquote(path))
     if _ESCAPE.match(decoded) or "\\" in decoded or _ESCAPE.match(path):
         return "/"
     return target
+
+
+def _fitting(target: str) -> str:
+    """`target`, or a shorter return target when it would make the flow cookie too large.
+
+    Browsers drop a cookie over 4096 bytes, and a login whose flow cookie was dropped can never
+    finish; the path without its query is the next best place to land, else the home page.
+    """
+    if len(target) <= MAX_RETURN_TO_LENGTH:
+        return target
+    path = target.split("?", 1)[0]
+    shorter = path if len(path) <= MAX_RETURN_TO_LENGTH else "/"
+    logger.warning(
+        "return target of %d characters is too long for the flow cookie; using %r", len(target), shorter[:80]
+    )
+    return shorter
 
 
 #: A slash, then nothing, whitespace or dots, then another slash: how a path becomes an authority.

@@ -57,12 +57,10 @@ class SessionManager:
     async def current(self, scope: Scope) -> Current | None:
         """The live session of this request, refreshed if due; `None` if it has none or it ended."""
         loaded = await self._store.load(scope)
-        if loaded is None:
+        now = int(time.time())
+        if loaded is None or not self._usable(loaded.session, now):
             return None
         session = loaded.session
-        now = int(time.time())
-        if session.expires_at <= now or now - session.last_seen >= self._idle or self._store.is_revoked(session):
-            return None
         write = loaded.stale
         expiry = session.access_expires_at
         if session.refresh_token is not None and expiry is not None and expiry - self._margin <= now:
@@ -85,6 +83,15 @@ class SessionManager:
                 session = dataclasses.replace(session, last_seen=now)
         # Built per request: the app may change its copies without touching anyone else's.
         return Current(session, session.user(), session.credentials(), write=write)
+
+    async def live(self, scope: Scope) -> Session | None:
+        """The request's session if it is still valid (not expired, idle or logged out), without
+        refreshing it: for the login and logout paths, where a dead session is no session."""
+        loaded = await self._store.load(scope)
+        return loaded.session if loaded is not None and self._usable(loaded.session, int(time.time())) else None
+
+    def _usable(self, session: Session, now: int) -> bool:
+        return session.expires_at > now and now - session.last_seen < self._idle and not self._store.is_revoked(session)
 
     async def _refresh(self, session: Session) -> Session:
         assert session.refresh_token is not None

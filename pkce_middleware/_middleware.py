@@ -11,6 +11,7 @@ What each step means lives in its own module; this one only decides which step c
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import Mapping
@@ -26,7 +27,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ._components import build, run_lifespan
 from ._config import PKCEConfig
 from ._cookies import CookieWriter
-from ._exceptions import LoginRequired, PKCEMiddlewareError
+from ._exceptions import LoginRequired, PKCEMiddlewareError, Reason
 from ._flow import safe_return_path
 from ._hooks import Hooks, OnError, OnLogin, OnLogout, log_refusal
 from ._responses import is_navigation
@@ -88,6 +89,10 @@ class PKCEMiddleware:
             await self.app(scope, receive, send)
             return
 
+        if scope["type"] == "websocket" and not self._routes.origins.websocket_allowed(scope):
+            logger.warning("websocket refused: reason=%s path=%r", Reason.CROSS_ORIGIN_WEBSOCKET, scope["path"])
+            await _refuse_websocket(scope, send, Reason.CROSS_ORIGIN_WEBSOCKET, "This page may not open this socket.")
+            return
         try:
             if scope["type"] == "http" and (route := self._routes.paths.get(scope["path"])) is not None:
                 await route(scope, receive, send)
@@ -116,7 +121,7 @@ class PKCEMiddleware:
             scope["user"], scope["auth"] = UnauthenticatedUser(), AuthCredentials()
             await self.app(scope, receive, send)
         else:
-            await _refuse_websocket(scope, send)
+            await _refuse_websocket(scope, send, Reason.LOGIN_REQUIRED, "Sign in to use this resource.")
 
     async def _refuse(self, exc: PKCEMiddlewareError, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket":
@@ -218,15 +223,15 @@ class PKCEMiddleware:
         await self._parts.aclose()
 
 
-async def _refuse_websocket(scope: Scope, send: Send) -> None:
+async def _refuse_websocket(scope: Scope, send: Send, error: Reason, message: str) -> None:
     """403 where the server can send an HTTP answer to a WebSocket handshake, else close 1008."""
     if "websocket.http.response" in scope.get("extensions", {}):
-        body = b'{"error":"login_required","message":"Sign in to use this resource."}'
+        body = json.dumps({"error": error, "message": message}, separators=(",", ":")).encode()
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
         await send({"type": "websocket.http.response.start", "status": 403, "headers": headers})
         await send({"type": "websocket.http.response.body", "body": body})
     else:
-        await send({"type": "websocket.close", "code": 1008, "reason": "login required"})
+        await send({"type": "websocket.close", "code": 1008, "reason": error.replace("_", " ")})
 
 
 def _request_target(scope: Scope) -> str:

@@ -31,7 +31,7 @@ PREFIX = "pkce:"
 
 def redis_key(kind: str, value: str) -> str:
     """`pkce:<kind>:<sha256(value)>`."""
-    return f"{PREFIX}{kind}:{hashlib.sha256(value.encode()).hexdigest()}"
+    return f"{PREFIX}{kind}:{hashlib.sha256(value.encode('utf-8', 'surrogatepass')).hexdigest()}"
 
 
 def connect(url: str, *, socket_timeout: float, health_check_interval: int) -> redis.asyncio.Redis:

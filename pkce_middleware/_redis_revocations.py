@@ -2,29 +2,46 @@
 
 `SharedRevocations` is a `RevocationLog`: the hot path reads its in-memory copy only (no network
 per request), and a background task folds in the other processes' entries every `sync_interval`.
+
+The entries are a Redis stream (`XADD`), read by entry id (`XREAD` after the last id read). Redis
+alone assigns the ids, each greater than the last, so an entry is read by every process whatever
+the clocks of the hosts that wrote it: no host's clock orders or selects anything. The id's time
+part is the Redis server's clock, which is also what an entry's age is measured by (against
+`TIME`, in the same transaction), so trimming old entries does not depend on the hosts' clocks
+either. Which sessions an entry covers is `MemoryRevocations.covers`: only `sub:` entries compare
+times, with `SKEW_MARGIN`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-import time
-from typing import cast
 
 import redis.asyncio
 from redis.exceptions import RedisError
 
 from ._exceptions import StoreUnavailable
 from ._redis import PREFIX, connect, redacted, redis_key, text, unavailable
-from ._revocations import MemoryRevocations
+from ._revocations import SKEW_MARGIN, SOFT_CAP, MemoryRevocations
 from ._session import Session
 
 __all__: list[str] = []
 
 logger = logging.getLogger("pkce_middleware")
 
-#: A sorted set: member = revocation key (`sid:...`, `sub:...`, `id:...`), score = when.
-_REVOCATIONS = f"{PREFIX}revocations"
+#: A stream; each entry has `k` (the revocation key: `id:...`, `sid:...`, `sub:...`) and `at` (when,
+#: on the clock of the host that recorded it; only `sub:` entries use it). Not the sorted set
+#: `pkce:revocations` of earlier versions, which ordered entries by the writers' clocks.
+_LOG = f"{PREFIX}revocation-log"
+#: Entries read per round trip while catching up (a process starting reads the whole log).
+_BATCH = 1000
+_START = (0, 0)
+
+
+def _entry_id(raw: bytes | str) -> tuple[int, int]:
+    milliseconds, _, sequence = text(raw).partition("-")
+    return int(milliseconds), int(sequence or 0)
 
 
 class SharedRevocations:
@@ -32,22 +49,35 @@ class SharedRevocations:
 
     The hot path keeps reading the in-memory copy only (no network per request); a background
     task folds in the other processes' entries every `sync_interval` seconds, so a logout reaches
-    every process within about that long. Entries live as long as a session can.
+    every process within about that long. Entries live as long as a session they cover can.
     """
 
-    def __init__(self, url: str, *, max_age: int, sync_interval: float = 1.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        max_age: int,
+        sync_interval: float = 1.0,
+        skew_margin: float = SKEW_MARGIN,
+        soft_cap: int = SOFT_CAP,
+    ) -> None:
         self._url = url
-        self._local = MemoryRevocations(max_age=max_age)
-        self._max_age = max_age
+        self._local = MemoryRevocations(max_age=max_age, skew_margin=skew_margin, soft_cap=soft_cap)
         self._sync_interval = sync_interval
         self._client: redis.asyncio.Redis | None = None
         self._task: asyncio.Task[None] | None = None
-        self._seen = 0.0
+        #: The id of the last log entry read; the next sync reads the entries after it.
+        self._last_id = _START
         self._failing = False
         self._closing = False
 
     def __repr__(self) -> str:
         return f"SharedRevocations(url={redacted(self._url)!r})"
+
+    @property
+    def local(self) -> MemoryRevocations:
+        """This process's copy (its sizes and `soft_cap_crossings` are for a metrics exporter)."""
+        return self._local
 
     def _redis(self) -> redis.asyncio.Redis:
         if self._client is None:
@@ -76,9 +106,16 @@ class SharedRevocations:
             await client.aclose()
 
     async def add(self, key: str, at: float) -> None:
-        await self._local.add(key, at)
-        with unavailable("ZADD revocation"):
-            await self._redis().zadd(_REVOCATIONS, {key: at})
+        self._local.record(key, at)
+        client = self._redis()
+        with unavailable("XADD revocation"):
+            added = await client.xadd(_LOG, {"k": key, "at": repr(at)})
+        # Entries older than any session they can cover, by the Redis clock (the new id's time).
+        oldest = _entry_id(added)[0] - int(self._local.entry_ttl * 1000)
+        try:
+            await client.xtrim(_LOG, minid=f"{max(0, oldest)}-0", approximate=False)
+        except RedisError as exc:  # the logout is shared; the next one trims
+            logger.info("revocation log not trimmed: store=%r error=%s", self, type(exc).__name__)
 
     def covers(self, session: Session) -> bool:
         self.ensure_syncing()
@@ -91,20 +128,41 @@ class SharedRevocations:
         except StoreUnavailable as exc:
             # Better to end the session here (and say 503 after) than to refuse the logout.
             logger.warning("logout token id checked in this process only: reason=%s", exc.error)
-            return self._local.remember_jti(jti, time.time())
-        self._local.remember_jti(jti, time.time())
+            return self._local.remember_jti(jti, ttl=ttl)
+        self._local.remember_jti(jti, ttl=ttl)
         return claimed
 
     async def sync(self) -> None:
-        """Fold the entries written since the last sync into the local list (and prune old ones)."""
-        client = self._redis()
-        entries = cast(
-            "list[tuple[bytes, float]]", await client.zrangebyscore(_REVOCATIONS, self._seen, "+inf", withscores=True)
-        )
-        for member, score in entries:
-            await self._local.add(text(member), float(score))
-            self._seen = max(self._seen, float(score))
-        await client.zremrangebyscore(_REVOCATIONS, "-inf", time.time() - self._max_age)
+        """Fold the log entries written since the last sync into the local copy."""
+        while True:
+            after = f"{self._last_id[0]}-{self._last_id[1]}"
+            async with self._redis().pipeline(transaction=True) as pipe:
+                pipe.time()
+                pipe.xrevrange(_LOG, count=1)
+                pipe.xread({_LOG: after}, count=_BATCH)
+                (seconds, micros), newest, read = await pipe.execute()
+            if not newest:
+                self._last_id = _START  # an empty log has nothing to skip: read all that comes
+            elif _entry_id(newest[0][0]) < self._last_id:
+                # Newer than everything in the log: it was recreated (Redis restarted empty, or was
+                # flushed) and its ids started again below ours. Read all of it.
+                logger.warning("revocation log was recreated, reading it again: store=%r", self)
+                self._last_id = _START
+                continue
+            entries: list[tuple[bytes, dict[bytes, bytes]]] = read[0][1] if read else []
+            self._fold(entries, now=seconds + micros / 1e6)
+            if len(entries) < _BATCH:
+                return
+
+    def _fold(self, entries: list[tuple[bytes, dict[bytes, bytes]]], *, now: float) -> None:
+        for raw_id, fields in entries:
+            entry_id = _entry_id(raw_id)
+            self._last_id = max(self._last_id, entry_id)
+            key, at = fields.get(b"k"), fields.get(b"at")
+            if key is None or at is None:
+                continue  # not written by this module
+            with contextlib.suppress(ValueError):
+                self._local.record(text(key), float(text(at)), age=now - entry_id[0] / 1000)
 
     async def _sync_forever(self) -> None:
         while not self._closing:

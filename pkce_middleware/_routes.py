@@ -22,8 +22,18 @@ from starlette.types import Receive, Scope, Send
 from ._components import Components
 from ._cookies import CookieWriter, request_cookies
 from ._exceptions import CallbackError, LoginError, LogoutError, PKCEMiddlewareError, Reason, StoreUnavailable
-from ._flow import FLOW_MAX_AGE, MAX_PARALLEL_FLOWS, Callback, LoginFlow, check_callback, check_issuer, safe_return_path
+from ._flow import (
+    FLOW_MAX_AGE,
+    MAX_PARALLEL_FLOWS,
+    MAX_TARGET_LENGTH,
+    Callback,
+    LoginFlow,
+    check_callback,
+    check_issuer,
+    safe_return_path,
+)
 from ._hooks import Hooks, log_refusal
+from ._origins import Origins
 from ._responses import NO_STORE, logout_page
 
 __all__: list[str] = []
@@ -31,6 +41,10 @@ __all__: list[str] = []
 logger = logging.getLogger("pkce_middleware")
 
 DEFAULT_CALLBACK_PATH = "/auth/callback"
+#: The longest login query parsed for `next`: a return target is kept up to `MAX_TARGET_LENGTH`.
+MAX_QUERY = 3 * MAX_TARGET_LENGTH
+#: Flow cookies looked at (and at most deleted) per login.
+MAX_FLOW_COOKIES_READ = 16
 #: A logout token is a few hundred bytes; nobody needs to send us more (Starlette multipart DoS advisories).
 MAX_LOGOUT_BODY = 64 * 1024
 
@@ -42,7 +56,7 @@ class Routes:
         config = components.config
         self._cookies = components.cookies
         redirect = urlsplit(config.redirect_uri) if config.redirect_uri else None
-        self._configured_origin = f"{redirect.scheme}://{redirect.netloc}" if redirect else None
+        self.origins = Origins(f"{redirect.scheme}://{redirect.netloc}" if redirect else None, config.websocket_origins)
         self.paths = {
             config.callback_path or DEFAULT_CALLBACK_PATH: self.callback,
             config.login_path: self.login,
@@ -57,8 +71,10 @@ class Routes:
         if scope["method"] not in ("GET", "HEAD"):
             await Response(status_code=405, headers={"Allow": "GET, HEAD", **NO_STORE})(scope, receive, send)
             return
-        target = dict(parse_qsl(scope["query_string"].decode("latin-1"))).get("next", "/")
-        if await self._parts.store.load(scope) is not None:
+        query = scope["query_string"]
+        # A query too long to hold a target we would keep is not even parsed (decoding costs).
+        target = dict(parse_qsl(query.decode("latin-1"))).get("next", "/") if len(query) <= MAX_QUERY else "/"
+        if await self._parts.lifecycle.live(scope) is not None:
             await RedirectResponse(safe_return_path(target), 303, headers=NO_STORE)(scope, receive, send)
             return
         await self.start_login(scope, receive, send, return_to=target)
@@ -84,24 +100,21 @@ class Routes:
         await response(scope, receive, send)
 
     def origin(self, scope: Scope) -> str:
-        """This app's origin: the configured redirect URI's when there is one (so a proxy that
-        terminates TLS or rewrites Host changes nothing), else what the request says."""
-        if self._configured_origin is not None:
-            return self._configured_origin
-        host = Headers(scope=scope).get("host") or "{}:{}".format(*scope.get("server") or ("localhost", 80))
-        return f"{scope.get('scheme', 'http')}://{host}"
+        return self.origins.of_app(scope)
 
     def _stale_flows(self, cookies: dict[str, str]) -> list[str]:
         """Flow cookies to drop so that, with the new one, at most MAX_PARALLEL_FLOWS remain."""
         now = time.time()
         stale, live = [], []
-        for name, value in cookies.items():
-            if name.startswith(self._cookies.flow_prefix):
-                flow = self._parts.flows.open(value)
-                if flow is None or flow.expired(now):
-                    stale.append(name)
-                else:
-                    live.append((flow.created_at, name))
+        # Only the first few: a browser loaded with thousands of junk flow cookies gets a bounded
+        # answer (each login then cleans up some more), and we open only a bounded number.
+        names = [name for name in cookies if name.startswith(self._cookies.flow_prefix)][:MAX_FLOW_COOKIES_READ]
+        for name in names:
+            flow = self._parts.flows.open(cookies[name])
+            if flow is None or flow.expired(now):
+                stale.append(name)
+            else:
+                live.append((flow.created_at, name))
         live.sort()
         return stale + [name for _, name in live[: max(0, len(live) - MAX_PARALLEL_FLOWS + 1)]]
 
@@ -139,7 +152,7 @@ class Routes:
         """The checks that need no network first (RFC 9700 section 4.7.1), then the code redemption."""
         parts = self._parts
         finished_elsewhere = callback.error is None and callback.state and flow_value is None
-        if finished_elsewhere and await parts.store.load(scope) is not None:
+        if finished_elsewhere and await parts.lifecycle.live(scope) is not None:
             # Another tab already finished this login; nothing to do but carry on.
             return RedirectResponse("/", 303, headers=NO_STORE)
         now = int(time.time())
@@ -165,32 +178,32 @@ class Routes:
         parts = self._parts
         if scope["method"] in ("GET", "HEAD"):
             # Also the default post-logout landing: with no session left it says so and offers a new login.
-            signed_in = await parts.lifecycle.current(scope) is not None
+            signed_in = await parts.lifecycle.live(scope) is not None
             page = logout_page(parts.config.logout_path, parts.config.login_path, signed_in=signed_in)
             await page(scope, receive, send)
             return
         if scope["method"] != "POST":
             await Response(status_code=405, headers={"Allow": "GET, POST", **NO_STORE})(scope, receive, send)
             return
-        if not _same_origin(Headers(scope=scope), self.origin(scope)):
+        if not self.origins.same_origin(scope):
             exc = LogoutError("logout POST from another origin", error=Reason.CROSS_ORIGIN_LOGOUT)
             await (await self._hooks.error_response(exc, scope, receive))(scope, receive, send)
             return
-        loaded = await parts.store.load(scope)
+        # A dead session (expired, idle, logged out) is no session: its cookie goes, but nothing
+        # is revoked for it, and its ID token is never sent anywhere as a hint.
+        session = await parts.lifecycle.live(scope)
         cookies = CookieWriter()
-        await parts.store.discard(loaded.session if loaded else None, scope, cookies)
+        await parts.store.discard(session, scope, cookies)
         target: str | None = "/"
-        if loaded is not None:
+        if session is not None:
             try:
                 await parts.provider.metadata()
             except PKCEMiddlewareError as exc:
                 log_refusal(exc, scope)  # the local logout still happens
             post_logout = parts.config.post_logout_redirect_uri or self.origin(scope) + parts.config.logout_path
-            target = parts.provider.end_session_url(
-                id_token=loaded.session.id_token, post_logout_redirect_uri=post_logout
-            )
-            logger.info("logout: sub=%r", loaded.session.sub)
-            await self._hooks.logged_out(scope, receive, loaded.session.user())
+            target = parts.provider.end_session_url(id_token=session.id_token, post_logout_redirect_uri=post_logout)
+            logger.info("logout: sub=%r", session.sub)
+            await self._hooks.logged_out(scope, receive, session.user())
         response = RedirectResponse(target or "/", 303, headers=NO_STORE)
         response.raw_headers.extend(cookies.raw_headers)
         await response(scope, receive, send)
@@ -220,7 +233,9 @@ class Routes:
 
 async def _read_logout_token(scope: Scope, receive: Receive) -> str:
     """The `logout_token` of a form POST, reading at most MAX_LOGOUT_BODY bytes."""
-    if Headers(scope=scope).get("content-type", "").split(";")[0].strip() != "application/x-www-form-urlencoded":
+    # RFC 9110 section 8.3.1: the media type is case-insensitive.
+    content_type = Headers(scope=scope).get("content-type", "").split(";")[0].strip().lower()
+    if content_type != "application/x-www-form-urlencoded":
         raise LogoutError("not a form post", error=Reason.LOGOUT_TOKEN_INVALID, status_code=400)
     body = b""
     more = True
@@ -238,11 +253,3 @@ async def _read_logout_token(scope: Scope, receive: Receive) -> str:
     if len(tokens) != 1 or not tokens[0]:
         raise LogoutError("exactly one logout_token is needed", error=Reason.LOGOUT_TOKEN_INVALID, status_code=400)
     return tokens[0]
-
-
-def _same_origin(headers: Headers, origin: str) -> bool:
-    """CSRF check for state-changing POSTs: the browser's Origin (or Sec-Fetch-Site) must be ours."""
-    sent = headers.get("origin")
-    if sent is not None:
-        return sent == origin
-    return headers.get("sec-fetch-site") == "same-origin"

@@ -97,4 +97,4 @@ class RevocationLog(Protocol):
 
 def refresh_key(session: Session) -> str:
     """Per refresh token, not per session: after a refresh the next one is for the new token."""
-    return hashlib.sha256(f"{session.id}:{session.refresh_token}".encode()).hexdigest()
+    return hashlib.sha256(f"{session.id}:{session.refresh_token}".encode("utf-8", "surrogatepass")).hexdigest()

@@ -23,6 +23,8 @@ References:
 from __future__ import annotations
 
 import dataclasses
+import json
+import re
 import secrets
 from collections.abc import Callable, Collection, Mapping
 from typing import Any
@@ -56,7 +58,8 @@ BACKCHANNEL_LOGOUT_EVENT = "http://schemas.openid.net/event/backchannel-logout"
 
 _KEY_TYPES: dict[str, type[Key]] = {"RS": RSAKey, "PS": RSAKey, "ES": ECKey, "Ed": OKPKey}
 _ID_TOKEN_CLAIMS = ("iss", "sub", "aud", "exp", "iat")
-_LOGOUT_TOKEN_CLAIMS = ("iss", "aud", "iat", "jti")
+#: Back-Channel Logout 1.0 section 2.4 makes `exp` REQUIRED too: a token without one is refused.
+_LOGOUT_TOKEN_CLAIMS = ("iss", "aud", "iat", "exp", "jti")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,6 +110,7 @@ REFRESH_GRANT = Grant(
     timeout=Reason.REFRESH_TIMEOUT,
 )
 _OPTIONAL_TOKENS = ("id_token", "refresh_token")
+_VSCHARS = re.compile(r"[\x20-\x7e]+")
 
 
 def check_token_answer(status_code: int, data: Any, grant: Grant) -> dict[str, Any]:
@@ -128,6 +132,10 @@ def check_token_answer(status_code: int, data: Any, grant: Grant) -> dict[str, A
     for member in (*grant.required, *(m for m in _OPTIONAL_TOKENS if m in data)):
         if not isinstance(data.get(member), str) or not data[member]:
             raise ProviderError(f"token answer lacks {member}", error=grant.response_invalid)
+        # RFC 6749 Appendix A: tokens are printable ASCII (VSCHAR); anything else would break the
+        # hashes, cookies and headers they go into, and no provider sends it.
+        if not _VSCHARS.fullmatch(data[member]):
+            raise ProviderError(f"token answer's {member} is not printable ASCII", error=grant.response_invalid)
     # RFC 6749 section 5.1: token_type is case-insensitive.
     if data["token_type"].lower() != "bearer":
         raise ProviderError("token_type is not Bearer", error=grant.response_invalid)
@@ -222,7 +230,7 @@ class TokenValidator:
         if raw.count(".") != 2:
             raise IDTokenError("not a JWS compact serialization")
         try:
-            return jwt.decode(raw, lambda obj: _pick_key(keys, obj.headers()), registry=self._registry)
+            token = jwt.decode(raw, lambda obj: _pick_key(keys, obj.headers()), registry=self._registry)
         except UnknownKeyId:
             raise
         except JoseError as exc:
@@ -230,6 +238,11 @@ class TokenValidator:
         except (ValueError, TypeError, KeyError, RecursionError) as exc:
             # RecursionError: joserfc's json.loads, on a (validly signed) payload nested a thousand deep.
             raise IDTokenError(f"malformed: {type(exc).__name__}") from None
+        if not isinstance(token.claims, dict) or not _is_text(token.claims):
+            # "\ud800" is legal JSON but no Unicode text: as a `sub`, `sid` or `jti` it would break every
+            # step that encodes it (keys, hashes, logs), so it is refused here, at the border.
+            raise IDTokenError("malformed: a claim is not valid Unicode (a lone surrogate)")
+        return token
 
     def _check_id_token(self, token: jwt.Token, *, nonce: str | None, access_token: str | None, now: int) -> None:
         """Section 3.1.3.7; `nonce=None` means none is required (a refresh)."""
@@ -244,7 +257,7 @@ class TokenValidator:
             raise IDTokenError("azp: not this client")
         # Step 11; the comparison runs in constant time like every other secret comparison here.
         if nonce is not None and (
-            not isinstance(claims["nonce"], str) or not secrets.compare_digest(claims["nonce"], nonce)
+            not isinstance(claims["nonce"], str) or not secrets.compare_digest(_utf8(claims["nonce"]), _utf8(nonce))
         ):
             raise IDTokenError("nonce: mismatch")
         self._check_at_hash(claims, token.header["alg"], access_token)
@@ -296,9 +309,26 @@ class TokenValidator:
         at_hash = claims.get("at_hash")
         if at_hash is None:
             return
-        expected = create_half_hash(access_token, alg) if access_token else None
-        if not isinstance(at_hash, str) or expected is None or not secrets.compare_digest(at_hash, expected.decode()):
+        try:
+            expected = create_half_hash(access_token, alg) if access_token else None
+        except UnicodeEncodeError:  # a lone surrogate: no hash of it can be the provider's
+            expected = None
+        if not isinstance(at_hash, str) or expected is None or not secrets.compare_digest(_utf8(at_hash), expected):
             raise IDTokenError("at_hash: mismatch")
+
+
+def _utf8(value: str) -> bytes:
+    # `compare_digest` refuses non-ASCII str; bytes compare in constant time whatever the text.
+    return value.encode("utf-8", "surrogatepass")
+
+
+def _is_text(value: Any) -> bool:
+    """Whether every string in a JSON value (keys included) encodes as UTF-8."""
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except (UnicodeEncodeError, RecursionError, ValueError, TypeError):
+        return False
+    return True
 
 
 def _audiences(aud: Any) -> set[str]:

@@ -133,6 +133,7 @@ def parse_payload(token: str) -> dict[str, Any]:
 async def refused(provider: Provider, refresh_token: str, **kwargs: Any) -> ProviderError | SessionEnded:
     with pytest.raises((ProviderError, SessionEnded)) as caught:
         await refresh(provider, refresh_token, **kwargs)
+    assert isinstance(caught.value, ProviderError | SessionEnded)
     return caught.value
 
 

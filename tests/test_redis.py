@@ -30,6 +30,7 @@ import redis.asyncio
 from starlette.types import Scope
 
 from pkce_middleware import ProviderError, SessionEnded, StoreUnavailable
+from pkce_middleware._components import bound_purpose
 from pkce_middleware._cookies import CookiePolicy, CookieWriter
 from pkce_middleware._crypto import Sealer
 from pkce_middleware._redis_store import RedisStore
@@ -105,7 +106,8 @@ async def test_login_puts_only_a_small_sealed_id_in_the_cookie(
         access_token = site.hostile.issued_access_tokens[-1]
 
         [key] = await session_keys(inspector)
-        session_id = Sealer([str(k) for k in site.config.secret_keys], "session-id").open(cookie)
+        id_purpose = bound_purpose("session-id", site.config)
+        session_id = Sealer([str(k) for k in site.config.secret_keys], id_purpose).open(cookie)
         assert session_id is not None
         assert key.decode() == "pkce:session:" + hashlib.sha256(session_id).hexdigest()
         stored = await inspector.get(key)

@@ -63,3 +63,4 @@ for __public in (
     session_cookies_sync,
 ):
     __public.__module__ = __name__
+del __public

@@ -43,6 +43,7 @@ FAKE_ISSUER = "https://idp.test"
 #: The client id `FakeProvider.config()` uses when the provider accepts any client.
 FAKE_CLIENT_ID = "test-client"
 
+
 class AuthorizationRefused(ValueError):
     """An authorization request the provider answers with an error page, not a redirect.
 
@@ -352,4 +353,3 @@ class FakeProvider:
         if "state" in params:
             target += ("&" if "?" in target else "?") + urlencode({"state": params["state"]})
         return RedirectResponse(target, 302, headers={"Cache-Control": "no-store"})
-

@@ -28,6 +28,7 @@ import pytest
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from pkce_middleware import PKCEConfig, PKCEMiddleware
+from pkce_middleware._components import bound_purpose
 from pkce_middleware._crypto import Sealer
 from pkce_middleware._session import Session, SessionCodec
 from tests.support.hostile_provider import DEFAULT_CLIENT_ID, DEFAULT_ISSUER, HostileProvider
@@ -260,4 +261,6 @@ def seal_session(middleware: PKCEMiddleware, **overrides: Any) -> str:
 
 def session_codec(config: PKCEConfig) -> SessionCodec:
     """A codec with the cookie keys of `config`: it opens and seals what that middleware does."""
-    return SessionCodec(Sealer([str(key) for key in config.secret_keys], "session"), cache_size=0)
+    return SessionCodec(
+        Sealer([str(key) for key in config.secret_keys], bound_purpose("session", config)), cache_size=0
+    )
