@@ -41,7 +41,7 @@ demo: install
 	$(BIN)/python -m examples.demo
 
 readme: install
-	$(BIN)/python scripts/update_readme.py
+	$(BIN)/python -m scripts.update_readme
 
 bench: install
 	$(BIN)/python -m benchmarks.bench_request

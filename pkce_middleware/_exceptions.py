@@ -58,66 +58,78 @@ __all__ = [
 
 
 class Reason(enum.StrEnum):
-    """The reason codes of log lines, JSON error bodies and error pages; the README lists them."""
+    """The reason codes of log lines, JSON error bodies and error pages; the README lists them.
+
+    Each member is the code (a plain string, so it compares and serialises as one) and carries a
+    `description` for the README's table.
+    """
+
+    description: str
+
+    def __new__(cls, value: str, description: str) -> Reason:
+        member = str.__new__(cls, value)
+        member._value_ = value
+        member.description = description
+        return member
 
     # -- configuration and startup
-    CONFIG_ERROR = "config_error"
-    DISCOVERY_MISMATCH = "discovery_mismatch"
-    ALGORITHM_MISMATCH = "algorithm_mismatch"
+    CONFIG_ERROR = "config_error", "A setting is wrong; the message names the variable."
+    DISCOVERY_MISMATCH = "discovery_mismatch", "The provider's metadata names another issuer than `PKCE_ISSUER`."
+    ALGORITHM_MISMATCH = "algorithm_mismatch", "The provider signs ID tokens with no algorithm we accept."
     # -- a request without a session
-    LOGIN_REQUIRED = "login_required"
+    LOGIN_REQUIRED = "login_required", "No session, and the request is not a page load: a 401."
     # -- the callback (what the browser brought back)
-    BAD_CALLBACK = "bad_callback"
-    METHOD_NOT_ALLOWED = "method_not_allowed"
-    DUPLICATE_PARAMETER = "duplicate_parameter"
-    STATE_MISSING = "state_missing"
-    FLOW_MISSING = "flow_missing"
-    FLOW_INVALID = "flow_invalid"
-    FLOW_EXPIRED = "flow_expired"
-    STATE_MISMATCH = "state_mismatch"
-    STATE_REPLAYED = "state_replayed"
-    ISSUER_MISMATCH = "issuer_mismatch"
-    ISS_MISSING = "iss_missing"
-    ISS_MISMATCH = "iss_mismatch"
-    CODE_MISSING = "code_missing"
-    CODE_REJECTED = "code_rejected"
-    LOGIN_FAILED = "login_failed"
+    BAD_CALLBACK = "bad_callback", "The callback request is not one we accept."
+    METHOD_NOT_ALLOWED = "method_not_allowed", "A method the endpoint does not take."
+    DUPLICATE_PARAMETER = "duplicate_parameter", "`state`, `code`, `iss` or `error` appears twice."
+    STATE_MISSING = "state_missing", "The callback has no `state`."
+    FLOW_MISSING = "flow_missing", "This browser has no login flow for that `state` (another browser, or old)."
+    FLOW_INVALID = "flow_invalid", "The flow cookie does not open (forged, or sealed with a retired key)."
+    FLOW_EXPIRED = "flow_expired", "The login took longer than ten minutes."
+    STATE_MISMATCH = "state_mismatch", "The `state` differs from the flow's."
+    STATE_REPLAYED = "state_replayed", "This `state` was redeemed before (a replayed callback)."
+    ISSUER_MISMATCH = "issuer_mismatch", "The flow went to another provider."
+    ISS_MISSING = "iss_missing", "No `iss` though the provider promises it (RFC 9207)."
+    ISS_MISMATCH = "iss_mismatch", "`iss` is not our provider (RFC 9207 mix-up defence)."
+    CODE_MISSING = "code_missing", "The callback has no `code`."
+    CODE_REJECTED = "code_rejected", "The provider refused the code (used, expired, wrong verifier)."
+    LOGIN_FAILED = "login_failed", "A sign-in or sign-out request that cannot be served."
     # -- the provider's answers
-    #: An unusable answer; also the provider sending the browser back with `error=...`.
-    PROVIDER_ERROR = "provider_error"
-    PROVIDER_UNAVAILABLE = "provider_unavailable"
-    PROVIDER_UNREACHABLE = "provider_unreachable"
-    PROVIDER_TIMEOUT = "provider_timeout"
-    DISCOVERY_FAILED = "discovery_failed"
-    DISCOVERY_INVALID = "discovery_invalid"
-    DISCOVERY_TIMEOUT = "discovery_timeout"
-    JWKS_FAILED = "jwks_failed"
-    JWKS_INVALID = "jwks_invalid"
-    JWKS_TIMEOUT = "jwks_timeout"
-    TOKEN_ENDPOINT_ERROR = "token_endpoint_error"
-    TOKEN_INVALID = "token_invalid"
-    TOKEN_RESPONSE_INVALID = "token_response_invalid"
-    TOKEN_TIMEOUT = "token_timeout"
-    ID_TOKEN_INVALID = "id_token_invalid"
-    SESSION_TOO_LARGE = "session_too_large"
+    PROVIDER_ERROR = "provider_error", "The provider sent the browser back with `error=`, or answered unusably."
+    PROVIDER_UNAVAILABLE = "provider_unavailable", "Discovery or the JWKS failed moments ago; not asked again yet."
+    PROVIDER_UNREACHABLE = "provider_unreachable", "No connection to the provider."
+    PROVIDER_TIMEOUT = "provider_timeout", "The provider did not answer in time."
+    DISCOVERY_FAILED = "discovery_failed", "The discovery document answered an error status."
+    DISCOVERY_INVALID = "discovery_invalid", "The discovery document is not usable metadata."
+    DISCOVERY_TIMEOUT = "discovery_timeout", "The discovery document did not come in time."
+    JWKS_FAILED = "jwks_failed", "The JWKS answered an error status."
+    JWKS_INVALID = "jwks_invalid", "The JWKS is not a key set."
+    JWKS_TIMEOUT = "jwks_timeout", "The JWKS did not come in time."
+    TOKEN_ENDPOINT_ERROR = "token_endpoint_error", "The token endpoint answered an error status."
+    TOKEN_INVALID = "token_invalid", "The token endpoint's answer is not JSON, or too large."
+    TOKEN_RESPONSE_INVALID = "token_response_invalid", "The token answer lacks a token, or holds a malformed one."
+    TOKEN_TIMEOUT = "token_timeout", "The token endpoint did not answer in time."
+    ID_TOKEN_INVALID = "id_token_invalid", "The ID token failed validation (OIDC Core 3.1.3.7)."
+    SESSION_TOO_LARGE = "session_too_large", "The tokens do not fit in the cookies a browser keeps."
     # -- sessions
-    REFRESH_REJECTED = "refresh_rejected"
-    REFRESH_ID_TOKEN_INVALID = "refresh_id_token_invalid"
-    REFRESH_ENDPOINT_ERROR = "refresh_endpoint_error"
-    REFRESH_INVALID = "refresh_invalid"
-    REFRESH_RESPONSE_INVALID = "refresh_response_invalid"
-    REFRESH_TIMEOUT = "refresh_timeout"
-    REFRESH_IN_PROGRESS = "refresh_in_progress"
-    SESSION_ENDED = "session_ended"
-    SESSION_UNAVAILABLE = "session_unavailable"
-    SESSION_STORE_UNAVAILABLE = "session_store_unavailable"
-    CROSS_ORIGIN_WEBSOCKET = "cross_origin_websocket"
+    REFRESH_REJECTED = "refresh_rejected", "The provider refused the refresh token: the session ends."
+    REFRESH_ID_TOKEN_INVALID = "refresh_id_token_invalid", "A refreshed ID token failed validation: the session ends."
+    REFRESH_ENDPOINT_ERROR = "refresh_endpoint_error", "A refresh got an error status (an outage, ridden out)."
+    REFRESH_INVALID = "refresh_invalid", "A refresh answer is not JSON, or too large."
+    REFRESH_RESPONSE_INVALID = "refresh_response_invalid", "A refresh answer lacks a token, or holds a malformed one."
+    REFRESH_TIMEOUT = "refresh_timeout", "A refresh did not finish in time."
+    REFRESH_IN_PROGRESS = "refresh_in_progress", "Another process has been refreshing this session for too long."
+    SESSION_ENDED = "session_ended", "The session ended while its refresh was due (logged out meanwhile)."
+    SESSION_UNAVAILABLE = "session_unavailable", "The access token expired and the provider cannot refresh it now."
+    SESSION_STORE_UNAVAILABLE = "session_store_unavailable", "The session store (Redis) is not answering."
+    CROSS_ORIGIN_WEBSOCKET = "cross_origin_websocket", "A WebSocket handshake from a page of another origin."
     # -- sign-out and back-channel logout
-    CROSS_ORIGIN_LOGOUT = "cross_origin_logout"
-    LOGOUT_TOKEN_INVALID = "logout_token_invalid"
-    LOGOUT_TOKEN_REPLAYED = "logout_token_replayed"
+    CROSS_ORIGIN_LOGOUT = "cross_origin_logout", "A sign-out POST that did not come from this site."
+    LOGOUT_TOKEN_INVALID = "logout_token_invalid", "A back-channel logout request or token we refuse."
+    LOGOUT_TOKEN_REPLAYED = "logout_token_replayed", "A logout token (`jti`) used before."
+    REVOCATIONS_CAPPED = "revocations_capped", "The in-memory logout list passed its soft cap (logged, kept)."
     # -- anything else
-    INTERNAL_ERROR = "pkce_middleware_error"
+    INTERNAL_ERROR = "pkce_middleware_error", "An error without a more specific code."
 
 
 class PKCEMiddlewareError(Exception):
