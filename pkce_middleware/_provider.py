@@ -26,7 +26,7 @@ import secrets
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
-from urllib.parse import quote_plus
+from urllib.parse import quote_plus, urlsplit
 
 import httpx
 from authlib.common.urls import add_params_to_uri
@@ -187,6 +187,15 @@ class Provider:
         if _OFFLINE_ACCESS in self._config.scopes:
             params.append(("prompt", "consent"))
         return str(add_params_to_uri(metadata.authorization_endpoint, params))
+
+    @property
+    def end_session_origin(self) -> str | None:
+        """The origin of the end-session endpoint, once discovery has named one."""
+        endpoint = self._metadata.end_session_endpoint if self._metadata is not None else None
+        if endpoint is None:
+            return None
+        parts = urlsplit(endpoint)
+        return f"{parts.scheme}://{parts.netloc}"
 
     def end_session_url(self, *, id_token: str | None, post_logout_redirect_uri: str) -> str | None:
         """RP-Initiated Logout 1.0 section 2, or `None` when the provider has no such endpoint.

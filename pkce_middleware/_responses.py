@@ -94,13 +94,20 @@ def error_response(exc: PKCEMiddlewareError, *, browser: bool) -> Response:
     return page(exc.title, body_html, status_code=exc.status_code, headers=headers)
 
 
-def logout_page(action: str, login_path: str, *, signed_in: bool) -> Response:
+def logout_page(action: str, login_path: str, *, signed_in: bool, provider_origin: str | None) -> Response:
+    """The sign-out button (or, signed out, the way back in).
+
+    The form's answer redirects to the provider's end-session endpoint, and browsers hold such a
+    redirect to `form-action` too: that origin is allowed beside ours, or the button would do nothing.
+    """
     if not signed_in:
         return page(
             "You are signed out", f'<p><a href="{html.escape(login_path)}">Sign in again</a></p>', status_code=200
         )
     body = f'<form method="post" action="{html.escape(action)}"><button type="submit">Sign out</button></form>'
-    return page("Sign out?", body, status_code=200)
+    targets = "'self'" if provider_origin is None else f"'self' {provider_origin}"
+    csp = f"default-src 'none'; style-src 'unsafe-inline'; form-action {targets}; frame-ancestors 'none'"
+    return page("Sign out?", body, status_code=200, headers={"Content-Security-Policy": csp})
 
 
 def page(title: str, body: str, *, status_code: int, headers: dict[str, str] | None = None) -> Response:

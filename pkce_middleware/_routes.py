@@ -179,7 +179,12 @@ class Routes:
         if scope["method"] in ("GET", "HEAD"):
             # Also the default post-logout landing: with no session left it says so and offers a new login.
             signed_in = await parts.lifecycle.live(scope) is not None
-            page = logout_page(parts.config.logout_path, parts.config.login_path, signed_in=signed_in)
+            page = logout_page(
+                parts.config.logout_path,
+                parts.config.login_path,
+                signed_in=signed_in,
+                provider_origin=parts.provider.end_session_origin,
+            )
             await page(scope, receive, send)
             return
         if scope["method"] != "POST":

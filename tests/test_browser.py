@@ -2,8 +2,8 @@
 
 The Starlette example runs on ``localhost`` and the provider on ``127.0.0.1``, so the browser
 keeps two cookie jars, as it would for two real sites. The browser walks the provider's own
-login and consent pages, lands on the app, signs out through the provider's logout
-confirmation, and is sent back to the provider's login page when it opens the app again.
+login and consent pages, lands on the app, signs out on the middleware's own sign-out page and
+through the provider's logout confirmation, and is sent back to the provider's login page when it opens the app again.
 A screenshot of every page is saved under ``build/screenshots/``.
 
 The browser is the system's ``/usr/bin/chromium`` (``make test`` installs Debian's package);
@@ -196,8 +196,14 @@ def test_login_consent_app_and_logout_in_chromium() -> None:
             assert session.get("domain") == APP_HOST  # host-only, not shared with the provider
             assert not any(cookie.get("name") == "pkce_session" for cookie in context.cookies(provider.issuer))
 
-            # Sign out: the app sends the browser to the provider's logout confirmation.
+            # Sign out through the middleware's own page. It is served with `Referrer-Policy:
+            # same-origin`; under `no-referrer` Chromium would send `Origin: null` with the form's
+            # POST, which once made this step a 403 (issue #10, finding 10).
+            page.goto(f"{app_url}/auth/logout")
+            expect(page.get_by_role("heading", name="Sign out?")).to_be_visible(timeout=ACTION_TIMEOUT_MS)
+            shots.take("app-sign-out-page")
             page.get_by_role("button", name="Sign out").click()
+            # The app sends the browser to the provider's logout confirmation.
             expect(page).to_have_url(provider_logout, timeout=ACTION_TIMEOUT_MS)
             confirm = page.get_by_role("button", name="Yes, sign me out")
             expect(confirm).to_be_visible(timeout=ACTION_TIMEOUT_MS)
@@ -219,6 +225,6 @@ def test_login_consent_app_and_logout_in_chromium() -> None:
         finally:
             context.close()
 
-    assert len(shots.paths) == 6
+    assert len(shots.paths) == 7
     for path in shots.paths:
         assert path.stat().st_size > 1000, path

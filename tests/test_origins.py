@@ -77,6 +77,9 @@ async def test_the_libraries_pages_keep_the_origin_in_the_referrer_and_cannot_be
     assert "Sign out?" in page.text
     assert page.headers["referrer-policy"] == "same-origin"
     assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
+    # The button's answer redirects to the provider, which `form-action` governs too (in Chromium
+    # a `form-action 'self'` alone left the button doing nothing).
+    assert f"form-action 'self' {site.hostile.issuer}" in page.headers["content-security-policy"]
 
     refusal = await site.client.post("/auth/logout", headers={"Origin": "https://evil.test"})
     assert "frame-ancestors 'none'" in refusal.headers["content-security-policy"]
