@@ -442,7 +442,7 @@ async def test_iss_missing_is_refused_when_the_provider_promises_it(
     await assert_no_session(site)
 
 
-async def test_provider_error_is_shown_escaped_and_ends_the_attempt(
+async def test_provider_error_is_shown_escaped_and_ends_the_flow(
     site: Site, caplog: pytest.LogCaptureFixture
 ) -> None:
     _, params = await begin_login(site.client, "/")
@@ -458,7 +458,7 @@ async def test_provider_error_is_shown_escaped_and_ends_the_attempt(
     assert "&lt;script&gt;" in response.text
     assert_logged(caplog, "provider_error")
     assert flow_cookie_names(site.client) == []
-    # The attempt is over: the code that arrives later for the same state is refused, unredeemed.
+    # The flow is over: the code that arrives later for the same state is refused, unredeemed.
     late = await complete_login(site.client, site.hostile, params)
     assert late.status_code == 400
     assert site.hostile.calls["token"] == 0
@@ -499,9 +499,9 @@ async def test_expired_flow_cookie_is_refused(site: Site, caplog: pytest.LogCapt
     _, params = await begin_login(site.client, "/")
     [name] = flow_cookie_names(site.client)
     flows = site.middleware._parts.flows
-    attempt = flows.open(site.client.cookies[name])
-    assert attempt is not None
-    old = dataclasses.replace(attempt, created_at=int(time.time()) - FLOW_MAX_AGE - 1)
+    flow = flows.open(site.client.cookies[name])
+    assert flow is not None
+    old = dataclasses.replace(flow, created_at=int(time.time()) - FLOW_MAX_AGE - 1)
     site.client.cookies.set(name, flows.seal(old), domain="app.test", path="/")
 
     response = await complete_login(site.client, site.hostile, params)
@@ -513,7 +513,7 @@ async def test_expired_flow_cookie_is_refused(site: Site, caplog: pytest.LogCapt
 
 
 async def test_state_not_matching_the_flow_cookie_is_refused(site: Site, caplog: pytest.LogCaptureFixture) -> None:
-    """Attempt A's sealed cookie replayed under attempt B's name."""
+    """Flow A's sealed cookie replayed under flow B's name."""
     await begin_login(site.client, "/a")
     first_name = flow_cookie_names(site.client)[0]
     _, second = await begin_login(site.client, "/b")
@@ -602,7 +602,7 @@ async def test_replayed_callback_after_success_in_the_same_browser_changes_nothi
     assert (await site.client.get("/")).text == "hello alice"
 
 
-# -- several attempts at once -----------------------------------------------------------------
+# -- several flows at once -----------------------------------------------------------------
 
 
 async def test_two_tabs_finishing_in_reverse_order_both_log_in(site: Site) -> None:

@@ -22,32 +22,32 @@ def test_rfc7636_appendix_b_vector() -> None:
     assert create_s256_code_challenge(verifier) == "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
 
 
-def test_attempt_values_are_fresh_and_well_formed() -> None:
-    attempts = [
+def test_flow_values_are_fresh_and_well_formed() -> None:
+    flows = [
         LoginFlow.start(issuer="https://op.test", redirect_uri="https://app/cb", return_to="/") for _ in range(50)
     ]
-    for attempt in attempts:
-        assert re.fullmatch(r"[A-Za-z0-9\-._~]{43,128}", attempt.code_verifier)
-        assert attempt.code_challenge == create_s256_code_challenge(attempt.code_verifier)
-        assert attempt.code_challenge != attempt.code_verifier
+    for flow in flows:
+        assert re.fullmatch(r"[A-Za-z0-9\-._~]{43,128}", flow.code_verifier)
+        assert flow.code_challenge == create_s256_code_challenge(flow.code_verifier)
+        assert flow.code_challenge != flow.code_verifier
     for field in ("state", "nonce", "code_verifier"):
-        assert len({getattr(a, field) for a in attempts}) == len(attempts)
+        assert len({getattr(a, field) for a in flows}) == len(flows)
 
 
-def test_attempt_round_trips_sealed_and_hides_secrets_in_repr() -> None:
+def test_flow_round_trips_sealed_and_hides_secrets_in_repr() -> None:
     codec = FlowCodec(Sealer([secrets.token_urlsafe(32)], "flow"))
-    attempt = LoginFlow.start(issuer="https://op.test", redirect_uri="https://app/cb", return_to="/reports?q=1")
-    value = codec.seal(attempt)
-    assert codec.open(value) == attempt
-    assert attempt.state not in value and attempt.code_verifier not in value
-    assert attempt.code_verifier not in repr(attempt) and attempt.nonce not in repr(attempt)
+    flow = LoginFlow.start(issuer="https://op.test", redirect_uri="https://app/cb", return_to="/reports?q=1")
+    value = codec.seal(flow)
+    assert codec.open(value) == flow
+    assert flow.state not in value and flow.code_verifier not in value
+    assert flow.code_verifier not in repr(flow) and flow.nonce not in repr(flow)
 
 
-def test_attempt_expiry() -> None:
-    attempt = LoginFlow.start(issuer="https://op.test", redirect_uri="https://app/cb", return_to="/", now=1_000_000)
-    assert not attempt.expired(1_000_000 + FLOW_MAX_AGE - 1)
-    assert attempt.expired(1_000_000 + FLOW_MAX_AGE)
-    assert attempt.expired(1_000_000 - 3600)  # from the future: a clock jump or a forgery
+def test_flow_expiry() -> None:
+    flow = LoginFlow.start(issuer="https://op.test", redirect_uri="https://app/cb", return_to="/", now=1_000_000)
+    assert not flow.expired(1_000_000 + FLOW_MAX_AGE - 1)
+    assert flow.expired(1_000_000 + FLOW_MAX_AGE)
+    assert flow.expired(1_000_000 - 3600)  # from the future: a clock jump or a forgery
 
 
 def test_flow_cookie_suffix_only_for_plausible_states() -> None:

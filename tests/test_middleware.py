@@ -235,7 +235,7 @@ async def test_streaming_responses_pass_through_unbuffered(public_paths_site: Si
     assert sent[0]["headers"] == []  # not a header added on the hot path
 
 
-# -- login path, open redirects, parallel attempts ---------------------------------------------------
+# -- login path, open redirects, parallel flows ---------------------------------------------------
 
 
 async def test_login_path_returns_to_next_after_login(public_paths_site: Site) -> None:
@@ -275,11 +275,11 @@ async def test_protected_path_that_looks_like_another_origin_returns_to_root(
     await public_paths_site.middleware(scope, _receive_nothing, send)
     assert sent[0]["status"] == 302
     [cookie] = [v.decode() for k, v in sent[0]["headers"] if k == b"set-cookie"]
-    attempt = public_paths_site.middleware._parts.flows.open(cookie.split(";")[0].split("=", 1)[1])
-    assert attempt is not None and attempt.return_to == "/"
+    flow = public_paths_site.middleware._parts.flows.open(cookie.split(";")[0].split("=", 1)[1])
+    assert flow is not None and flow.return_to == "/"
 
 
-async def test_parallel_attempts_are_capped(public_paths_site: Site) -> None:
+async def test_parallel_flows_are_capped(public_paths_site: Site) -> None:
     for index in range(MAX_PARALLEL_FLOWS + 3):
         await begin_login(public_paths_site.client, f"/tab/{index}")
         assert len(flow_cookie_names(public_paths_site.client)) <= MAX_PARALLEL_FLOWS

@@ -191,9 +191,9 @@ async def test_public_client_names_itself_in_the_refresh_request(hostile: Hostil
 async def test_refresh_after_a_login_accepts_a_refreshed_id_token_without_nonce(
     hostile: HostileProvider, provider: Provider
 ) -> None:
-    attempt = LoginFlow.start(issuer=ISSUER, redirect_uri="https://app.test/auth/callback", return_to="/")
-    code = hostile.issue_code(nonce=attempt.nonce, challenge=attempt.code_challenge)
-    login_token, login_claims = await provider.redeem(attempt, code, now=int(time.time()))
+    flow = LoginFlow.start(issuer=ISSUER, redirect_uri="https://app.test/auth/callback", return_to="/")
+    code = hostile.issue_code(nonce=flow.nonce, challenge=flow.code_challenge)
+    login_token, login_claims = await provider.redeem(flow, code, now=int(time.time()))
 
     token, claims = await refresh(provider, login_token["refresh_token"], previous=login_claims)
 
@@ -683,13 +683,13 @@ async def test_metadata_within_the_rules_still_works(overrides: dict[str, Any]) 
     provider = Provider(config, transport=httpx.ASGITransport(app=hostile))
     try:
         metadata = await provider.metadata()
-        attempt = LoginFlow.start(issuer=ISSUER, redirect_uri="https://app.test/auth/callback", return_to="/")
-        location = await provider.authorization_url(attempt)
+        flow = LoginFlow.start(issuer=ISSUER, redirect_uri="https://app.test/auth/callback", return_to="/")
+        location = await provider.authorization_url(flow)
     finally:
         await provider.aclose()
 
     assert metadata.id_token_algorithms
-    assert parse_qs(urlsplit(location).query)["state"] == [attempt.state]
+    assert parse_qs(urlsplit(location).query)["state"] == [flow.state]
 
 
 async def test_no_common_id_token_algorithm_is_a_502_page_naming_the_setting(caplog: pytest.LogCaptureFixture) -> None:
