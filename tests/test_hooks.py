@@ -221,3 +221,21 @@ def test_a_redis_url_without_the_redis_package_says_what_to_install(monkeypatch:
         with pytest.raises(ConfigError, match=r"pip install 'pkce_middleware\[redis\]'") as raised:
             PKCEMiddleware(hello_app, config=make_config(**config))
         assert str(raised.value).startswith(f"PKCE_{option.upper()} is a Redis URL")
+
+
+async def test_a_wrong_issuer_path_is_logged_with_the_url_and_the_cause(caplog: pytest.LogCaptureFixture) -> None:
+    """Tried as a new user would: a typo in PKCE_ISSUER's path must say what was asked, and what came back."""
+    hostile = HostileProvider()
+    config = make_config(issuer="https://idp.test/wrong")
+    middleware = PKCEMiddleware(hello_app, config=config, transport=httpx.ASGITransport(app=hostile))
+    url = "https://idp.test/wrong/.well-known/openid-configuration"
+    async with middleware, make_client(middleware) as client:
+        startup = [record.getMessage() for record in caplog.records]
+        assert any(url in line and "HTTP 404" in line for line in startup), startup
+        caplog.clear()
+        first = await client.get("/")
+        second = await client.get("/")
+    assert first.status_code == second.status_code == 502
+    lines = [record.getMessage() for record in caplog.records]
+    # Both logins come within the retry interval of the startup's failure: they repeat its cause.
+    assert len(lines) == 2 and all("moments ago" in line and url in line and "HTTP 404" in line for line in lines)
