@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install test-deps redis-server chromium test lint demo bench readme clean
+.PHONY: install test-deps redis-server chromium test fuzz lint demo bench readme clean
 
 install: $(VENV)/.installed provider/node_modules/.package-lock.json
 
@@ -36,6 +36,12 @@ lint: install
 test: lint test-deps
 	$(BIN)/python -m pytest --cov --cov-report=term
 	$(BIN)/python -m benchmarks.bench_request --quick
+
+# The fuzzing suite at full strength: over 100,000 generated inputs (`make test` runs a few thousand).
+# The counts per property are printed at the end and written to build/fuzz-report.json.
+fuzz: install
+	mkdir -p build
+	HYPOTHESIS_PROFILE=fuzz FUZZ_REPORT=build/fuzz-report.json $(BIN)/pytest tests/test_fuzz.py
 
 demo: install
 	$(BIN)/python -m examples.demo

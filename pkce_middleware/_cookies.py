@@ -16,7 +16,7 @@ __all__: list[str] = []
 #: What RFC 6265 section 5.2 trims around a cookie's name and value (and all browsers do).
 _BLANK = b" \t"
 _BLANK_STR = " \t"
-_SEMICOLON, _EQUALS = b";"[0], b"="[0]
+_SEMICOLON = b";"[0]
 
 
 class CookiePolicy:
@@ -70,19 +70,31 @@ def read_cookie(scope: Scope, name: bytes) -> str | None:
         start = 0
         while (found := header.find(name, start)) >= 0:
             start = found + 1
-            before = found - 1
-            while before >= 0 and header[before] in _BLANK:
-                before -= 1
-            if before >= 0 and header[before] != _SEMICOLON:
+            # "; name=value" is what browsers send; only anything else takes the slower checks.
+            if found and header[found - 2 : found] != b"; " and not _after_separator(header, found):
                 continue  # inside another cookie's name or value
-            after = found + len(name)
-            while after < len(header) and header[after] in _BLANK:
-                after += 1
-            if after == len(header) or header[after] != _EQUALS:
-                continue  # a longer name, or no value
-            end = header.find(b";", after)
-            return header[after + 1 : end if end >= 0 else len(header)].strip(_BLANK).decode("latin-1")
+            equals = found + len(name)
+            if header[equals : equals + 1] != b"=":
+                equals = _skip_blanks(header, equals)
+                if header[equals : equals + 1] != b"=":
+                    continue  # a longer name, or no value
+            end = header.find(b";", equals)
+            return header[equals + 1 : end if end >= 0 else len(header)].strip(_BLANK).decode("latin-1")
     return None
+
+
+def _after_separator(header: bytes, index: int) -> bool:
+    """Whether only spaces and tabs stand between `index` and the start of the header or a `;`."""
+    index -= 1
+    while index >= 0 and header[index] in _BLANK:
+        index -= 1
+    return index < 0 or header[index] == _SEMICOLON
+
+
+def _skip_blanks(header: bytes, index: int) -> int:
+    while index < len(header) and header[index] in _BLANK:
+        index += 1
+    return index
 
 
 def request_cookies(scope: Scope) -> dict[str, str]:

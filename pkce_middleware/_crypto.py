@@ -1,6 +1,7 @@
 """Sealed (encrypted and authenticated) values for cookies: AES-256-GCM with per-purpose keys.
 
-A sealed value is `base64url(version || key id || nonce || ciphertext+tag)`:
+A sealed value is `base64url(version || key id || nonce || ciphertext+tag)`, unpadded; that exact
+spelling is the only one that opens:
 
 * every configured secret is stretched with HKDF-SHA256 into one key per *purpose* (`"session"`,
   `"flow"`), and the purpose is also the AEAD's associated data, so a value sealed for one cookie
@@ -36,11 +37,10 @@ _HEADER_SIZE = len(_VERSION) + _KID_SIZE + _NONCE_SIZE
 _TAG_SIZE = 16
 
 _URLSAFE = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
-#: base64url to standard base64, and anything else (`+`, `/` and `=` too) to a byte no decoder accepts.
-_TO_STANDARD = bytes(
-    byte if byte in _URLSAFE[:62] else b"+/"[_URLSAFE.index(byte) - 62] if byte in _URLSAFE else ord("!")
-    for byte in range(256)
-)
+_STANDARD = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+#: For `bytes.translate`: base64url to standard base64, and every other byte (`+`, `/` and `=`
+#: too) to "!", which strict decoding refuses.
+_TO_STANDARD = bytes(_STANDARD[_URLSAFE.index(byte)] if byte in _URLSAFE else ord("!") for byte in range(256))
 #: Which last characters an unpadded encoding may end with, by its length modulo 4: after 2 or 3
 #: characters of a final group, 4 or 2 low bits are unused and must be zero (RFC 4648 section 3.5).
 _LAST_CHARACTERS = (

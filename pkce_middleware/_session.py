@@ -21,6 +21,8 @@ _CACHE_KEY_CHARS = 24
 
 #: ID token members that only served validation; they would only make the cookie larger.
 _VALIDATION_ONLY_CLAIMS = frozenset({"nonce", "at_hash", "c_hash", "s_hash"})
+#: What JSON decodes to besides lists and objects: immutable already, so never copied.
+_ATOMS = frozenset({str, int, float, bool, type(None)})
 
 
 class OIDCUser(BaseUser):
@@ -171,22 +173,24 @@ def _frozen(value: Any) -> Any:
     request, and of the cookie sealed at the next write. Freezing once, when the session is
     built, costs nothing per request (a deep copy per request would).
     """
-    if isinstance(value, str | int | float | None):
+    if type(value) in _ATOMS:  # most claims: a type lookup, not a chain of isinstance calls
         return value
     if isinstance(value, list | tuple):
-        return tuple([_frozen(item) for item in value])
+        return tuple([item if type(item) in _ATOMS else _frozen(item) for item in value])
     if isinstance(value, Mapping):
-        return _FrozenDict({key: _frozen(item) for key, item in value.items()})
+        return _FrozenDict({key: item if type(item) in _ATOMS else _frozen(item) for key, item in value.items()})
     return value
 
 
 def _frozen_claims(claims: Mapping[str, Any]) -> Mapping[str, Any]:
-    return MappingProxyType({key: _frozen(value) for key, value in claims.items()})
+    return MappingProxyType({k: v if type(v) in _ATOMS else _frozen(v) for k, v in claims.items()})
 
 
 def _kept(claims: Mapping[str, Any]) -> Mapping[str, Any]:
     """The claims as a session keeps them: frozen, without those that only served validation."""
-    return MappingProxyType({k: _frozen(v) for k, v in claims.items() if k not in _VALIDATION_ONLY_CLAIMS})
+    return MappingProxyType(
+        {k: v if type(v) in _ATOMS else _frozen(v) for k, v in claims.items() if k not in _VALIDATION_ONLY_CLAIMS}
+    )
 
 
 def _claims_of(id_token: str) -> Mapping[str, Any]:

@@ -250,7 +250,7 @@ function shutdown(signal) {
   setTimeout(() => process.exit(0), 2000).unref();
 }
 if (process.env.OP_EXIT_ON_STDIN_EOF === '1') {
-  // Set by tests/oidc_provider.py, which holds our stdin open: if the test process dies without
+  // Set by tests/support/oidc_provider.py, which holds our stdin open: if the test process dies without
   // stopping us, EOF arrives here instead of an orphan keeping its port.
   process.stdin.on('end', () => shutdown('stdin-eof'));
   process.stdin.on('error', () => shutdown('stdin-error'));

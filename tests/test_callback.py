@@ -442,9 +442,7 @@ async def test_iss_missing_is_refused_when_the_provider_promises_it(
     await assert_no_session(site)
 
 
-async def test_provider_error_is_shown_escaped_and_ends_the_flow(
-    site: Site, caplog: pytest.LogCaptureFixture
-) -> None:
+async def test_provider_error_is_shown_escaped_and_ends_the_flow(site: Site, caplog: pytest.LogCaptureFixture) -> None:
     _, params = await begin_login(site.client, "/")
     description = '<script>alert("pwned")</script><img src=x onerror=alert(1)>'
     response = await callback(

@@ -23,9 +23,7 @@ def test_rfc7636_appendix_b_vector() -> None:
 
 
 def test_flow_values_are_fresh_and_well_formed() -> None:
-    flows = [
-        LoginFlow.start(issuer="https://op.test", redirect_uri="https://app/cb", return_to="/") for _ in range(50)
-    ]
+    flows = [LoginFlow.start(issuer="https://op.test", redirect_uri="https://app/cb", return_to="/") for _ in range(50)]
     for flow in flows:
         assert re.fullmatch(r"[A-Za-z0-9\-._~]{43,128}", flow.code_verifier)
         assert flow.code_challenge == create_s256_code_challenge(flow.code_verifier)

@@ -123,7 +123,7 @@ async def middleware() -> AsyncIterator[PKCEMiddleware]:
     app = Starlette(routes=[Route("/", whoami)])
     middleware = PKCEMiddleware(app, config=FakeProvider().config(), transport=NoProvider())
     yield middleware
-    await close(middleware)
+    await middleware.aclose()
 
 
 class NoProvider(httpx.AsyncBaseTransport):
@@ -131,15 +131,6 @@ class NoProvider(httpx.AsyncBaseTransport):
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         raise AssertionError(f"unexpected call to the provider: {request.url}")
-
-
-async def close(middleware: PKCEMiddleware) -> None:
-    aclose = getattr(middleware, "aclose", None)
-    if aclose is not None:
-        await aclose()
-    else:  # before PKCEMiddleware.aclose existed
-        await middleware._provider.aclose()
-        await middleware._store.aclose()
 
 
 async def get(middleware: PKCEMiddleware, cookie: str) -> httpx.Response:

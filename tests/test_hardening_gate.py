@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+import urllib.parse
 from typing import Any
 
 import httpx
@@ -183,7 +184,7 @@ async def test_a_megabyte_of_percent_signs_in_next_is_refused_before_any_decodin
     site: Site, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     decoded: list[int] = []
-    real_unquote, real_parse_qsl = flow_module.unquote, routes_module.parse_qsl
+    real_unquote, real_parse_qsl = urllib.parse.unquote, urllib.parse.parse_qsl
 
     def unquote(value: str) -> str:
         decoded.append(len(value))

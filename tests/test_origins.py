@@ -130,7 +130,8 @@ async def test_trusted_websocket_origins_come_from_the_configuration() -> None:
 
 def test_without_a_configured_origin_the_requests_host_is_the_apps_origin() -> None:
     origins = Origins(None)
-    scope = {"type": "websocket", "scheme": "wss", "headers": [(b"host", b"App.test:443")]}
+    headers = [(b"host", b"App.test:443")]
+    scope = {"type": "websocket", "scheme": "wss", "headers": headers}
     assert origins.of_app(scope) == "https://app.test"
-    scope["headers"].append((b"origin", b"https://app.test"))
+    headers.append((b"origin", b"https://app.test"))
     assert origins.websocket_allowed(scope)

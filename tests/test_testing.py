@@ -10,9 +10,11 @@ must run as written.
 
 from __future__ import annotations
 
+import ast
 import base64
 import contextlib
 import hashlib
+import importlib.util
 import json
 import re
 import secrets
@@ -36,6 +38,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+import pkce_middleware
+import pkce_middleware.testing
 from pkce_middleware import OIDCCredentials, OIDCUser, PKCEMiddleware, SessionTooLarge
 from pkce_middleware.testing import (
     FAKE_ISSUER,
@@ -505,13 +509,16 @@ def test_the_plugin_is_registered_as_a_pytest_entry_point() -> None:
     assert plugins["pkce_middleware"] == "pkce_middleware.testing.plugin"
 
 
+def modules_loaded_by(module: str) -> set[str]:
+    code = f"import sys, {module}; print(' '.join(sorted(sys.modules)))"
+    return set(subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout.split())
+
+
 def test_importing_the_plugin_loads_no_framework_and_no_redis() -> None:
-    code = "import sys, pkce_middleware.testing; print(' '.join(sorted(sys.modules)))"
-    loaded = set(
-        subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout.split()
-    )
     heavy = {"fastapi", "quart", "redis", "starlette.testclient", "pytest_asyncio", "anyio.pytest_plugin"}
-    assert not heavy & loaded
+    assert not heavy & modules_loaded_by("pkce_middleware.testing.plugin")
+    # The kit itself works without pytest: only the plugin module imports it.
+    assert not (heavy | {"pytest", "_pytest"}) & modules_loaded_by("pkce_middleware.testing")
 
 
 def readme_example() -> str:
@@ -548,3 +555,94 @@ def test_the_readme_example_runs_as_written_with_only_the_installed_plugin(tmp_p
     )
     assert result.returncode == 0, textwrap.indent(result.stdout + result.stderr, "    ")
     assert re.search(r"\b2 passed\b", result.stdout), result.stdout
+
+
+# -- the kit uses only the public API ----------------------------------------------------------------
+
+KIT = Path(pkce_middleware.testing.__file__).parent
+
+
+def private_reaches(source: str, package: str) -> list[str]:
+    """What a module of the kit (in `package`) uses of the package that is not its public API.
+
+    An import of a private module or name of `pkce_middleware` (the kit's own modules,
+    `pkce_middleware.testing.*`, are its business), a name from `pkce_middleware` not in its
+    `__all__`, or an underscore attribute of anything but `self` or `cls` (say
+    `middleware._store`), also through `getattr`.
+    """
+    found: list[tuple[int, str]] = []
+
+    def check_module(name: str, line: int) -> bool:
+        if name != "pkce_middleware" and not name.startswith("pkce_middleware."):
+            return False  # another distribution's business
+        if name == "pkce_middleware.testing" or name.startswith("pkce_middleware.testing."):
+            return False
+        if any(part.startswith("_") for part in name.split(".")):
+            found.append((line, f"import of {name}"))
+            return False
+        return True
+
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                check_module(alias.name, node.lineno)
+        elif isinstance(node, ast.ImportFrom):
+            module = importlib.util.resolve_name("." * node.level + (node.module or ""), package)
+            if check_module(module, node.lineno):
+                for alias in node.names:
+                    private = alias.name.startswith("_")
+                    if private or (module == "pkce_middleware" and alias.name not in pkce_middleware.__all__):
+                        found.append((node.lineno, f"{alias.name} from {module}"))
+        elif isinstance(node, ast.Attribute):
+            dunder = node.attr.startswith("__") and node.attr.endswith("__")
+            own = isinstance(node.value, ast.Name) and node.value.id in ("self", "cls")
+            if node.attr.startswith("_") and not dunder and not own:
+                found.append((node.lineno, f".{node.attr}"))
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "getattr":
+            name = node.args[1] if len(node.args) > 1 else None
+            if isinstance(name, ast.Constant) and isinstance(name.value, str) and name.value.startswith("_"):
+                found.append((node.lineno, f"getattr {name.value}"))
+    return [f"line {line}: {what}" for line, what in sorted(found)]
+
+
+def test_the_kit_uses_only_the_public_api_of_the_package() -> None:
+    modules = sorted(path.name for path in KIT.glob("*.py"))
+    assert {"__init__.py", "_kit.py", "_fake_provider.py", "plugin.py"} <= set(modules)
+    reaches = {name: private_reaches((KIT / name).read_text(), "pkce_middleware.testing") for name in modules}
+    assert reaches == {name: [] for name in modules}
+
+
+def test_the_public_api_check_catches_what_the_single_module_kit_did() -> None:
+    """Lines of the former `pkce_middleware/testing.py` (package `pkce_middleware`), each a reach."""
+    former = textwrap.dedent(
+        """
+        from ._cookies import CookieWriter
+        from ._middleware import PKCEMiddleware
+        from ._store import CookieStore
+        from pkce_middleware._session import Session
+        import pkce_middleware._store
+        from pkce_middleware import PKCEConfig, Components
+
+        async def sealed(middleware, session, writer):
+            session = middleware._lifecycle.keep(session)
+            await middleware._store.save(session, {"type": "http", "headers": []}, writer)
+            store = getattr(middleware, "_store")
+            return isinstance(store, CookieStore), middleware._cookies.session_name
+        """
+    )
+    assert private_reaches(former, "pkce_middleware") == [
+        "line 2: import of pkce_middleware._cookies",
+        "line 3: import of pkce_middleware._middleware",
+        "line 4: import of pkce_middleware._store",
+        "line 5: import of pkce_middleware._session",
+        "line 6: import of pkce_middleware._store",
+        "line 7: Components from pkce_middleware",
+        "line 10: ._lifecycle",
+        "line 11: ._store",
+        "line 12: getattr _store",
+        "line 13: ._cookies",
+    ]
+    # The same code as a module of the kit package: `.` is now the kit, `..` the package.
+    assert private_reaches(
+        "from .._store import CookieStore\nfrom ._kit import login\n", "pkce_middleware.testing"
+    ) == ["line 1: import of pkce_middleware._store"]
