@@ -25,6 +25,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 
+from ._exceptions import Reason
 from ._session import Session
 
 __all__: list[str] = []
@@ -91,10 +92,11 @@ class TimedKeys:
             self._over_cap = True
             self.soft_cap_crossings += 1
             logger.warning(
-                "%s over their soft cap, nothing dropped: reason=revocation_soft_cap entries=%d soft_cap=%d "
+                "%s over their soft cap, nothing dropped: reason=%s entries=%d soft_cap=%d "
                 "crossings=%d (more logouts than expected within PKCE_SESSION_MAX_AGE; each is kept until "
                 "its sessions have expired)",
                 self.kind,
+                Reason.REVOCATION_SOFT_CAP,
                 len(self._entries),
                 self.soft_cap,
                 self.soft_cap_crossings,
