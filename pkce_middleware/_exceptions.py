@@ -127,7 +127,7 @@ class Reason(enum.StrEnum):
     CROSS_ORIGIN_LOGOUT = "cross_origin_logout", "A sign-out POST that did not come from this site."
     LOGOUT_TOKEN_INVALID = "logout_token_invalid", "A back-channel logout request or token we refuse."
     LOGOUT_TOKEN_REPLAYED = "logout_token_replayed", "A logout token (`jti`) used before."
-    REVOCATION_SOFT_CAP = "revocation_soft_cap", "The in-memory logout list passed its soft cap (logged; nothing dropped)."
+    REVOCATION_SOFT_CAP = "revocation_soft_cap", "The in-memory logout list passed its soft cap (nothing dropped)."
     # -- anything else
     INTERNAL_ERROR = "pkce_middleware_error", "An error without a more specific code."
 
