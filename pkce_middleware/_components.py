@@ -8,7 +8,9 @@ use it.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+from collections.abc import Iterator
 
 import httpx
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -94,12 +96,8 @@ def _store(
 ) -> SessionStore:
     if config.session_store == "cookie":
         return CookieStore(codec, cookies, max_age=config.session_max_age, revocations=_revocations(config))
-    try:
+    with _needs_redis("PKCE_SESSION_STORE"):
         from ._redis_store import RedisStore
-    except ModuleNotFoundError as exc:
-        if (exc.name or "").partition(".")[0] != "redis":
-            raise
-        raise ConfigError(f"PKCE_SESSION_STORE is a Redis URL, which needs the redis package: {_REDIS_EXTRA}") from None
     return RedisStore(
         config.session_store,
         codec,
@@ -116,15 +114,20 @@ def _store(
 def _revocations(config: PKCEConfig) -> RevocationLog:
     if config.revocation_store == "memory":
         return MemoryRevocations(max_age=config.session_max_age)
-    try:
+    with _needs_redis("PKCE_REVOCATION_STORE"):
         from ._redis_revocations import SharedRevocations
+    return SharedRevocations(config.revocation_store, max_age=config.session_max_age)
+
+
+@contextlib.contextmanager
+def _needs_redis(variable: str) -> Iterator[None]:
+    """Turn a missing `redis` package into a `ConfigError` naming the variable and the fix."""
+    try:
+        yield
     except ModuleNotFoundError as exc:
         if (exc.name or "").partition(".")[0] != "redis":
             raise
-        raise ConfigError(
-            f"PKCE_REVOCATION_STORE is a Redis URL, which needs the redis package: {_REDIS_EXTRA}"
-        ) from None
-    return SharedRevocations(config.revocation_store, max_age=config.session_max_age)
+        raise ConfigError(f"{variable} is a Redis URL, which needs the redis package: {_REDIS_EXTRA}") from None
 
 
 async def run_lifespan(components: Components, app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> None:

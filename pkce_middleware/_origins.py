@@ -8,6 +8,7 @@ what browsers send. The configured origins are normalised once, at startup.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from urllib.parse import urlsplit
 
 from starlette.datastructures import Headers
 from starlette.types import Scope
@@ -21,30 +22,21 @@ _HTTP_SCHEME = {"ws": "http", "wss": "https"}
 def normalise_origin(value: str) -> str | None:
     """`scheme://host[:port]` in canonical form, or `None` when `value` is no tuple origin
     (`null`, a path, garbage)."""
-    scheme, sep, rest = value.strip().partition("://")
-    scheme = scheme.lower()
-    if not sep or scheme not in _DEFAULT_PORTS or not rest or any(ch in rest for ch in "/?#@\\ "):
+    try:
+        parts = urlsplit(value.strip())
+        port = parts.port  # reading it is what validates it
+    except ValueError:
         return None
-    host, port = rest.lower(), None
-    if host.startswith("["):  # IPv6 literal
-        end = host.find("]")
-        if end < 0:
-            return None
-        host, tail = host[: end + 1], host[end + 1 :]
-        if tail and not tail.startswith(":"):
-            return None
-        port = tail[1:] if tail else None
-    elif ":" in host:
-        host, _, port = host.partition(":")
-    if not host:
+    scheme, host = parts.scheme, parts.hostname  # both lower-cased by urlsplit
+    if scheme not in _DEFAULT_PORTS or not host or parts.username is not None or port == 0:
         return None
-    if port is not None:
-        if not port.isdigit() or not 0 < int(port) < 65536:
-            return None
-        if int(port) == _DEFAULT_PORTS[scheme]:
-            port = None
+    if parts.path or parts.query or parts.fragment or "\\" in parts.netloc or " " in parts.netloc:
+        return None
+    host = f"[{host}]" if ":" in host else host  # an IPv6 literal keeps its brackets
     scheme = _HTTP_SCHEME.get(scheme, scheme)
-    return f"{scheme}://{host}:{int(port)}" if port is not None else f"{scheme}://{host}"
+    if port is None or port == _DEFAULT_PORTS[parts.scheme]:
+        return f"{scheme}://{host}"
+    return f"{scheme}://{host}:{port}"
 
 
 class Origins:
