@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 import httpx
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -24,6 +24,7 @@ from ._flow import FlowCodec, UsedStates
 from ._lifecycle import SessionManager
 from ._provider import Provider
 from ._revocations import MemoryRevocations
+from ._rules import Require, Rules
 from ._session import Session, SessionCodec
 from ._store import RevocationLog, SessionStore
 
@@ -41,6 +42,7 @@ class Components:
     provider: Provider
     store: SessionStore
     lifecycle: SessionManager
+    rules: Rules
 
     async def startup(self) -> None:
         """Load discovery and keys, connect the store; a `ConfigError` fails the startup."""
@@ -62,7 +64,11 @@ class Components:
 
 
 def build(
-    config: PKCEConfig, *, transport: httpx.AsyncBaseTransport | None = None, session_cache_size: int = 1024
+    config: PKCEConfig,
+    *,
+    transport: httpx.AsyncBaseTransport | None = None,
+    session_cache_size: int = 1024,
+    rules: Mapping[str, Require] | None = None,
 ) -> Components:
     keys = [str(key) for key in config.secret_keys]
     cookies = CookiePolicy(secure=config.cookie_secure)
@@ -78,6 +84,7 @@ def build(
         provider=provider,
         store=store,
         lifecycle=SessionManager(config, store, provider),
+        rules=Rules(config.require, rules or {}),
     )
 
 

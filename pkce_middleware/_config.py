@@ -22,6 +22,7 @@ from starlette.datastructures import CommaSeparatedStrings, Secret
 
 from ._exceptions import ConfigError
 from ._origins import normalise_origin
+from ._rules import Require
 
 __all__ = ["PKCEConfig"]
 
@@ -173,6 +174,39 @@ class PKCEConfig:
         "list",
         default=(),
     )
+    allowed_email_domains: tuple[str, ...] = _option(
+        "PKCE_ALLOWED_EMAIL_DOMAINS",
+        "Comma-separated email domains allowed in (`example.com`; `*.example.com` for its subdomains); "
+        "the address must also be verified (`email_verified`).",
+        "list",
+        default=(),
+    )
+    allowed_emails: tuple[str, ...] = _option(
+        "PKCE_ALLOWED_EMAILS",
+        "Comma-separated email addresses allowed in (case-insensitive, verified); with "
+        "`PKCE_ALLOWED_EMAIL_DOMAINS` a user matching either list passes.",
+        "list",
+        default=(),
+    )
+    allowed_groups: tuple[str, ...] = _option(
+        "PKCE_ALLOWED_GROUPS",
+        "Comma-separated groups; the user must be in at least one (read from `PKCE_GROUPS_CLAIM`).",
+        "list",
+        default=(),
+    )
+    groups_claim: str = _option(
+        "PKCE_GROUPS_CLAIM",
+        "The claim holding the user's groups: a name, or a dotted path such as `realm_access.roles`; "
+        "a list or a single string.",
+        default="groups",
+    )
+    acr_values: tuple[str, ...] = _option(
+        "PKCE_ACR_VALUES",
+        "Comma-separated `acr` values sent with every login; an ID token whose `acr` is not one of them "
+        "gives no session.",
+        "list",
+        default=(),
+    )
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__  # frozen: normalise once here so the rest of the code can trust the values
@@ -241,6 +275,23 @@ class PKCEConfig:
         if any(normalise_origin(origin) is None for origin in origins):
             raise ConfigError("PKCE_WEBSOCKET_ORIGINS must hold origins such as https://app.example (no path)")
         set_(self, "websocket_origins", origins)
+        for name, field, kind in _RULE_OPTIONS:
+            try:
+                checked = getattr(Require(**{kind: getattr(self, field)}), kind)
+            except (TypeError, ValueError) as exc:
+                raise ConfigError(f"{name}: {exc}") from None
+            set_(self, field, checked if isinstance(checked, str) else tuple(checked))
+
+    @property
+    def require(self) -> Require:
+        """The global authorization rule (the `PKCE_ALLOWED_*` and `PKCE_ACR_VALUES` options)."""
+        return Require(
+            email_domains=self.allowed_email_domains or None,
+            emails=self.allowed_emails or None,
+            groups=self.allowed_groups or None,
+            groups_claim=self.groups_claim,
+            acr_values=self.acr_values or None,
+        )
 
     @property
     def secret_keys(self) -> tuple[Secret, ...]:
@@ -294,6 +345,16 @@ class PKCEConfig:
     def __repr__(self) -> str:
         shown = (f"{field.name}={getattr(self, field.name)!r}" for field in dataclasses.fields(self))
         return f"PKCEConfig({', '.join(shown)})"
+
+
+#: (variable, PKCEConfig field, Require field) of the global authorization rule's options.
+_RULE_OPTIONS = (
+    ("PKCE_ALLOWED_EMAIL_DOMAINS", "allowed_email_domains", "email_domains"),
+    ("PKCE_ALLOWED_EMAILS", "allowed_emails", "emails"),
+    ("PKCE_ALLOWED_GROUPS", "allowed_groups", "groups"),
+    ("PKCE_GROUPS_CLAIM", "groups_claim", "groups_claim"),
+    ("PKCE_ACR_VALUES", "acr_values", "acr_values"),
+)
 
 
 def _show(value: object, parse: str) -> str:

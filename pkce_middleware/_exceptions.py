@@ -4,6 +4,8 @@ Every exception this package raises, and the reason codes they carry.
 * PKCEMiddlewareError
   + ConfigError                 (also a ValueError; raised at startup, never per request)
   + LoginRequired               (401: no session, and this request is not a page load to redirect)
+  + AccessDenied                (403: signed in, but the authorization rules do not let this user in)
+  + StepUpRequired              (401: this page needs a stronger or more recent login; browsers are redirected)
   + LoginError                  (a sign-in or sign-out request that cannot be served)
     - CallbackError             (400: the browser brought back something we will not accept)
     - ProviderRefused           (400: the provider sent the browser back with `error=...`)
@@ -35,6 +37,7 @@ from __future__ import annotations
 import enum
 
 __all__ = [
+    "AccessDenied",
     "CallbackError",
     "ConfigError",
     "DiscoveryMismatch",
@@ -52,6 +55,7 @@ __all__ = [
     "SessionError",
     "SessionTooLarge",
     "SessionUnavailable",
+    "StepUpRequired",
     "StoreUnavailable",
     "UnknownKeyId",
 ]
@@ -78,6 +82,12 @@ class Reason(enum.StrEnum):
     ALGORITHM_MISMATCH = "algorithm_mismatch", "The provider signs ID tokens with no algorithm we accept."
     # -- a request without a session
     LOGIN_REQUIRED = "login_required", "No session, and the request is not a page load: a 401."
+    # -- authorization (who may enter)
+    EMAIL_NOT_ALLOWED = "email_not_allowed", "The user's email address is not in an allowed domain or list (403)."
+    EMAIL_UNVERIFIED = "email_unverified", "An email rule is set and the provider does not say the address is verified."
+    GROUP_NOT_ALLOWED = "group_not_allowed", "The user is in none of the allowed groups (403)."
+    ACR_NOT_ALLOWED = "acr_not_allowed", "The login's `acr` is not one the rule asks for (step-up, or 403 after one)."
+    LOGIN_TOO_OLD = "login_too_old", "The login (`auth_time`) is older than the rule's `max_age`, or has no time."
     # -- the callback (what the browser brought back)
     BAD_CALLBACK = "bad_callback", "The callback request is not one we accept."
     METHOD_NOT_ALLOWED = "method_not_allowed", "A method the endpoint does not take."
@@ -174,6 +184,54 @@ class LoginRequired(PKCEMiddlewareError):
 
     def __init__(self, detail: str = "", *, login_url: str) -> None:
         super().__init__(detail)
+        self.login_url = login_url
+
+
+class AccessDenied(PKCEMiddlewareError):
+    """Signed in, but the authorization rules do not let this user in (a 403, never a redirect).
+
+    `who` names the signed-in user on the page (their display name); `switch_url` starts a new
+    login that makes the provider ask who is signing in (`prompt=login`).
+    """
+
+    status_code = 403
+    title = "Access denied"
+    message = "Your account may not use this page."
+
+    def __init__(self, detail: str = "", *, error: Reason, who: str = "", switch_url: str = "") -> None:
+        super().__init__(detail, error=error)
+        self.message = _DENIED_MESSAGES.get(error, self.message)
+        self.who = who
+        self.switch_url = switch_url
+
+
+_DENIED_MESSAGES = {
+    Reason.EMAIL_NOT_ALLOWED: "This site is open to certain email addresses only, and yours is not one of them.",
+    Reason.EMAIL_UNVERIFIED: "The sign-in service does not say that your account's email address is verified.",
+    Reason.GROUP_NOT_ALLOWED: "Your account is not in a group that may use this page.",
+    Reason.ACR_NOT_ALLOWED: "This page needs a stronger kind of sign-in than the sign-in service gave.",
+    Reason.LOGIN_TOO_OLD: "This page needs a recent sign-in, and the sign-in service did not give one.",
+}
+
+
+class StepUpRequired(PKCEMiddlewareError):
+    """The login is not strong (`acr`) or recent (`max_age`) enough for this page.
+
+    A browser loading a page is sent to the provider again with `acr_values`/`max_age` (the
+    session is kept, and replaced by the new login); anything else gets this 401 with the
+    RFC 9470 challenge. `login_url` is where a script can send the person to sign in again.
+    """
+
+    status_code = 401
+    title = "Sign in again"
+    message = "This page needs you to sign in again."
+
+    def __init__(
+        self, detail: str = "", *, error: Reason, acr_values: tuple[str, ...], max_age: int | None, login_url: str = ""
+    ) -> None:
+        super().__init__(detail, error=error)
+        self.acr_values = acr_values
+        self.max_age = max_age
         self.login_url = login_url
 
 

@@ -65,9 +65,24 @@ class LoginFlow:
     redirect_uri: str
     return_to: str
     created_at: int
+    #: What this login asks of the provider beyond a plain sign-in, and must then get (step-up):
+    #: `acr_values` and `max_age` (OIDC Core 3.1.2.1), and `prompt=login` to switch accounts.
+    acr_values: tuple[str, ...] = ()
+    max_age: int | None = None
+    prompt: str | None = None
 
     @classmethod
-    def start(cls, *, issuer: str, redirect_uri: str, return_to: str, now: int | None = None) -> LoginFlow:
+    def start(
+        cls,
+        *,
+        issuer: str,
+        redirect_uri: str,
+        return_to: str,
+        now: int | None = None,
+        acr_values: tuple[str, ...] = (),
+        max_age: int | None = None,
+        prompt: str | None = None,
+    ) -> LoginFlow:
         return cls(
             state=secrets.token_urlsafe(32),
             nonce=secrets.token_urlsafe(32),
@@ -77,6 +92,9 @@ class LoginFlow:
             redirect_uri=redirect_uri,
             return_to=_fitting(safe_return_path(return_to)),
             created_at=int(time.time()) if now is None else now,
+            acr_values=acr_values,
+            max_age=max_age,
+            prompt=prompt,
         )
 
     @property
@@ -117,7 +135,7 @@ class FlowCodec:
             return None
         try:
             data = json.loads(plaintext)
-            flow = LoginFlow(**data)
+            flow = LoginFlow(**{**data, "acr_values": tuple(data.get("acr_values", ()))})
         except (ValueError, TypeError):
             return None
         return flow

@@ -28,10 +28,12 @@ from ._components import build, run_lifespan
 from ._config import PKCEConfig
 from ._cookies import CookieWriter
 from ._exceptions import LoginRequired, PKCEMiddlewareError, Reason
-from ._flow import safe_return_path
+from ._guards import SCOPE_KEY as GUARD_KEY
+from ._guards import Guard, request_target
 from ._hooks import Hooks, OnError, OnLogin, OnLogout, log_refusal
 from ._responses import is_navigation
 from ._routes import Routes
+from ._rules import Require
 from ._session import Session
 
 __all__ = ["PKCEMiddleware"]
@@ -69,13 +71,15 @@ class PKCEMiddleware:
         on_logout: OnLogout | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         session_cache_size: int = 1024,
+        rules: Mapping[str, Require] | None = None,
     ) -> None:
         self.app = app
         self.config = config = config if config is not None else PKCEConfig.from_environ()
         if session_cache_size < 0:
             raise ValueError("session_cache_size must not be negative")
-        self._parts = build(config, transport=transport, session_cache_size=session_cache_size)
+        self._parts = build(config, transport=transport, session_cache_size=session_cache_size, rules=rules)
         self._hooks = Hooks(on_error=on_error, on_login=on_login, on_logout=on_logout)
+        self._guard = Guard(self._hooks, login_path=config.login_path, leeway=config.clock_leeway)
         self._routes = Routes(self._parts, self._hooks)
 
     def __repr__(self) -> str:
@@ -100,25 +104,40 @@ class PKCEMiddleware:
             current = await self._parts.lifecycle.current(scope)
             if current is None and not self._is_public(scope["path"]) and scope["type"] == "http":
                 if is_navigation(scope["method"], Headers(scope=scope)):
-                    await self._routes.start_login(scope, receive, send, return_to=_request_target(scope))
+                    await self._routes.start_login(scope, receive, send, return_to=request_target(scope))
                     return
-                login_url = f"{self.config.login_path}?next={quote(_request_target(scope), safe='')}"
+                login_url = f"{self.config.login_path}?next={quote(request_target(scope), safe='')}"
                 raise LoginRequired("no session", login_url=login_url)
         except PKCEMiddlewareError as exc:  # no session, or the provider or the store is down
             await self._refuse(exc, scope, receive, send)
             return
 
+        if current is not None and current.write and scope["type"] == "http":
+            # Even on a refusal: a refreshed session that is not written back loses its new tokens.
+            send = await self._sending_session(current.session, scope, send)
+        if current is not None and self._parts.rules.active:
+            rule = self._parts.rules.for_path(scope["path"])
+            refusal = self._guard.verdict(rule, current.session.claims, scope) if rule is not None else None
+            if refusal is not None and not self._is_public(scope["path"]):
+                if scope["type"] == "websocket":
+                    log_refusal(refusal, scope)
+                    await _refuse_websocket(scope, send, refusal.error, refusal.message)
+                else:
+                    await (await self._guard.response(refusal, scope, receive))(scope, receive, send)
+                return
+            if refusal is not None:
+                current = None  # a public path: the app sees this user as anonymous
         if current is not None:
             # Overwrites whatever an outer layer or a client-controlled value put there.
             scope["user"], scope["auth"] = current.user, current.credentials
+            scope[GUARD_KEY] = self._guard
             if scope["type"] == "websocket":
                 await self._watched_websocket(current.session, scope, receive, send)
                 return
-            if current.write:
-                send = await self._sending_session(current.session, scope, send)
             await self.app(scope, receive, send)
         elif self._is_public(scope["path"]):
             scope["user"], scope["auth"] = UnauthenticatedUser(), AuthCredentials()
+            scope[GUARD_KEY] = self._guard
             await self.app(scope, receive, send)
         else:
             await _refuse_websocket(scope, send, Reason.LOGIN_REQUIRED, "Sign in to use this resource.")
@@ -232,11 +251,3 @@ async def _refuse_websocket(scope: Scope, send: Send, error: Reason, message: st
         await send({"type": "websocket.http.response.body", "body": body})
     else:
         await send({"type": "websocket.close", "code": 1008, "reason": error.replace("_", " ")})
-
-
-def _request_target(scope: Scope) -> str:
-    """Path and query exactly as the browser sent them, for coming back after login."""
-    raw = scope.get("raw_path")
-    path = raw.decode("latin-1") if raw else quote(scope["path"])
-    query = scope["query_string"].decode("latin-1")
-    return safe_return_path(f"{path}?{query}" if query else path)

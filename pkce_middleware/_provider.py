@@ -184,8 +184,15 @@ class Provider:
             ("code_challenge", flow.code_challenge),
             ("code_challenge_method", "S256"),
         ]
+        prompts = [flow.prompt] if flow.prompt else []
         if _OFFLINE_ACCESS in self._config.scopes:
-            params.append(("prompt", "consent"))
+            prompts.append("consent")
+        if prompts:
+            params.append(("prompt", " ".join(prompts)))
+        if flow.acr_values:
+            params.append(("acr_values", " ".join(flow.acr_values)))
+        if flow.max_age is not None:
+            params.append(("max_age", str(flow.max_age)))
         return str(add_params_to_uri(metadata.authorization_endpoint, params))
 
     @property

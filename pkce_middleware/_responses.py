@@ -13,7 +13,7 @@ from starlette.datastructures import Headers
 from starlette.requests import HTTPConnection
 from starlette.responses import HTMLResponse, JSONResponse, Response
 
-from ._exceptions import LoginError, LoginRequired, PKCEMiddlewareError, ProviderRefused
+from ._exceptions import AccessDenied, LoginError, LoginRequired, PKCEMiddlewareError, ProviderRefused, StepUpRequired
 
 __all__ = ["wants_html"]
 
@@ -76,15 +76,27 @@ def error_response(exc: PKCEMiddlewareError, *, browser: bool) -> Response:
         headers["WWW-Authenticate"] = (
             f'Cookie realm="pkce_middleware", form-action="{quote(exc.login_url, safe="/?=&%")}"'
         )
+    elif isinstance(exc, AccessDenied):
+        # The OAuth error code scripts already know; the reason code says which rule.
+        body = {"error": "access_denied", "reason": exc.error, "message": exc.message}
+    elif isinstance(exc, StepUpRequired):
+        body = {"error": "insufficient_user_authentication", "reason": exc.error, "message": exc.message}
+        body["login_url"] = exc.login_url
+        headers["WWW-Authenticate"] = step_up_challenge(exc)
     if not browser:
         return JSONResponse(body, status_code=exc.status_code, headers=headers)
+    if isinstance(exc, AccessDenied):
+        signed_in = f"<p>You are signed in as <strong>{html.escape(exc.who)}</strong>.</p>" if exc.who else ""
+        switch = f'<p><a href="{html.escape(exc.switch_url)}">Sign in as someone else</a></p>' if exc.switch_url else ""
+        body_html = f"{signed_in}<p>{html.escape(exc.message)}</p>{switch}<p><code>reason: {exc.error}</code></p>"
+        return page(exc.title, body_html, status_code=exc.status_code, headers=headers)
     if isinstance(exc, ProviderRefused):
         text = f"The sign-in service answered <code>{html.escape(exc.provider_error[:60])}</code>."
         if exc.provider_description:
             text += f" It said: {html.escape(exc.provider_description[:300])}"
     else:
         text = html.escape(exc.message)
-    if isinstance(exc, LoginRequired):
+    if isinstance(exc, LoginRequired | StepUpRequired):
         action = f'<p><a href="{html.escape(exc.login_url)}">Sign in</a></p>'
     elif isinstance(exc, LoginError):
         action = f'<p><a href="{html.escape(exc.retry_url)}">Start again</a></p>'
@@ -92,6 +104,18 @@ def error_response(exc: PKCEMiddlewareError, *, browser: bool) -> Response:
         action = '<p><a href="">Try again</a></p>'
     body_html = f"<p>{text}</p>{action}<p><code>reason: {html.escape(exc.error)}</code></p>"
     return page(exc.title, body_html, status_code=exc.status_code, headers=headers)
+
+
+def step_up_challenge(exc: StepUpRequired) -> str:
+    """RFC 9470 section 3: what the login lacks, in a `WWW-Authenticate` challenge."""
+    challenge = 'Bearer error="insufficient_user_authentication", error_description="'
+    challenge += "A stronger login is required" if exc.error == "acr_not_allowed" else "A more recent login is required"
+    challenge += '"'
+    if exc.acr_values:
+        challenge += f', acr_values="{" ".join(exc.acr_values)}"'
+    if exc.max_age is not None:
+        challenge += f", max_age={exc.max_age}"
+    return challenge
 
 
 def logout_page(action: str, login_path: str, *, signed_in: bool, provider_origin: str | None) -> Response:

@@ -11,9 +11,12 @@ References:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
-from urllib.parse import parse_qsl, urlsplit
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
 from starlette.datastructures import Headers
 from starlette.responses import JSONResponse, RedirectResponse, Response
@@ -21,7 +24,15 @@ from starlette.types import Receive, Scope, Send
 
 from ._components import Components
 from ._cookies import CookieWriter, request_cookies
-from ._exceptions import CallbackError, LoginError, LogoutError, PKCEMiddlewareError, Reason, StoreUnavailable
+from ._exceptions import (
+    AccessDenied,
+    CallbackError,
+    LoginError,
+    LogoutError,
+    PKCEMiddlewareError,
+    Reason,
+    StoreUnavailable,
+)
 from ._flow import (
     FLOW_MAX_AGE,
     MAX_PARALLEL_FLOWS,
@@ -32,9 +43,11 @@ from ._flow import (
     check_issuer,
     safe_return_path,
 )
+from ._guards import who
 from ._hooks import Hooks, log_refusal
 from ._origins import Origins
 from ._responses import NO_STORE, logout_page
+from ._rules import Require
 
 __all__: list[str] = []
 
@@ -67,23 +80,56 @@ class Routes:
     # -- login ---------------------------------------------------------------------------------
 
     async def login(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """`GET <login_path>?next=/path`: start a login on purpose (a link, or a SPA after a 401)."""
+        """`GET <login_path>?next=/path`: start a login on purpose (a link, or a SPA after a 401).
+
+        `prompt=login` (or `select_account`) makes the provider ask who is signing in, and
+        `acr_values`/`max_age` ask for a stronger or more recent login (step-up): with any of them a
+        new login starts even over a live session, which it replaces once it succeeds.
+        """
         if scope["method"] not in ("GET", "HEAD"):
             await Response(status_code=405, headers={"Allow": "GET, HEAD", **NO_STORE})(scope, receive, send)
             return
         query = scope["query_string"]
         # A query too long to hold a target we would keep is not even parsed (decoding costs).
-        target = dict(parse_qsl(query.decode("latin-1"))).get("next", "/") if len(query) <= MAX_QUERY else "/"
-        if await self._parts.lifecycle.live(scope) is not None:
+        params = dict(parse_qsl(query.decode("latin-1"))) if len(query) <= MAX_QUERY else {}
+        target = params.get("next", "/")
+        demand = _demand(params)
+        live = await self._parts.lifecycle.live(scope) is not None
+        if live and demand is None:
             await RedirectResponse(safe_return_path(target), 303, headers=NO_STORE)(scope, receive, send)
             return
-        await self.start_login(scope, receive, send, return_to=target)
+        await self.start_login(scope, receive, send, return_to=target, demand=demand, keep_session=live)
 
-    async def start_login(self, scope: Scope, receive: Receive, send: Send, *, return_to: str) -> None:
-        """Send the browser to the provider, with a new flow cookie."""
+    async def start_login(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        *,
+        return_to: str,
+        demand: Demand | None = None,
+        keep_session: bool = False,
+    ) -> None:
+        """Send the browser to the provider, with a new flow cookie.
+
+        Without an explicit `demand`, the login asks for what the rule of `return_to` needs (its
+        `acr_values` and `max_age`), so that landing there does not need a second login.
+        """
         config = self._parts.config
         redirect_uri = config.redirect_uri or self.origin(scope) + DEFAULT_CALLBACK_PATH
-        flow = LoginFlow.start(issuer=config.issuer, redirect_uri=redirect_uri, return_to=return_to)
+        wanted = self._demand_of(return_to)
+        if demand is None:
+            demand = wanted
+        elif not demand.acr_values and demand.max_age is None:  # an account switch: the target's needs still hold
+            demand = dataclasses.replace(demand, acr_values=wanted.acr_values, max_age=wanted.max_age)
+        flow = LoginFlow.start(
+            issuer=config.issuer,
+            redirect_uri=redirect_uri,
+            return_to=return_to,
+            acr_values=demand.acr_values,
+            max_age=demand.max_age,
+            prompt=demand.prompt,
+        )
         try:
             url = await self._parts.provider.authorization_url(flow)
         except LoginError as exc:
@@ -93,11 +139,21 @@ class Routes:
         response = RedirectResponse(url, 302, headers=NO_STORE)
         for name in self._stale_flows(request_cookies(scope)):
             self._cookies.delete(response, name)
-        # A session that did not open is dead; a fresh login must not build on it (fixation).
-        await self.forget_session(scope, response)
+        if not keep_session:
+            # A session that did not open is dead; a fresh login must not build on it (fixation).
+            await self.forget_session(scope, response)
         name = self._cookies.flow_prefix + flow.cookie_suffix
         self._cookies.set(response, name, self._parts.flows.seal(flow), max_age=FLOW_MAX_AGE)
         await response(scope, receive, send)
+
+    def _rule_of(self, return_to: str) -> Require | None:
+        return self._parts.rules.for_path(unquote(urlsplit(safe_return_path(return_to)).path))
+
+    def _demand_of(self, return_to: str) -> Demand:
+        rule = self._rule_of(return_to)
+        if rule is None:
+            return Demand()
+        return Demand(acr_values=tuple(rule.acr_values or ()), max_age=rule.max_age)
 
     def origin(self, scope: Scope) -> str:
         return self.origins.of_app(scope)
@@ -162,6 +218,7 @@ class Routes:
         if not parts.used_states.claim(flow.state, now):
             raise CallbackError("state already used", error=Reason.STATE_REPLAYED)
         token, claims = await parts.provider.redeem(flow, code, now=now)
+        self._check_rules(flow, claims)
         writer = CookieWriter()
         session = parts.lifecycle.start(claims, token)
         await self._hooks.logged_in(scope, receive, session.user())
@@ -170,6 +227,22 @@ class Routes:
         response.raw_headers.extend(writer.raw_headers)
         logger.info("login ok: sub=%r", session.sub)
         return response
+
+    def _check_rules(self, flow: LoginFlow, claims: Mapping[str, Any]) -> None:
+        """Refuse, before any session exists, a login that the rule of its target or this flow's
+        demands (the `acr_values`/`max_age` it asked for; OIDC Core 3.1.3.7) do not let in.
+
+        The target's rule, not the global one: a path rule that lifts the global email rule for
+        partners must let them sign in there.
+        """
+        rule = self._rule_of(flow.return_to)
+        reason = rule.refusal(claims) if rule is not None else None
+        if reason is None and (flow.acr_values or flow.max_age is not None):
+            demand = Require(acr_values=flow.acr_values or None, max_age=flow.max_age)
+            reason = demand.step_up_reason(claims, now=time.time(), leeway=self._parts.config.clock_leeway)
+        if reason is not None:
+            switch = f"{self._parts.config.login_path}?{urlencode([('next', flow.return_to), ('prompt', 'login')])}"
+            raise AccessDenied(f"at login: sub={claims.get('sub')!r}", error=reason, who=who(claims), switch_url=switch)
 
     # -- logout --------------------------------------------------------------------------------
 
@@ -234,6 +307,36 @@ class Routes:
             return
         logger.info("back-channel logout: sid=%r sub=%r", claims.sid, claims.sub)
         await Response(status_code=200, headers=NO_STORE)(scope, receive, send)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Demand:
+    """What a login asks of the provider beyond a plain sign-in."""
+
+    acr_values: tuple[str, ...] = ()
+    max_age: int | None = None
+    prompt: str | None = None
+
+
+#: `prompt` values a login link may ask for: both only make the provider ask who signs in.
+_PROMPTS = frozenset({"login", "select_account"})
+
+
+def _demand(params: Mapping[str, str]) -> Demand | None:
+    """The step-up or account switch a login link asks for; `None` for a plain login.
+
+    Anyone can link here, so a value we would not send ourselves is ignored, not passed on.
+    """
+    prompt = params.get("prompt") if params.get("prompt") in _PROMPTS else None
+    try:
+        acr = Require(acr_values=params.get("acr_values", "").split() or None).acr_values or ()
+    except ValueError:
+        acr = ()
+    raw_age = params.get("max_age", "")
+    max_age = int(raw_age) if raw_age.isascii() and raw_age.isdigit() and len(raw_age) <= 9 else None
+    if prompt is None and not acr and max_age is None:
+        return None
+    return Demand(acr_values=tuple(acr), max_age=max_age, prompt=prompt)
 
 
 async def _read_logout_token(scope: Scope, receive: Receive) -> str:

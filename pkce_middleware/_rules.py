@@ -1,0 +1,249 @@
+"""Who may enter: rules on the signed-in user's claims, for the whole app and per path, and the
+step-up they can ask for (a stronger or a more recent login).
+
+A `Require` holds up to four kinds of rule: email (allowed domains or addresses, and a verified
+address), groups (membership in one of them, read from a claim path), `acr` (how the user
+authenticated) and `max_age` (how long ago). A user must pass every kind that is set. Email and
+group rules can only refuse (403): another login of the same user would not change them. `acr`
+and `max_age` ask for a new login at the provider (step-up), since that can meet them.
+
+`Rules` resolves the rule of a path once per request: the longest matching prefix among the path
+rules, each merged over the global rule (a kind the path rule does not set is the global one).
+Everything here is plain computation on claims already validated, with no I/O, so it runs on
+every request; its cost is in `benchmarks/`.
+
+References:
+    OpenID Connect Core 1.0 sections 2 (`acr`, `auth_time`), 3.1.2.1 (`acr_values`, `max_age`)
+    and 3.1.3.7 (checking `auth_time` when `max_age` was sent); RFC 9470 (step-up).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import posixpath
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from ._exceptions import AccessDenied, Reason, StepUpRequired
+
+__all__ = ["Require"]
+
+#: The email-verified claim as some providers send it (AWS Cognito: the string "true").
+_TRUE_STRINGS = frozenset({"true"})
+#: What an `acr` value cannot hold: they are sent space-separated and echoed in a quoted string.
+_UNQUOTABLE = frozenset(' "\\')
+
+
+def _strings(name: str, values: Sequence[str] | None, *, lower: bool = False) -> tuple[str, ...] | None:
+    if values is None:
+        return None
+    if isinstance(values, str):
+        # Require(groups="admins") would otherwise allow the groups "a", "d", "m", ...
+        raise TypeError(f"Require({name}=...) takes a list of strings, not one string")
+    checked = tuple(value.strip().lower() if lower else value.strip() for value in values)
+    if any(not isinstance(value, str) or not value for value in checked):
+        raise ValueError(f"Require({name}=...) needs non-empty strings")
+    return checked
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Require:
+    """A rule on the signed-in user, for the whole app (the `PKCE_ALLOWED_*` options), a path
+    (`PKCEMiddleware(rules={"/admin": Require(groups=["admins"])})`) or a route (`require(...)`).
+
+    `email_domains` (a leading `*.` allows subdomains) and `emails` are compared case-insensitively
+    with the `email` claim, which must also be verified (`email_verified`); the email kind passes
+    when either list matches. `groups`: the user must be in one of them, read from `groups_claim`
+    (a claim name, or a dotted path such as `realm_access.roles`; a list or a single string).
+    `acr_values`: the login's `acr` must be one of them. `max_age`: the login (`auth_time`) must be
+    at most this many seconds old. A browser that fails `acr_values` or `max_age` is sent to the
+    provider again (step-up); one that fails the others gets a 403.
+
+    On a path rule, a kind left at `None` is the global rule's; an empty list lifts that kind there.
+    """
+
+    email_domains: Sequence[str] | None = None
+    emails: Sequence[str] | None = None
+    groups: Sequence[str] | None = None
+    groups_claim: str | None = None
+    acr_values: Sequence[str] | None = None
+    max_age: int | None = None
+    # Compiled in __post_init__ for the per-request check.
+    _exact_domains: frozenset[str] = dataclasses.field(init=False, repr=False, compare=False)
+    _parent_domains: tuple[str, ...] = dataclasses.field(init=False, repr=False, compare=False)
+    _emails: frozenset[str] = dataclasses.field(init=False, repr=False, compare=False)
+    _groups: frozenset[str] = dataclasses.field(init=False, repr=False, compare=False)
+    _acr: frozenset[str] = dataclasses.field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__  # frozen: normalised once, so every check can trust the values
+        domains = _strings("email_domains", self.email_domains, lower=True)
+        for domain in domains or ():
+            bare = domain.removeprefix("*.")
+            if "@" in bare or "*" in bare or "/" in bare or "." not in bare.strip("."):
+                raise ValueError(f"Require(email_domains=...): {domain!r} is not a domain such as example.com")
+        emails = _strings("emails", self.emails, lower=True)
+        if any(email.count("@") != 1 or email.startswith("@") for email in emails or ()):
+            raise ValueError("Require(emails=...) needs whole addresses such as ann@example.com")
+        set_(self, "email_domains", domains)
+        set_(self, "emails", emails)
+        set_(self, "groups", _strings("groups", self.groups))
+        set_(self, "acr_values", _strings("acr_values", self.acr_values))
+        if any(
+            not value.isprintable() or " " in value or '"' in value or "\\" in value for value in self.acr_values or ()
+        ):
+            # Sent space-separated, and echoed in a quoted WWW-Authenticate parameter (RFC 9470).
+            raise ValueError("Require(acr_values=...) takes one value per item, without spaces, quotes or backslashes")
+        if self.groups_claim is not None and not self.groups_claim.strip("."):
+            raise ValueError("Require(groups_claim=...) must name a claim")
+        if self.max_age is not None and (isinstance(self.max_age, bool) or not 0 <= self.max_age <= 10**9):
+            raise ValueError("Require(max_age=...) must be a number of seconds, 0 or more")
+        set_(self, "_exact_domains", frozenset(d for d in domains or () if not d.startswith("*.")))
+        set_(self, "_parent_domains", tuple(d[1:] for d in domains or () if d.startswith("*.")))
+        set_(self, "_emails", frozenset(emails or ()))
+        set_(self, "_groups", frozenset(self.groups or ()))
+        set_(self, "_acr", frozenset(self.acr_values or ()))
+
+    @property
+    def restricts(self) -> bool:
+        """Whether this rule can refuse anyone (an empty `Require()` lets every user in)."""
+        return bool(self.email_domains or self.emails or self.groups or self.acr_values) or self.max_age is not None
+
+    @property
+    def _email_kind(self) -> bool:
+        return bool(self.email_domains or self.emails)
+
+    def over(self, base: Require) -> Require:
+        """This rule where it speaks, `base` where it does not (a path rule over the global one)."""
+        own_email = self.email_domains is not None or self.emails is not None
+        return Require(
+            email_domains=(self.email_domains or ()) if own_email else base.email_domains,
+            emails=(self.emails or ()) if own_email else base.emails,
+            groups=self.groups if self.groups is not None else base.groups,
+            groups_claim=self.groups_claim or base.groups_claim,
+            acr_values=self.acr_values if self.acr_values is not None else base.acr_values,
+            max_age=self.max_age if self.max_age is not None else base.max_age,
+        )
+
+    # -- the checks ------------------------------------------------------------------------------
+
+    def refusal(self, claims: Mapping[str, Any]) -> Reason | None:
+        """Why the email or group rule refuses these claims, or `None` (no step-up can change these)."""
+        if self._email_kind:
+            reason = self._email_refusal(claims)
+            if reason is not None:
+                return reason
+        if self._groups and self._groups.isdisjoint(_as_strings(claim_at(claims, self.groups_claim or "groups"))):
+            return Reason.GROUP_NOT_ALLOWED
+        return None
+
+    def _email_refusal(self, claims: Mapping[str, Any]) -> Reason | None:
+        email = claims.get("email")
+        if not isinstance(email, str) or "@" not in email:
+            return Reason.EMAIL_NOT_ALLOWED
+        verified = claims.get("email_verified")
+        if verified is not True and not (isinstance(verified, str) and verified.lower() in _TRUE_STRINGS):
+            return Reason.EMAIL_UNVERIFIED
+        email = email.lower()
+        if email in self._emails:
+            return None
+        domain = email.rpartition("@")[2]
+        if domain in self._exact_domains or domain.endswith(self._parent_domains):
+            return None
+        return Reason.EMAIL_NOT_ALLOWED
+
+    def step_up_reason(self, claims: Mapping[str, Any], *, now: float, leeway: int) -> Reason | None:
+        """Why this login is not strong or recent enough, or `None`.
+
+        `max_age` is held against `auth_time` with the clock leeway: the provider's clock is not
+        ours, and without it a short `max_age` would send a user who just signed in straight back.
+        """
+        if self._acr and claims.get("acr") not in self._acr:
+            return Reason.ACR_NOT_ALLOWED
+        if self.max_age is not None:
+            auth_time = claims.get("auth_time")
+            if isinstance(auth_time, bool) or not isinstance(auth_time, int | float):
+                return Reason.LOGIN_TOO_OLD
+            if now - auth_time > self.max_age + leeway:
+                return Reason.LOGIN_TOO_OLD
+        return None
+
+    def check(self, claims: Mapping[str, Any], *, now: float, leeway: int) -> AccessDenied | StepUpRequired | None:
+        """The refusal of a request with these claims: 403 (`AccessDenied`), a step-up, or `None`."""
+        reason = self.refusal(claims)
+        if reason is not None:
+            return AccessDenied(f"sub={claims.get('sub')!r}", error=reason)
+        reason = self.step_up_reason(claims, now=now, leeway=leeway)
+        if reason is not None:
+            return StepUpRequired(
+                f"sub={claims.get('sub')!r}",
+                error=reason,
+                acr_values=tuple(self.acr_values or ()),
+                max_age=self.max_age,
+            )
+        return None
+
+
+def claim_at(claims: Mapping[str, Any], path: str) -> Any:
+    """The claim named `path`, or, when there is none, the value at its dotted path.
+
+    A whole name is tried first because namespaced claims (Auth0's `https://example.com/roles`)
+    hold dots of their own.
+    """
+    if path in claims:
+        return claims[path]
+    value: Any = claims
+    for part in path.split("."):
+        if not isinstance(value, Mapping):
+            return None
+        value = value.get(part)
+    return value
+
+
+def _as_strings(value: Any) -> frozenset[str]:
+    if isinstance(value, str):
+        return frozenset((value,))
+    if isinstance(value, list | tuple):
+        return frozenset(item for item in value if isinstance(item, str))
+    return frozenset()
+
+
+def rule_path(path: str) -> str:
+    """`path` as rules see it: dot segments resolved and repeated slashes collapsed.
+
+    A server or app that resolves `/public/../admin` to `/admin` must not let it ride on the
+    rule of `/public`; most paths have neither, and are returned as they are.
+    """
+    if "//" not in path and "/." not in path:
+        return path
+    resolved = posixpath.normpath("/" + path.lstrip("/"))
+    resolved = "/" + resolved.lstrip("/")  # normpath keeps a leading "//"
+    return resolved + "/" if path.endswith("/") and resolved != "/" else resolved
+
+
+class Rules:
+    """The rule of every path: path rules over the global one, longest prefix first."""
+
+    def __init__(self, base: Require, paths: Mapping[str, Require]) -> None:
+        self.base = base
+        prefixes: list[tuple[str, Require]] = []
+        for prefix, rule in paths.items():
+            if not isinstance(rule, Require):
+                raise TypeError(f"rules[{prefix!r}] must be a Require")
+            if not prefix.startswith("/") or prefix.startswith("//") or "?" in prefix or "#" in prefix:
+                raise ValueError(f"rules: {prefix!r} is not an absolute path such as /admin")
+            prefixes.append((rule_path(prefix).rstrip("/") or "/", rule.over(base)))
+        prefixes.sort(key=lambda item: len(item[0]), reverse=True)
+        self._paths = tuple(prefixes)
+        self._base = base if base.restricts else None
+        #: False when nothing can refuse anyone: the per-request check is then skipped entirely.
+        self.active = self._base is not None or any(rule.restricts for _, rule in prefixes)
+
+    def for_path(self, path: str) -> Require | None:
+        """The rule for `path`, or `None` when it lets everyone in."""
+        if self._paths:
+            path = rule_path(path)
+            for prefix, rule in self._paths:
+                if prefix == "/" or path == prefix or (path.startswith(prefix) and path[len(prefix)] == "/"):
+                    return rule if rule.restricts else None
+        return self._base
