@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ._config import PKCEConfig
 from ._exceptions import (
+    AccessDenied,
     CallbackError,
     ConfigError,
     DiscoveryMismatch,
@@ -21,18 +22,22 @@ from ._exceptions import (
     SessionError,
     SessionTooLarge,
     SessionUnavailable,
+    StepUpRequired,
     StoreUnavailable,
     UnknownKeyId,
 )
+from ._guards import restrict
 from ._hooks import OnError, OnLogin, OnLogout
 from ._middleware import PKCEMiddleware
 from ._responses import wants_html
+from ._rules import Require
 from ._scope import get_credentials, get_user
 from ._session import OIDCCredentials, OIDCUser
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AccessDenied",
     "CallbackError",
     "ConfigError",
     "DiscoveryMismatch",
@@ -53,14 +58,17 @@ __all__ = [
     "ProviderTimeout",
     "Reason",
     "RefreshBusy",
+    "Require",
     "SessionEnded",
     "SessionError",
     "SessionTooLarge",
     "SessionUnavailable",
+    "StepUpRequired",
     "StoreUnavailable",
     "UnknownKeyId",
     "get_credentials",
     "get_user",
+    "restrict",
     "wants_html",
 ]
 

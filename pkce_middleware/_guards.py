@@ -1,5 +1,5 @@
 """The answer to a request that an authorization rule refuses, for the middleware's path rules and
-for the per-route helpers (`require`, and `pkce_middleware.fastapi.require`) alike.
+for the per-route helpers (`restrict`, and `pkce_middleware.fastapi.require`) alike.
 
 A refusal (`AccessDenied`) is a 403: a page naming the signed-in user and the reason, with a way
 to sign in as someone else, or JSON `{"error": "access_denied", ...}` for scripts. A step-up
@@ -33,7 +33,7 @@ from ._responses import NO_STORE, is_navigation
 from ._rules import Require
 from ._scope import get_user
 
-__all__ = ["require"]
+__all__ = ["restrict"]
 
 #: Where the middleware leaves its `Guard` for the route helpers.
 SCOPE_KEY = "pkce_middleware.guard"
@@ -92,7 +92,7 @@ class Guard:
         return await self._hooks.error_response(refusal, scope, receive)
 
 
-def require(
+def restrict(
     *,
     email_domains: list[str] | tuple[str, ...] | None = None,
     emails: list[str] | tuple[str, ...] | None = None,
@@ -102,7 +102,7 @@ def require(
     max_age: int | None = None,
 ) -> Callable[[_F], _F]:
     """A decorator for Starlette endpoints (functions or `HTTPEndpoint` methods) that need more
-    than the app-wide rule: `@require(groups=["admins"])`, `@require(acr_values=[...], max_age=300)`.
+    than the app-wide rule: `@restrict(groups=["admins"])`, `@restrict(acr_values=[...], max_age=300)`.
 
     The endpoint takes a `request` (or `websocket`) argument, as with Starlette's `@requires`.
     A refused user gets the middleware's 403; a login not strong or recent enough is sent to the
@@ -122,13 +122,13 @@ def require(
         parameters = list(inspect.signature(func).parameters)
         index = next((i for i, name in enumerate(parameters) if name in ("request", "websocket")), None)
         if index is None:
-            raise TypeError(f'@require needs an endpoint with a "request" or "websocket" argument: {func.__qualname__}')
+            raise TypeError(f'@restrict needs an endpoint taking "request" or "websocket": {func.__qualname__}')
 
         @functools.wraps(func)
         async def guarded(*args: Any, **kwargs: Any) -> Any:
             connection = kwargs.get(parameters[index], args[index] if index < len(args) else None)
             if not isinstance(connection, HTTPConnection):
-                raise TypeError(f"@require: {parameters[index]} is not a Starlette Request or WebSocket")
+                raise TypeError(f"@restrict: {parameters[index]} is not a Starlette Request or WebSocket")
             guard, refusal = refusal_of(rule, connection.scope)
             if refusal is not None:
                 if isinstance(connection, WebSocket):
@@ -151,7 +151,7 @@ def refusal_of(rule: Require, scope: Scope) -> tuple[Guard, PKCEMiddlewareError 
     """The middleware's guard, and why `rule` refuses this request (`None` lets it in)."""
     guard = scope.get(SCOPE_KEY)
     if not isinstance(guard, Guard):
-        raise RuntimeError("require(...) needs PKCEMiddleware in front of the app")
+        raise RuntimeError("restrict(...) and require(...) need PKCEMiddleware in front of the app")
     user = get_user(scope)
     if user is None:  # a public path, visited without a session
         return guard, LoginRequired("no session", login_url=guard.login_url(request_target(scope)))

@@ -49,7 +49,8 @@ def _strings(name: str, values: Sequence[str] | None, *, lower: bool = False) ->
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Require:
     """A rule on the signed-in user, for the whole app (the `PKCE_ALLOWED_*` options), a path
-    (`PKCEMiddleware(rules={"/admin": Require(groups=["admins"])})`) or a route (`require(...)`).
+    (`PKCEMiddleware(rules={"/admin": Require(groups=["admins"])})`) or a route (`@restrict(...)`,
+    or FastAPI's `Depends(require(...))`).
 
     `email_domains` (a leading `*.` allows subdomains) and `emails` are compared case-insensitively
     with the `email` claim, which must also be verified (`email_verified`); the email kind passes

@@ -23,15 +23,28 @@ Both work for HTTP and WebSocket routes.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, WebSocketException, status
-from starlette.requests import HTTPConnection
+from starlette.requests import HTTPConnection, Request, empty_receive
+from starlette.responses import Response
 
+from ._exceptions import AccessDenied, StepUpRequired
+from ._guards import refusal_of
+from ._rules import Require
 from ._scope import get_credentials, get_user
 from ._session import OIDCCredentials, OIDCUser
 
-__all__ = ["CurrentCredentials", "CurrentUser", "current_credentials", "current_user", "require_scopes"]
+__all__ = [
+    "CurrentCredentials",
+    "CurrentUser",
+    "RuleRefused",
+    "current_credentials",
+    "current_user",
+    "require",
+    "require_scopes",
+    "rule_refused_handler",
+]
 
 #: RFC 9110 section 15.5.2: a 401 must say how to authenticate. Same scheme as the middleware's own 401.
 _WWW_AUTHENTICATE = {"WWW-Authenticate": 'Cookie realm="pkce_middleware"'}
@@ -81,6 +94,66 @@ def require_scopes(*scopes: str) -> Callable[[HTTPConnection], Awaitable[OIDCUse
     # Shown in tracebacks and FastAPI's dependency errors instead of a bare "scoped_user".
     scoped_user.__qualname__ = f"require_scopes({', '.join(map(repr, needed))})"
     return scoped_user
+
+
+class RuleRefused(HTTPException):
+    """Raised by `require(...)` when its rule refuses the request; `response` is the middleware's
+    own answer (the 403 page or JSON, the step-up redirect or 401), which `rule_refused_handler`
+    sends. Without that handler FastAPI answers the same status and headers with its JSON."""
+
+    def __init__(self, response: Response, body: dict[str, Any]) -> None:
+        headers = {k: v for k, v in response.headers.items() if k in ("www-authenticate", "location", "cache-control")}
+        super().__init__(status_code=response.status_code, detail=body, headers=headers)
+        self.response = response
+
+
+async def rule_refused_handler(request: Request, exc: Exception) -> Response:
+    """`api.add_exception_handler(RuleRefused, rule_refused_handler)`: answers exactly as the middleware."""
+    assert isinstance(exc, RuleRefused)
+    return exc.response
+
+
+def require(
+    *,
+    email_domains: list[str] | tuple[str, ...] | None = None,
+    emails: list[str] | tuple[str, ...] | None = None,
+    groups: list[str] | tuple[str, ...] | None = None,
+    groups_claim: str | None = None,
+    acr_values: list[str] | tuple[str, ...] | None = None,
+    max_age: int | None = None,
+) -> Callable[[HTTPConnection], Awaitable[OIDCUser]]:
+    """A dependency giving the `OIDCUser` when this route's rule lets them in (see `Require`).
+
+    `Depends(require(groups=["admins"]))`: a refused user gets a 403, a login that is not strong or
+    recent enough a step-up (a browser is sent to the provider again, anything else gets a 401 with
+    the RFC 9470 challenge), a WebSocket a close with 1008. Register `rule_refused_handler` for
+    `RuleRefused` to answer with the middleware's own page and JSON body.
+    """
+    rule = Require(
+        email_domains=email_domains,
+        emails=emails,
+        groups=groups,
+        groups_claim=groups_claim,
+        acr_values=acr_values,
+        max_age=max_age,
+    )
+
+    async def required_user(connection: HTTPConnection) -> OIDCUser:
+        guard, refusal = refusal_of(rule, connection.scope)
+        user = get_user(connection.scope)
+        if refusal is None and user is not None:
+            return user
+        assert refusal is not None
+        if connection.scope["type"] == "websocket":
+            raise WebSocketException(code=status.WS_1008_POLICY_VIOLATION, reason=str(refusal.error))
+        response = await guard.response(refusal, connection.scope, empty_receive)
+        raise RuleRefused(response, {"error": _ERRORS.get(type(refusal), refusal.error), "reason": refusal.error})
+
+    required_user.__qualname__ = f"require({rule!r})"
+    return required_user
+
+
+_ERRORS = {AccessDenied: "access_denied", StepUpRequired: "insufficient_user_authentication"}
 
 
 #: `user: CurrentUser` in an endpoint's parameters; the same as `user: OIDCUser = Depends(current_user)`.
