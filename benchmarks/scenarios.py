@@ -23,7 +23,7 @@ import httpx
 from starlette.middleware.sessions import SessionMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from pkce_middleware import PKCEConfig, PKCEMiddleware
+from pkce_middleware import PKCEConfig, PKCEMiddleware, Require
 
 from .harness import BenchmarkError, Variant, call_capturing, require, set_cookies, status_and_body
 from .session_data import CLIENT_ID, ISSUER, SCOPES, SessionData, starlette_cookie
@@ -31,6 +31,7 @@ from .session_data import CLIENT_ID, ISSUER, SCOPES, SessionData, starlette_cook
 BARE = "bare"
 PKCE_SAME = "pkce (same cookie)"
 PKCE_COLD = "pkce (cold, cache off)"
+PKCE_RULES = "pkce + rules (same cookie)"
 STARLETTE = "starlette SessionMiddleware"
 REDIS_GET = "bare + one redis GET"
 PKCE_REDIS = "pkce (redis store)"
@@ -241,7 +242,13 @@ async def cookie_rows(
     # Every request pays the full open: base64 decode, AES-GCM, JSON, building the user.
     pkce_cold = PKCEMiddleware(bare, config=config, transport=transport, session_cache_size=0)
     stack.push_async_callback(pkce_cold.aclose)
-    # Both have the same keys, so both open the one session cookie.
+    # Authorization on every request: an email domain and a group rule, and a path rule to look past.
+    rules_config = dataclasses.replace(config, allowed_email_domains=("example.com",), allowed_groups=("staff",))
+    pkce_rules = PKCEMiddleware(
+        bare, config=rules_config, transport=transport, rules={"/admin": Require(groups=["admins"])}
+    )
+    stack.push_async_callback(pkce_rules.aclose)
+    # All have the same keys, so all open the one session cookie.
     session = LiveSession(pkce_same, data, browser_scope(""))
     await session.renew()
     pkce_scope = session.scope
@@ -261,6 +268,13 @@ async def cookie_rows(
             pkce_scope,
             lambda: check_pkce(pkce_same, pkce_scope, cached=True, name=PKCE_SAME),
             prepare=session.preparing(pkce_same),
+        ),
+        Variant(
+            PKCE_RULES,
+            pkce_rules,
+            pkce_scope,
+            lambda: check_pkce(pkce_rules, pkce_scope, cached=True, name=PKCE_RULES),
+            prepare=session.preparing(pkce_rules),
         ),
         Variant(
             PKCE_COLD,

@@ -74,6 +74,7 @@ def realistic_session(now: int) -> SessionData:
         "preferred_username": "jane.doe",
         "email": "jane.doe@example.com",
         "email_verified": True,
+        "groups": ["staff", "engineering"],
         "locale": "en-GB",
         "picture": "https://op.example/avatars/248289761001.png",
     }

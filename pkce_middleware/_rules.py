@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import posixpath
 from collections.abc import Mapping, Sequence
+from types import MappingProxyType
 from typing import Any
 
 from ._exceptions import AccessDenied, Reason, StepUpRequired
@@ -32,6 +33,8 @@ __all__ = ["Require"]
 _TRUE_STRINGS = frozenset({"true"})
 #: What an `acr` value cannot hold: they are sent space-separated and echoed in a quoted string.
 _UNQUOTABLE = frozenset(' "\\')
+#: Sessions whose email/group verdict a rule remembers (about as many as the session cache holds).
+_MAX_VERDICTS = 4096
 
 
 def _strings(name: str, values: Sequence[str] | None, *, lower: bool = False) -> tuple[str, ...] | None:
@@ -75,6 +78,11 @@ class Require:
     _emails: frozenset[str] = dataclasses.field(init=False, repr=False, compare=False)
     _groups: frozenset[str] = dataclasses.field(init=False, repr=False, compare=False)
     _acr: frozenset[str] = dataclasses.field(init=False, repr=False, compare=False)
+    _check_email: bool = dataclasses.field(init=False, repr=False, compare=False)
+    _groups_claim: str = dataclasses.field(init=False, repr=False, compare=False)
+    _verdicts: dict[int, tuple[Mapping[str, Any], Reason | None]] = dataclasses.field(
+        init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__  # frozen: normalised once, so every check can trust the values
@@ -104,15 +112,14 @@ class Require:
         set_(self, "_emails", frozenset(emails or ()))
         set_(self, "_groups", frozenset(self.groups or ()))
         set_(self, "_acr", frozenset(self.acr_values or ()))
+        set_(self, "_check_email", bool(domains or emails))
+        set_(self, "_groups_claim", self.groups_claim or "groups")
+        set_(self, "_verdicts", {})
 
     @property
     def restricts(self) -> bool:
         """Whether this rule can refuse anyone (an empty `Require()` lets every user in)."""
         return bool(self.email_domains or self.emails or self.groups or self.acr_values) or self.max_age is not None
-
-    @property
-    def _email_kind(self) -> bool:
-        return bool(self.email_domains or self.emails)
 
     def over(self, base: Require) -> Require:
         """This rule where it speaks, `base` where it does not (a path rule over the global one)."""
@@ -129,27 +136,46 @@ class Require:
     # -- the checks ------------------------------------------------------------------------------
 
     def refusal(self, claims: Mapping[str, Any]) -> Reason | None:
-        """Why the email or group rule refuses these claims, or `None` (no step-up can change these)."""
-        if self._email_kind:
+        """Why the email or group rule refuses these claims, or `None` (no step-up can change these).
+
+        A session's claims are one read-only mapping for all its requests (`_session`), so the
+        answer is remembered per mapping: the checks run once per session and process, and a
+        request pays a dictionary lookup. Other mappings (a plain dict could change) are checked
+        every time.
+        """
+        if type(claims) is not MappingProxyType:
+            return self._refusal(claims)
+        known = self._verdicts.get(id(claims))
+        if known is not None and known[0] is claims:
+            return known[1]
+        reason = self._refusal(claims)
+        if len(self._verdicts) >= _MAX_VERDICTS:
+            self._verdicts.clear()  # cheaper than LRU bookkeeping on every hit; refilled as sessions come back
+        # The mapping is kept with its verdict, so its id cannot be reused while the entry lives.
+        self._verdicts[id(claims)] = (claims, reason)
+        return reason
+
+    def _refusal(self, claims: Mapping[str, Any]) -> Reason | None:
+        if self._check_email:
             reason = self._email_refusal(claims)
             if reason is not None:
                 return reason
-        if self._groups and self._groups.isdisjoint(_as_strings(claim_at(claims, self.groups_claim or "groups"))):
+        if self._groups and not _member(claim_at(claims, self._groups_claim), self._groups):
             return Reason.GROUP_NOT_ALLOWED
         return None
 
     def _email_refusal(self, claims: Mapping[str, Any]) -> Reason | None:
         email = claims.get("email")
-        if not isinstance(email, str) or "@" not in email:
+        if type(email) is not str or "@" not in email:
             return Reason.EMAIL_NOT_ALLOWED
         verified = claims.get("email_verified")
-        if verified is not True and not (isinstance(verified, str) and verified.lower() in _TRUE_STRINGS):
+        if verified is not True and not (type(verified) is str and verified.lower() in _TRUE_STRINGS):
             return Reason.EMAIL_UNVERIFIED
         email = email.lower()
         if email in self._emails:
             return None
-        domain = email.rpartition("@")[2]
-        if domain in self._exact_domains or domain.endswith(self._parent_domains):
+        domain = email[email.rindex("@") + 1 :]
+        if domain in self._exact_domains or (self._parent_domains and domain.endswith(self._parent_domains)):
             return None
         return Reason.EMAIL_NOT_ALLOWED
 
@@ -201,12 +227,16 @@ def claim_at(claims: Mapping[str, Any], path: str) -> Any:
     return value
 
 
-def _as_strings(value: Any) -> frozenset[str]:
-    if isinstance(value, str):
-        return frozenset((value,))
+def _member(value: Any, allowed: frozenset[str]) -> bool:
+    """Whether the groups claim `value` (a list, or a single string) names one of `allowed`."""
+    if type(value) is str:
+        return value in allowed
     if isinstance(value, list | tuple):
-        return frozenset(item for item in value if isinstance(item, str))
-    return frozenset()
+        try:
+            return not allowed.isdisjoint(value)
+        except TypeError:  # an unhashable member (an object in the list) must not raise
+            return any(type(item) is str and item in allowed for item in value)
+    return False
 
 
 def rule_path(path: str) -> str:
