@@ -21,6 +21,30 @@
 //   rotateRefreshToken   bool, optional: force rotation on (true) or off (false); absent keeps
 //                        oidc-provider's default (public clients always, confidential after 70 %
 //                        of the TTL).
+//   accounts             object, default {}: account id (the user name typed in the login form) ->
+//                        object of claim overrides, merged key by key over that user's default
+//                        claims (sub, preferred_username, name, email "<id>@example.test",
+//                        email_verified true). A null value removes the claim; other values replace
+//                        it whole (nested objects are not merged). `sub` cannot be overridden.
+//                        The key `acr` is not a claim: it is the ACR of that user's logins (a
+//                        string, or null for none). Users not listed keep the defaults.
+//                        E.g. {"uma": {"email_verified": false},
+//                              "gina": {"groups": ["admins"], "realm_access": {"roles": ["admin"]}},
+//                              "nomail": {"email": null, "email_verified": null},
+//                              "mia": {"acr": "urn:test:mfa"}}
+//   acrValues            list of strings, default []: oidc-provider's acrValues, so discovery lists
+//                        them as acr_values_supported. The first entry is the ACR of every login
+//                        whose user has no `acr` override; empty means those logins carry no acr.
+//
+// Scopes: openid, profile (name, preferred_username), email (email, email_verified),
+// offline_access, and groups (groups, realm_access, resource_access; only claims the account has,
+// so none by default). With conformIdTokenClaims false the ID token carries the claims of every
+// granted scope.
+//
+// ID tokens always carry auth_time: clients that do not say require_auth_time get true (via
+// oidc-provider's clientDefaults), because oidc-provider otherwise adds it only for max_age or
+// prompt=login requests and tests compare it across logins. acr is in the ID token whenever the
+// login has one (see accounts/acrValues), asked for with acr_values or not; never in userinfo.
 //
 // Env OP_EXIT_ON_STDIN_EOF=1 (optional): exit when stdin reaches EOF, i.e. when the parent that
 // holds the pipe dies.
@@ -30,9 +54,14 @@
 //   OPLOG <METHOD> <path-without-query> <status>
 //   OPLOG grant <grant_type> <client_id> <ok|error code>
 //   OPLOG event <event name> <details...>
+//   OPLOG authorize <client_id> prompt=<prompt> max_age=<max_age> acr_values=<acr_values>
+//     one per request to the authorization endpoint (GET only: enableHttpPostMethods is off), with
+//     the parameters as sent in its query string, before client defaults; "-" when absent or
+//     empty. Not resolved from request objects or pushed requests.
 // oidc-provider's own NOTICE/WARNING lines also appear (stdout/stderr) and can be ignored.
 //
-// Users: devInteractions login form, any user name + any password; the user name becomes `sub`.
+// Users: devInteractions login form, any user name + any password; the user name becomes `sub`
+// (claims: see `accounts`).
 
 import * as crypto from 'node:crypto';
 import * as http from 'node:http';
@@ -62,7 +91,10 @@ try {
 if (config === null || typeof config !== 'object' || Array.isArray(config)) {
   fail('OP_CONFIG must be a JSON object');
 }
-const KNOWN_KEYS = new Set(['port', 'issuer', 'clients', 'ttl', 'conformIdTokenClaims', 'backchannelLogout', 'refreshTokens', 'rotateRefreshToken']);
+const KNOWN_KEYS = new Set([
+  'port', 'issuer', 'clients', 'ttl', 'conformIdTokenClaims', 'backchannelLogout', 'refreshTokens',
+  'rotateRefreshToken', 'accounts', 'acrValues',
+]);
 for (const key of Object.keys(config)) {
   // A misspelt option would otherwise be ignored silently and a test would probe the wrong setup.
   if (!KNOWN_KEYS.has(key)) fail(`unknown OP_CONFIG key ${JSON.stringify(key)}`);
@@ -76,6 +108,55 @@ const clients = config.clients ?? [];
 if (!Array.isArray(clients)) fail('OP_CONFIG.clients must be a list');
 const backchannelLogout = config.backchannelLogout ?? true;
 const refreshTokens = config.refreshTokens ?? true;
+
+const isPlainObject = (value) => value !== null && typeof value === 'object' && !Array.isArray(value);
+
+const accounts = config.accounts ?? {};
+if (!isPlainObject(accounts)) fail('OP_CONFIG.accounts must be an object');
+for (const [id, overrides] of Object.entries(accounts)) {
+  if (!isPlainObject(overrides)) fail(`OP_CONFIG.accounts.${id} must be an object of claims`);
+  // getCtxAccountClaims puts the account id into sub anyway; an override would only mislead.
+  if ('sub' in overrides) fail(`OP_CONFIG.accounts.${id}.sub: sub is the account id, it cannot be overridden`);
+  if ('acr' in overrides && overrides.acr !== null && (typeof overrides.acr !== 'string' || !overrides.acr)) {
+    fail(`OP_CONFIG.accounts.${id}.acr must be a non-empty string or null`);
+  }
+}
+const acrValues = config.acrValues ?? [];
+if (!Array.isArray(acrValues) || !acrValues.every((value) => typeof value === 'string' && value)) {
+  fail('OP_CONFIG.acrValues must be a list of non-empty strings');
+}
+
+function overridesFor(accountId) {
+  return Object.hasOwn(accounts, accountId) ? accounts[accountId] : {};
+}
+
+function acrFor(accountId) {
+  const overrides = overridesFor(accountId);
+  if (Object.hasOwn(overrides, 'acr')) return overrides.acr ?? undefined;
+  return acrValues[0];
+}
+
+function claimsFor(accountId) {
+  const claims = {
+    sub: accountId,
+    preferred_username: accountId,
+    name: `${accountId} (test user)`,
+    email: `${accountId}@example.test`,
+    email_verified: true,
+  };
+  for (const [name, value] of Object.entries(overridesFor(accountId))) {
+    if (value === null) delete claims[name];
+    else claims[name] = value;
+  }
+  // The ACR belongs to the login (session), not the account; IdToken takes it from there.
+  delete claims.acr;
+  return claims;
+}
+
+// oidc-provider puts acr into an ID token only when its claim mask asks for it, which without
+// this happens only when the request names acr_values or claims. Listing it under openid makes
+// every login's acr show; only when some login can have one, so claims_supported stays honest.
+const acrPossible = acrValues.length > 0 || Object.values(accounts).some((o) => typeof o.acr === 'string');
 
 const TTL_KEYS = new Set(['AccessToken', 'IdToken', 'RefreshToken', 'AuthorizationCode', 'Session', 'Interaction', 'Grant']);
 const ttl = {};
@@ -107,12 +188,16 @@ const configuration = {
   ...(Object.keys(ttl).length ? { ttl } : {}),
   conformIdTokenClaims: config.conformIdTokenClaims ?? false,
   pkce: { required: () => true },
-  scopes: ['openid', 'profile', 'email', 'offline_access'],
+  scopes: ['openid', 'profile', 'email', 'offline_access', 'groups'],
   claims: {
-    openid: ['sub'],
+    openid: acrPossible ? ['sub', 'acr'] : ['sub'],
     profile: ['name', 'preferred_username'],
     email: ['email', 'email_verified'],
+    groups: ['groups', 'realm_access', 'resource_access'],
   },
+  acrValues,
+  // Merged over oidc-provider's clientDefaults, so only clients that do not say are affected.
+  clientDefaults: { require_auth_time: true },
   features: {
     devInteractions: { enabled: true },
     rpInitiatedLogout: { enabled: true },
@@ -124,13 +209,7 @@ const configuration = {
     return {
       accountId: id,
       async claims() {
-        return {
-          sub: id,
-          preferred_username: id,
-          name: `${id} (test user)`,
-          email: `${id}@example.test`,
-          email_verified: true,
-        };
+        return claimsFor(id);
       },
     };
   },
@@ -167,6 +246,31 @@ for (const client of clients) {
     fail(`client ${JSON.stringify(client?.client_id)}: ${err.message}${err.error_description ? ` (${err.error_description})` : ''}`);
   }
 }
+
+// devInteractions' login submit reports only the account id, and the session's acr comes from the
+// interaction result alone, so the result is completed on its way in. interactionFinished calls
+// this method through `this`, so the instance property covers it too.
+const interactionResult = provider.interactionResult.bind(provider);
+provider.interactionResult = (req, res, result, options) => {
+  const login = result?.login;
+  if (login?.accountId !== undefined && login.acr === undefined) {
+    const acr = acrFor(String(login.accountId));
+    if (acr !== undefined) result = { ...result, login: { ...login, acr } };
+  }
+  return interactionResult(req, res, result, options);
+};
+
+const AUTHORIZATION_PATH = provider.pathFor('authorization');
+provider.use(async (ctx, next) => {
+  if (ctx.path === AUTHORIZATION_PATH) {
+    // The raw query, not ctx.oidc.params: those already hold the client's default_max_age and
+    // default_acr_values, and tests want to see what the relying party itself asked for.
+    const sent = ctx.query;
+    const field = (name) => `${name}=${sent[name] || '-'}`;
+    log('authorize', sent.client_id || '-', field('prompt'), field('max_age'), field('acr_values'));
+  }
+  await next();
+});
 
 // Every built-in page (login, consent, logout, errors) @imports a Google web font; offline
 // browsers would wait on it, so it is cut from string bodies on the way out.

@@ -6,6 +6,7 @@ import base64
 import json
 import secrets
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -115,6 +116,34 @@ def provider(app: FakeApp) -> Iterator[LocalProvider]:
         yield op
 
 
+ACR_VALUES = ["urn:test:pwd", "urn:test:mfa"]
+ACCOUNTS: dict[str, dict[str, Any]] = {
+    "uma": {"email_verified": False},
+    "dora": {"email": "dora@other.test"},
+    "gina": {
+        "groups": ["admins", "staff"],
+        "realm_access": {"roles": ["admin"]},
+        "resource_access": {"fixture-app": {"roles": ["editor"]}},
+    },
+    "nomail": {"email": None, "email_verified": None},
+    "mia": {"acr": "urn:test:mfa"},
+}
+
+
+@pytest.fixture(scope="module")
+def claims_provider(app: FakeApp) -> Iterator[LocalProvider]:
+    """A second provider with account overrides and ACRs, so ``provider`` keeps the defaults."""
+    client = {
+        "client_id": CLIENT_ID,
+        "client_secret": CLIENT_SECRET,
+        "token_endpoint_auth_method": "client_secret_basic",
+        "redirect_uris": [app.redirect_uri],
+        "grant_types": ["authorization_code", "refresh_token"],
+    }
+    with LocalProvider([client], extra={"accounts": ACCOUNTS, "acrValues": ACR_VALUES}) as op:
+        yield op
+
+
 def authorization_url(provider: LocalProvider, app: FakeApp, **params: str) -> str:
     query = {
         "client_id": CLIENT_ID,
@@ -131,6 +160,37 @@ def jwt_claims(token: str) -> dict[str, Any]:
     payload = token.split(".")[1]
     claims: dict[str, Any] = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
     return claims
+
+
+def login_and_exchange(
+    provider: LocalProvider,
+    app: FakeApp,
+    browser: httpx.Client,
+    username: str,
+    **params: str,
+) -> tuple[dict[str, Any], dict[str, Any], list[str]]:
+    """One PKCE login through the forms: (ID token claims, token response, visited URLs)."""
+    verifier = secrets.token_urlsafe(48)
+    start = authorization_url(
+        provider,
+        app,
+        code_challenge=create_s256_code_challenge(verifier),
+        code_challenge_method="S256",
+        **params,
+    )
+    app.callbacks.clear()
+    final, visited = login_with_forms(browser, start, username)
+    assert final.text == "callback received", final.text
+    exchange = {
+        "grant_type": "authorization_code",
+        "code": app.callbacks[-1]["code"],
+        "redirect_uri": app.redirect_uri,
+        "code_verifier": verifier,
+    }
+    tokens = httpx.post(provider.metadata["token_endpoint"], data=exchange, auth=(CLIENT_ID, CLIENT_SECRET), timeout=10)
+    assert tokens.status_code == 200, tokens.text
+    body: dict[str, Any] = tokens.json()
+    return jwt_claims(body["id_token"]), body, visited
 
 
 def test_login_code_exchange_and_logout(provider: LocalProvider, app: FakeApp) -> None:
@@ -180,6 +240,9 @@ def test_login_code_exchange_and_logout(provider: LocalProvider, app: FakeApp) -
             assert id_claims["nonce"] == "n-1"
             assert id_claims["email"] == "alice@example.test"  # conformIdTokenClaims off
             assert id_claims["iss"] == provider.issuer
+            assert isinstance(id_claims["auth_time"], int)  # without max_age: require_auth_time default
+            assert "acr" not in id_claims  # no acrValues, no acr override
+            assert "groups" not in id_claims
             assert provider.grant_count("authorization_code") == 1
             assert provider.grant_count("authorization_code", client_id=CLIENT_ID) == 1
 
@@ -246,3 +309,124 @@ def test_startup_failure_shows_output() -> None:
         LocalProvider([bad_client]).start()
     assert "OP CONFIG ERROR" in str(excinfo.value)
     assert "redirect_uris" in str(excinfo.value)
+
+
+def test_account_overrides_reach_the_id_token_with_groups_scope(claims_provider: LocalProvider, app: FakeApp) -> None:
+    scope = "openid profile email groups"
+    found: dict[str, dict[str, Any]] = {}
+    for username in ("uma", "dora", "gina", "ivan"):
+        with httpx.Client(timeout=10) as browser:
+            found[username], _, _ = login_and_exchange(claims_provider, app, browser, username, scope=scope)
+
+    assert found["uma"]["email_verified"] is False
+    assert found["uma"]["email"] == "uma@example.test"
+    assert found["dora"]["email"] == "dora@other.test"
+    assert found["dora"]["email_verified"] is True
+    gina = found["gina"]
+    assert gina["groups"] == ["admins", "staff"]
+    assert gina["realm_access"] == {"roles": ["admin"]}
+    assert gina["resource_access"] == {"fixture-app": {"roles": ["editor"]}}
+    assert gina["name"] == "gina (test user)"  # overrides add to the defaults, not replace them
+    # An unlisted user keeps the defaults, which have no group claims.
+    assert found["ivan"]["email"] == "ivan@example.test"
+    assert {"groups", "realm_access", "resource_access"}.isdisjoint(found["ivan"])
+
+
+def test_group_claims_need_the_groups_scope(claims_provider: LocalProvider, app: FakeApp) -> None:
+    with httpx.Client(timeout=10) as browser:
+        id_claims, _, _ = login_and_exchange(claims_provider, app, browser, "gina")
+
+    assert {"groups", "realm_access", "resource_access"}.isdisjoint(id_claims)
+    assert "groups" in claims_provider.metadata["scopes_supported"]
+
+
+def test_null_override_removes_a_claim(claims_provider: LocalProvider, app: FakeApp) -> None:
+    with httpx.Client(timeout=10) as browser:
+        id_claims, _, _ = login_and_exchange(claims_provider, app, browser, "nomail")
+
+    assert "email" not in id_claims
+    assert "email_verified" not in id_claims
+    assert id_claims["preferred_username"] == "nomail"
+
+
+def test_acr_from_account_override_or_first_acr_value(claims_provider: LocalProvider, app: FakeApp) -> None:
+    assert claims_provider.metadata["acr_values_supported"] == ACR_VALUES
+
+    with httpx.Client(timeout=10) as browser:
+        mia, tokens, _ = login_and_exchange(claims_provider, app, browser, "mia")
+    with httpx.Client(timeout=10) as browser:
+        alice, _, _ = login_and_exchange(claims_provider, app, browser, "alice")
+    with httpx.Client(timeout=10) as browser:
+        # acr_values are voluntary: the login's own acr is what the ID token reports.
+        asked, _, _ = login_and_exchange(claims_provider, app, browser, "alice", acr_values="urn:test:mfa")
+
+    assert mia["acr"] == "urn:test:mfa"
+    assert alice["acr"] == "urn:test:pwd"
+    assert asked["acr"] == "urn:test:pwd"
+    # The acr override belongs to the login, never to the user's claims.
+    userinfo = httpx.get(
+        claims_provider.metadata["userinfo_endpoint"],
+        headers={"Authorization": f"Bearer {tokens['access_token']}"},
+        timeout=10,
+    )
+    assert userinfo.status_code == 200, userinfo.text
+    assert userinfo.json()["sub"] == "mia"
+    assert "acr" not in userinfo.json()
+
+
+def test_max_age_forces_a_new_login(claims_provider: LocalProvider, app: FakeApp) -> None:
+    posted_prompts: list[str] = []
+
+    def record_form_posts(request: httpx.Request) -> None:
+        if request.method == "POST" and request.url.path.startswith("/interaction/"):
+            posted_prompts.append(dict(parse_qsl(request.read().decode()))["prompt"])
+
+    with httpx.Client(timeout=10, event_hooks={"request": [record_form_posts]}) as browser:
+        first, _, _ = login_and_exchange(claims_provider, app, browser, "max")
+        assert posted_prompts == ["login", "consent"]
+
+        # Control: the session alone logs in again without any form.
+        sso, _, visited = login_and_exchange(claims_provider, app, browser, "max")
+        assert not [url for url in visited if "/interaction/" in url]
+        assert sso["auth_time"] == first["auth_time"]
+
+        # auth_time has one-second resolution; max_age=1 needs it more than a second old.
+        time.sleep(2.1)
+        posted_prompts.clear()
+        again, _, _ = login_and_exchange(claims_provider, app, browser, "max", max_age="1")
+
+    assert posted_prompts == ["login"]  # the grant survives, only the login is asked again
+    assert again["sub"] == "max"
+    assert again["auth_time"] > first["auth_time"]
+
+
+def test_authorization_requests_are_logged(claims_provider: LocalProvider, app: FakeApp) -> None:
+    challenge = create_s256_code_challenge(secrets.token_urlsafe(48))
+    asked = authorization_url(
+        claims_provider,
+        app,
+        code_challenge=challenge,
+        code_challenge_method="S256",
+        prompt="login consent",
+        max_age="30",
+        acr_values="urn:test:mfa urn:test:pwd",
+    )
+    plain = authorization_url(claims_provider, app, code_challenge=challenge, code_challenge_method="S256")
+
+    for url in (asked, plain):
+        response = httpx.get(url, follow_redirects=False, timeout=10)
+        assert response.status_code == 303, response.text
+
+    assert claims_provider.authorizations()[-2:] == [
+        {
+            "client_id": CLIENT_ID,
+            "prompt": "login_consent",
+            "max_age": "30",
+            "acr_values": "urn:test:mfa_urn:test:pwd",
+        },
+        {"client_id": CLIENT_ID, "prompt": "-", "max_age": "-", "acr_values": "-"},
+    ]
+    assert (
+        f"OPLOG authorize {CLIENT_ID} prompt=login_consent max_age=30 acr_values=urn:test:mfa_urn:test:pwd"
+        in claims_provider.log_lines
+    )

@@ -42,7 +42,22 @@ class LocalProvider:
     (AccessToken, IdToken, RefreshToken, AuthorizationCode, Session, Interaction, Grant) to
     seconds, and ``extra`` is merged last into OP_CONFIG for the remaining keys
     (``issuer``, ``conformIdTokenClaims``, ``backchannelLogout``, ``refreshTokens``,
-    ``rotateRefreshToken``). Use as a context manager, or call ``start()``/``stop()``.
+    ``rotateRefreshToken``, ``accounts``, ``acrValues``). Use as a context manager, or call
+    ``start()``/``stop()``.
+
+    Claims and ACR of a login, for authorization tests:
+
+    * ``accounts`` maps a user name (typed into the login form) to claim overrides, merged key by
+      key over the defaults (sub, preferred_username, name, email ``<id>@example.test``,
+      email_verified true); ``None`` removes a claim, ``sub`` cannot be overridden. E.g.
+      ``{"gina": {"groups": ["admins"], "realm_access": {"roles": ["admin"]}},
+      "nomail": {"email": None, "email_verified": None}}``. Scope ``groups`` releases
+      ``groups``, ``realm_access`` and ``resource_access``.
+    * The override key ``acr`` is the ACR of that user's logins (``None``: no acr), not a claim.
+      Other users get the first of ``acrValues`` (also discovery's ``acr_values_supported``), or
+      no acr when it is empty. The ID token carries the login's acr whether or not acr_values
+      was sent.
+    * ID tokens always carry ``auth_time``: clients without ``require_auth_time`` default to true.
 
     ``startup_timeout`` defaults to the launcher's (``tests.support.processes.startup_timeout``).
     A ``port`` given and taken ends in ``PortTaken``; a port picked here is picked again.
@@ -204,6 +219,26 @@ class LocalProvider:
             fields = line.split()
             if fields[:3] == ["OPLOG", "event", name]:
                 found.append(fields[3:])
+        return found
+
+    def authorizations(self) -> list[dict[str, str]]:
+        """Each request to the authorization endpoint so far (after ``sync_log()``), in order.
+
+        One dict per ``OPLOG authorize`` line, keys ``client_id``, ``prompt``, ``max_age`` and
+        ``acr_values``: the values as the request sent them, ``"-"`` when absent or empty, and
+        whitespace turned into ``_`` (``prompt=login consent`` reads ``"login_consent"``).
+        """
+        self.sync_log()
+        found: list[dict[str, str]] = []
+        for line in self.log_lines:
+            fields = line.split()
+            if len(fields) != 6 or fields[:2] != ["OPLOG", "authorize"]:
+                continue
+            entry = {"client_id": fields[2]}
+            for field in fields[3:]:
+                name, _, value = field.partition("=")
+                entry[name] = value
+            found.append(entry)
         return found
 
     def wait_for_log(self, predicate: Callable[[str], bool], timeout: float = 5.0) -> str:
