@@ -33,6 +33,8 @@ PROVIDER_DIR = REPO_ROOT / "provider"
 SERVER_SCRIPT = "server.mjs"
 
 _REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+#: The title of oidc-provider's form_post pages, which post themselves with a script.
+_AUTO_SUBMIT = "<title>Submitting Callback</title>"
 
 
 class LocalProvider:
@@ -366,6 +368,11 @@ def login_with_forms(
     """
 
     def answer(response: httpx.Response) -> tuple[str, str, dict[str, str]] | None:
+        if response.status_code == 200 and _is_html(response) and _AUTO_SUBMIT in response.text:
+            # oidc-provider's self-submitting form (a new account over another one's provider
+            # session ends that session first): a browser's script posts it at once.
+            form = _parse_forms(response.text)[0]
+            return "POST", urljoin(str(response.url), form.action or str(response.url)), dict(form.fields)
         if not (
             response.status_code == 200
             and _is_html(response)
