@@ -116,8 +116,11 @@ class PKCEMiddleware:
             # Even on a refusal: a refreshed session that is not written back loses its new tokens.
             send = await self._sending_session(current.session, scope, send)
         if current is not None and self._parts.rules.active:
-            rule = self._parts.rules.for_path(scope["path"])
-            refusal = self._guard.verdict(rule, current.session.claims, scope) if rule is not None else None
+            refusal = None
+            for rule in self._parts.rules.for_request(scope["path"]):
+                refusal = self._guard.verdict(rule, current.session.claims, scope)
+                if refusal is not None:
+                    break
             if refusal is not None and not self._is_public(scope["path"]):
                 if scope["type"] == "websocket":
                     log_refusal(refusal, scope)

@@ -31,6 +31,7 @@ from ._exceptions import (
     LogoutError,
     PKCEMiddlewareError,
     Reason,
+    StepUpRequired,
     StoreUnavailable,
 )
 from ._flow import (
@@ -94,10 +95,19 @@ class Routes:
         params = dict(parse_qsl(query.decode("latin-1"))) if len(query) <= MAX_QUERY else {}
         target = params.get("next", "/")
         demand = _demand(params)
-        live = await self._parts.lifecycle.live(scope) is not None
-        if live and demand is None:
-            await RedirectResponse(safe_return_path(target), 303, headers=NO_STORE)(scope, receive, send)
-            return
+        session = await self._parts.lifecycle.live(scope)
+        if session is not None and demand is None:
+            # Sent back to a target whose rule refuses this session, the browser would come here again
+            # (a public page sees a refused user as anonymous, and its "Sign in" or `restrict` links
+            # here): the refusal is said instead, and a step-up is started.
+            refusal = self._refusal_at(target, session.claims)
+            if refusal is None:
+                await RedirectResponse(safe_return_path(target), 303, headers=NO_STORE)(scope, receive, send)
+                return
+            if isinstance(refusal, AccessDenied):
+                await (await self._hooks.error_response(refusal, scope, receive))(scope, receive, send)
+                return
+        live = session is not None
         await self.start_login(scope, receive, send, return_to=target, demand=demand, keep_session=live)
 
     async def start_login(
@@ -120,8 +130,13 @@ class Routes:
         wanted = self._demand_of(return_to)
         if demand is None:
             demand = wanted
-        elif not demand.acr_values and demand.max_age is None:  # an account switch: the target's needs still hold
-            demand = dataclasses.replace(demand, acr_values=wanted.acr_values, max_age=wanted.max_age)
+        else:
+            # Each kind on its own: a link may ask for more (another acr, a shorter max_age), never
+            # for less than the target needs; the callback holds the login to the target's rule too.
+            ages = [age for age in (demand.max_age, wanted.max_age) if age is not None]
+            demand = dataclasses.replace(
+                demand, acr_values=demand.acr_values or wanted.acr_values, max_age=min(ages) if ages else None
+            )
         flow = LoginFlow.start(
             issuer=config.issuer,
             redirect_uri=redirect_uri,
@@ -148,6 +163,19 @@ class Routes:
 
     def _rule_of(self, return_to: str) -> Require | None:
         return self._parts.rules.for_path(unquote(urlsplit(safe_return_path(return_to)).path))
+
+    def _refusal_at(self, return_to: str, claims: Mapping[str, Any]) -> AccessDenied | StepUpRequired | None:
+        """Why the rule of `return_to` would not let these claims in, or `None`."""
+        rule = self._rule_of(return_to)
+        refusal = rule.check(claims, now=time.time(), leeway=self._parts.config.clock_leeway) if rule else None
+        if isinstance(refusal, AccessDenied):
+            refusal.who, refusal.switch_url = who(claims), self._switch_url(return_to)
+        return refusal
+
+    def _switch_url(self, return_to: str) -> str:
+        """The login that asks who signs in, coming back to `return_to`."""
+        query = urlencode([("next", safe_return_path(return_to)), ("prompt", "login")])
+        return f"{self._parts.config.login_path}?{query}"
 
     def _demand_of(self, return_to: str) -> Demand:
         rule = self._rule_of(return_to)
@@ -236,12 +264,17 @@ class Routes:
         partners must let them sign in there.
         """
         rule = self._rule_of(flow.return_to)
+        leeway = self._parts.config.clock_leeway
         reason = rule.refusal(claims) if rule is not None else None
+        if reason is None and rule is not None:
+            # The target's own acr and max_age as well as what the flow asked for: a login link
+            # that asked for a weaker acr must not make a session the target would refuse.
+            reason = rule.step_up_reason(claims, now=time.time(), leeway=leeway)
         if reason is None and (flow.acr_values or flow.max_age is not None):
             demand = Require(acr_values=flow.acr_values or None, max_age=flow.max_age)
-            reason = demand.step_up_reason(claims, now=time.time(), leeway=self._parts.config.clock_leeway)
+            reason = demand.step_up_reason(claims, now=time.time(), leeway=leeway)
         if reason is not None:
-            switch = f"{self._parts.config.login_path}?{urlencode([('next', flow.return_to), ('prompt', 'login')])}"
+            switch = self._switch_url(flow.return_to)
             raise AccessDenied(f"at login: sub={claims.get('sub')!r}", error=reason, who=who(claims), switch_url=switch)
 
     # -- logout --------------------------------------------------------------------------------

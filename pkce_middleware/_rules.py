@@ -43,8 +43,10 @@ def _strings(name: str, values: Sequence[str] | None, *, lower: bool = False) ->
     if isinstance(values, str):
         # Require(groups="admins") would otherwise allow the groups "a", "d", "m", ...
         raise TypeError(f"Require({name}=...) takes a list of strings, not one string")
-    checked = tuple(value.strip().lower() if lower else value.strip() for value in values)
-    if any(not isinstance(value, str) or not value for value in checked):
+    if any(not isinstance(value, str) for value in values):
+        raise TypeError(f"Require({name}=...) takes a list of strings")
+    checked = tuple(ascii_lower(value.strip()) if lower else value.strip() for value in values)
+    if not all(checked):
         raise ValueError(f"Require({name}=...) needs non-empty strings")
     return checked
 
@@ -105,7 +107,7 @@ class Require:
             raise ValueError("Require(acr_values=...) takes one value per item, without spaces, quotes or backslashes")
         if self.groups_claim is not None and not self.groups_claim.strip("."):
             raise ValueError("Require(groups_claim=...) must name a claim")
-        if self.max_age is not None and (isinstance(self.max_age, bool) or not 0 <= self.max_age <= 10**9):
+        if self.max_age is not None and (type(self.max_age) is not int or not 0 <= self.max_age <= 10**9):
             raise ValueError("Require(max_age=...) must be a number of seconds, 0 or more")
         set_(self, "_exact_domains", frozenset(d for d in domains or () if not d.startswith("*.")))
         set_(self, "_parent_domains", tuple(d[1:] for d in domains or () if d.startswith("*.")))
@@ -166,12 +168,13 @@ class Require:
 
     def _email_refusal(self, claims: Mapping[str, Any]) -> Reason | None:
         email = claims.get("email")
-        if type(email) is not str or "@" not in email:
+        # One "@" only: `a@evil.test@example.com` is no address a mail server would agree on.
+        if type(email) is not str or email.count("@") != 1:
             return Reason.EMAIL_NOT_ALLOWED
         verified = claims.get("email_verified")
         if verified is not True and not (type(verified) is str and verified.lower() in _TRUE_STRINGS):
             return Reason.EMAIL_UNVERIFIED
-        email = email.lower()
+        email = ascii_lower(email)
         if email in self._emails:
             return None
         domain = email[email.rindex("@") + 1 :]
@@ -185,13 +188,18 @@ class Require:
         `max_age` is held against `auth_time` with the clock leeway: the provider's clock is not
         ours, and without it a short `max_age` would send a user who just signed in straight back.
         """
-        if self._acr and claims.get("acr") not in self._acr:
-            return Reason.ACR_NOT_ALLOWED
+        if self._acr:
+            acr = claims.get("acr")
+            # A string only: a list or an object in the token must not be hashed (and raise) here.
+            if type(acr) is not str or acr not in self._acr:
+                return Reason.ACR_NOT_ALLOWED
         if self.max_age is not None:
             auth_time = claims.get("auth_time")
             if isinstance(auth_time, bool) or not isinstance(auth_time, int | float):
                 return Reason.LOGIN_TOO_OLD
-            if now - auth_time > self.max_age + leeway:
+            # NaN, infinities, huge integers and times in the future date no login (and would make
+            # the subtraction below pass, or overflow).
+            if not 0 <= auth_time <= now + leeway or now - auth_time > self.max_age + leeway:
                 return Reason.LOGIN_TOO_OLD
         return None
 
@@ -209,6 +217,15 @@ class Require:
                 max_age=self.max_age,
             )
         return None
+
+
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
+def ascii_lower(text: str) -> str:
+    """`text` with A-Z lowered and nothing else: `str.lower` would turn the Kelvin sign into "k",
+    so `x@\u212apmg.com`, another domain to the provider that verified it, would pass as kpmg.com."""
+    return text.translate(_ASCII_LOWER)
 
 
 def claim_at(claims: Mapping[str, Any], path: str) -> Any:
@@ -271,10 +288,26 @@ class Rules:
         self.active = self._base is not None or any(rule.restricts for _, rule in prefixes)
 
     def for_path(self, path: str) -> Require | None:
-        """The rule for `path`, or `None` when it lets everyone in."""
-        if self._paths:
-            path = rule_path(path)
-            for prefix, rule in self._paths:
-                if prefix == "/" or path == prefix or (path.startswith(prefix) and path[len(prefix)] == "/"):
-                    return rule if rule.restricts else None
+        """The rule for `path` (dot segments resolved), or `None` when it lets everyone in."""
+        return self._match(rule_path(path)) if self._paths else self._base
+
+    def for_request(self, path: str) -> tuple[Require, ...]:
+        """Every rule a request for `path` must pass (none: everyone is let in).
+
+        A path with dot segments or repeated slashes must pass both the rule of the path it
+        resolves to and that of the path as sent: an app routing on the path as sent (Starlette's
+        `Mount("/admin")` serves `/admin/../public`) must not see it under the rule of `/public`,
+        nor one that resolves it (`/public/../admin`) under the rule of `/public`.
+        """
+        if not self._paths:
+            return (self._base,) if self._base is not None else ()
+        resolved = rule_path(path)
+        rule = self._match(resolved)
+        literal = self._match(path) if resolved != path else rule
+        return tuple(r for r in (rule, literal if literal is not rule else None) if r is not None)
+
+    def _match(self, path: str) -> Require | None:
+        for prefix, rule in self._paths:
+            if prefix == "/" or path == prefix or (path.startswith(prefix) and path[len(prefix)] == "/"):
+                return rule if rule.restricts else None
         return self._base

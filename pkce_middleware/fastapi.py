@@ -145,7 +145,7 @@ def require(
             return user
         assert refusal is not None
         if connection.scope["type"] == "websocket":
-            raise WebSocketException(code=status.WS_1008_POLICY_VIOLATION, reason=str(refusal.error))
+            raise WebSocketException(code=status.WS_1008_POLICY_VIOLATION, reason=refusal.error.replace("_", " "))
         response = await guard.response(refusal, connection.scope, empty_receive)
         raise RuleRefused(response, {"error": _ERRORS.get(type(refusal), refusal.error), "reason": refusal.error})
 
