@@ -5,10 +5,13 @@ from __future__ import annotations
 from ._config import PKCEConfig
 from ._exceptions import (
     AccessDenied,
+    BearerError,
+    BearerUnavailable,
     CallbackError,
     ConfigError,
     DiscoveryMismatch,
     IDTokenError,
+    InsufficientScope,
     LoginError,
     LoginRequired,
     LogoutError,
@@ -29,6 +32,7 @@ from ._exceptions import (
 from ._guards import restrict
 from ._hooks import OnError, OnLogin, OnLogout
 from ._middleware import PKCEMiddleware
+from ._resource import TokenCredentials, TokenUser
 from ._responses import wants_html
 from ._rules import Require
 from ._scope import get_credentials, get_user
@@ -38,10 +42,13 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AccessDenied",
+    "BearerError",
+    "BearerUnavailable",
     "CallbackError",
     "ConfigError",
     "DiscoveryMismatch",
     "IDTokenError",
+    "InsufficientScope",
     "LoginError",
     "LoginRequired",
     "LogoutError",
@@ -65,6 +72,8 @@ __all__ = [
     "SessionUnavailable",
     "StepUpRequired",
     "StoreUnavailable",
+    "TokenCredentials",
+    "TokenUser",
     "UnknownKeyId",
     "get_credentials",
     "get_user",

@@ -207,6 +207,39 @@ class PKCEConfig:
         "list",
         default=(),
     )
+    bearer_paths: tuple[str, ...] = _option(
+        "PKCE_BEARER_PATHS",
+        "Comma-separated path prefixes that take `Authorization: Bearer <token>` (RFC 6750) instead of a "
+        "session: never a redirect, a 401 pointing at the resource metadata.",
+        "list",
+        default=(),
+    )
+    resource: str | None = _option(
+        "PKCE_RESOURCE",
+        "This API's resource identifier (a URL, RFC 8707): access tokens must name it in `aud`. "
+        "Required with `PKCE_BEARER_PATHS`.",
+        default=None,
+    )
+    bearer_required_scopes: tuple[str, ...] = _option(
+        "PKCE_BEARER_REQUIRED_SCOPES",
+        "Comma-separated scopes every access token must carry (403 `insufficient_scope` otherwise).",
+        "list",
+        default=(),
+    )
+    introspection_cache_ttl: int = _option(
+        "PKCE_INTROSPECTION_CACHE_TTL",
+        "Seconds an opaque token's introspection answer is reused (never past the token's `exp`; 0-3600). "
+        "A revoked token is refused at most this long after.",
+        "int",
+        default=60,
+    )
+    dpop: bool = _option(
+        "PKCE_DPOP",
+        "Accept DPoP-bound access tokens with their proofs (RFC 9449) and advertise it. A bound token is "
+        "never accepted as a plain bearer token.",
+        "bool",
+        default=True,
+    )
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__  # frozen: normalise once here so the rest of the code can trust the values
@@ -275,6 +308,18 @@ class PKCEConfig:
         if any(normalise_origin(origin) is None for origin in origins):
             raise ConfigError("PKCE_WEBSOCKET_ORIGINS must hold origins such as https://app.example (no path)")
         set_(self, "websocket_origins", origins)
+        set_(self, "bearer_paths", tuple(_check_path("PKCE_BEARER_PATHS", p) for p in self.bearer_paths))
+        if self.resource is not None:
+            _check_url("PKCE_RESOURCE", self.resource)
+            if urlsplit(self.resource).query:
+                raise ConfigError("PKCE_RESOURCE must not have a query (RFC 8707 section 2)")
+        elif self.bearer_paths:
+            raise ConfigError("PKCE_RESOURCE is required when PKCE_BEARER_PATHS is set (the audience tokens must name)")
+        set_(self, "bearer_required_scopes", tuple(self.bearer_required_scopes))
+        if any(not scope or any(ch.isspace() or ch in '"\\' for ch in scope) for scope in self.bearer_required_scopes):
+            raise ConfigError("PKCE_BEARER_REQUIRED_SCOPES must hold scope names without spaces or quotes")
+        if not 0 <= self.introspection_cache_ttl <= 3600:
+            raise ConfigError("PKCE_INTROSPECTION_CACHE_TTL must be between 0 and 3600 seconds")
         for name, field, kind in _RULE_OPTIONS:
             try:
                 checked = getattr(Require(**{kind: getattr(self, field)}), kind)

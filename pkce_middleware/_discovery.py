@@ -39,6 +39,8 @@ class ProviderMetadata:
     id_token_algorithms: tuple[str, ...]
     token_endpoint_auth_methods: tuple[str, ...]
     iss_parameter_supported: bool
+    #: RFC 7662 (RFC 8414 metadata); only bearer paths with opaque tokens need it.
+    introspection_endpoint: str | None = None
 
     @classmethod
     def parse(cls, data: Any, config: PKCEConfig) -> ProviderMetadata:
@@ -55,6 +57,7 @@ class ProviderMetadata:
             name: _endpoint(data.get(name), name) for name in ("authorization_endpoint", "token_endpoint", "jwks_uri")
         }
         end_session = data.get("end_session_endpoint")
+        introspection = data.get("introspection_endpoint")
         # Discovery section 3 makes the algorithm list REQUIRED; RS256 is what Core section 15.1 says every OP supports.
         offered = _strings(data, "id_token_signing_alg_values_supported") or ("RS256",)
         algorithms = tuple(alg for alg in config.id_token_algorithms if alg in offered)
@@ -72,6 +75,9 @@ class ProviderMetadata:
             token_endpoint_auth_methods=_strings(data, "token_endpoint_auth_methods_supported")
             or ("client_secret_basic",),
             iss_parameter_supported=data.get("authorization_response_iss_parameter_supported") is True,
+            introspection_endpoint=None
+            if introspection is None
+            else _endpoint(introspection, "introspection_endpoint"),
             **endpoints,
         )
 

@@ -6,6 +6,9 @@ Every exception this package raises, and the reason codes they carry.
   + LoginRequired               (401: no session, and this request is not a page load to redirect)
   + AccessDenied                (403: signed in, but the authorization rules do not let this user in)
   + StepUpRequired              (401: this page needs a stronger or more recent login; browsers are redirected)
+  + BearerError                 (401: an access token refused, RFC 6750 section 3.1; 400 for a malformed header)
+    - InsufficientScope         (403: a valid token without a scope this resource requires)
+    - BearerUnavailable         (503: the provider cannot say whether a token is valid right now)
   + LoginError                  (a sign-in or sign-out request that cannot be served)
     - CallbackError             (400: the browser brought back something we will not accept)
     - ProviderRefused           (400: the provider sent the browser back with `error=...`)
@@ -38,10 +41,13 @@ import enum
 
 __all__ = [
     "AccessDenied",
+    "BearerError",
+    "BearerUnavailable",
     "CallbackError",
     "ConfigError",
     "DiscoveryMismatch",
     "IDTokenError",
+    "InsufficientScope",
     "LoginError",
     "LoginRequired",
     "LogoutError",
@@ -88,6 +94,18 @@ class Reason(enum.StrEnum):
     GROUP_NOT_ALLOWED = "group_not_allowed", "The user is in none of the allowed groups (403)."
     ACR_NOT_ALLOWED = "acr_not_allowed", "The login's `acr` is not one the rule asks for (step-up, or 403 after one)."
     LOGIN_TOO_OLD = "login_too_old", "The login (`auth_time`) is older than the rule's `max_age`, or has no time."
+    # -- access tokens (bearer paths)
+    BEARER_MISSING = "bearer_missing", "No access token on a path that needs one (401, with the metadata URL)."
+    BEARER_MALFORMED = "bearer_malformed", "The `Authorization` header is not `Bearer <token>` as RFC 6750 says (400)."
+    BEARER_INVALID = "bearer_invalid", "The access token is forged, malformed, or not an access token (401)."
+    BEARER_EXPIRED = "bearer_expired", "The access token has expired (401)."
+    BEARER_AUDIENCE = "bearer_audience", "The access token is for another resource (`aud`; 401)."
+    BEARER_INACTIVE = "bearer_inactive", "Introspection says the token is not active (revoked, expired, unknown; 401)."
+    INSUFFICIENT_SCOPE = "insufficient_scope", "A valid token lacking a scope of `PKCE_BEARER_REQUIRED_SCOPES` (403)."
+    DPOP_REQUIRED = "dpop_required", "A DPoP-bound token sent without its proof, or as a bearer token (401)."
+    DPOP_INVALID = "dpop_invalid", "The DPoP proof is missing, malformed, or not for this request, token or key (401)."
+    DPOP_REPLAYED = "dpop_replayed", "A DPoP proof (`jti`) used before (401)."
+    INTROSPECTION_UNAVAILABLE = "introspection_unavailable", "The provider cannot check the token right now (503)."
     # -- the callback (what the browser brought back)
     BAD_CALLBACK = "bad_callback", "The callback request is not one we accept."
     METHOD_NOT_ALLOWED = "method_not_allowed", "A method the endpoint does not take."
@@ -233,6 +251,69 @@ class StepUpRequired(PKCEMiddlewareError):
         self.acr_values = acr_values
         self.max_age = max_age
         self.login_url = login_url
+
+
+class BearerError(PKCEMiddlewareError):
+    """An access token refused (RFC 6750 section 3.1). Answered as JSON with `WWW-Authenticate`
+    challenges that name the RFC 9728 metadata document (`challenges`, set by the middleware)."""
+
+    error = Reason.BEARER_INVALID
+    status_code = 401
+    title = "Access token refused"
+    message = "The access token is not valid for this resource."
+
+    def __init__(self, detail: str = "", *, error: Reason | None = None, status_code: int | None = None) -> None:
+        super().__init__(detail, error=error, status_code=status_code)
+        self.message = _BEARER_MESSAGES.get(self.error, self.message)
+        #: The `WWW-Authenticate` values of the answer.
+        self.challenges: list[str] = []
+
+    @property
+    def oauth_error(self) -> str | None:
+        """The RFC 6750 / RFC 9449 error code of the challenge (`None`: no token was sent)."""
+        if self.error in (Reason.BEARER_MISSING, Reason.INTROSPECTION_UNAVAILABLE) or self.status_code >= 500:
+            return None
+        if self.status_code == 400:
+            return "invalid_request"
+        if self.status_code == 403:
+            return "insufficient_scope"
+        if self.error in (Reason.DPOP_INVALID, Reason.DPOP_REPLAYED):
+            return "invalid_dpop_proof"
+        return "invalid_token"
+
+
+_BEARER_MESSAGES = {
+    Reason.BEARER_MISSING: "This resource needs an access token.",
+    Reason.BEARER_MALFORMED: "The Authorization header is malformed.",
+    Reason.BEARER_EXPIRED: "The access token expired.",
+    Reason.BEARER_AUDIENCE: "The access token was issued for another resource.",
+    Reason.BEARER_INACTIVE: "The access token is not active.",
+    Reason.DPOP_REQUIRED: "The access token is bound to a key: send it with a DPoP proof.",
+    Reason.DPOP_INVALID: "The DPoP proof is not valid for this request.",
+    Reason.DPOP_REPLAYED: "The DPoP proof was used before.",
+    Reason.INSUFFICIENT_SCOPE: "The access token lacks a scope this resource requires.",
+    Reason.INTROSPECTION_UNAVAILABLE: "The token could not be checked right now. Please try again shortly.",
+}
+
+
+class InsufficientScope(BearerError):
+    """A valid access token that lacks a scope the resource requires (RFC 6750 section 3.1: 403)."""
+
+    error = Reason.INSUFFICIENT_SCOPE
+    status_code = 403
+
+    def __init__(self, detail: str = "", *, scopes: tuple[str, ...]) -> None:
+        super().__init__(detail)
+        #: The scopes that were missing (named in the challenge's `scope`).
+        self.scopes = scopes
+
+
+class BearerUnavailable(BearerError):
+    """The provider (its keys, or introspection) cannot say now whether the token is valid: a 503,
+    never a 401, so that clients retry rather than throw their token away."""
+
+    error = Reason.INTROSPECTION_UNAVAILABLE
+    status_code = 503
 
 
 class LoginError(PKCEMiddlewareError):

@@ -24,13 +24,23 @@ from starlette.authentication import AuthCredentials, UnauthenticatedUser
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ._bearer import Presented, presented_token
 from ._components import build, run_lifespan
 from ._config import PKCEConfig
 from ._cookies import CookieWriter
-from ._exceptions import LoginRequired, PKCEMiddlewareError, Reason
+from ._exceptions import (
+    AccessDenied,
+    BearerError,
+    ConfigError,
+    LoginRequired,
+    PKCEMiddlewareError,
+    Reason,
+    StepUpRequired,
+)
 from ._guards import SCOPE_KEY as GUARD_KEY
 from ._guards import Guard, request_target
 from ._hooks import Hooks, OnError, OnLogin, OnLogout, log_refusal
+from ._resource import Mode, Modes, ResourceServer, TokenCredentials, TokenUser
 from ._responses import is_navigation
 from ._routes import Routes
 from ._rules import Require
@@ -72,6 +82,7 @@ class PKCEMiddleware:
         transport: httpx.AsyncBaseTransport | None = None,
         session_cache_size: int = 1024,
         rules: Mapping[str, Require] | None = None,
+        modes: Mapping[str, Mode] | None = None,
     ) -> None:
         self.app = app
         self.config = config = config if config is not None else PKCEConfig.from_environ()
@@ -81,6 +92,15 @@ class PKCEMiddleware:
         self._hooks = Hooks(on_error=on_error, on_login=on_login, on_logout=on_logout)
         self._guard = Guard(self._hooks, login_path=config.login_path, leeway=config.clock_leeway)
         self._routes = Routes(self._parts, self._hooks)
+        try:
+            self._modes = Modes(config.bearer_paths, modes or {})
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        self._resource = ResourceServer(config, self._parts.provider) if config.resource is not None else None
+        if self._resource is not None:
+            self._routes.paths.update(self._resource.paths)
+        elif self._modes.active:
+            raise ConfigError("PKCE_RESOURCE is required for bearer paths (modes=...): the audience tokens must name")
 
     def __repr__(self) -> str:
         return f"PKCEMiddleware(app={self.app!r}, config={self.config!r})"
@@ -101,6 +121,16 @@ class PKCEMiddleware:
             if scope["type"] == "http" and (route := self._routes.paths.get(scope["path"])) is not None:
                 await route(scope, receive, send)
                 return
+            if self._modes.active and (mode := self._modes.for_request(scope["path"])) != "session":
+                presented = presented_token(scope["headers"]) if mode is not None else None
+                if mode is None:
+                    raise BearerError(
+                        "a path that resolves across modes", error=Reason.BEARER_MALFORMED, status_code=400
+                    )
+                if presented is not None or mode == "bearer":
+                    # A token decides, even beside a session cookie: one request, one identity.
+                    await self._serve_token(presented, scope, receive, send)
+                    return
             current = await self._parts.lifecycle.current(scope)
             if current is None and not self._is_public(scope["path"]) and scope["type"] == "http":
                 if is_navigation(scope["method"], Headers(scope=scope)):
@@ -116,17 +146,9 @@ class PKCEMiddleware:
             # Even on a refusal: a refreshed session that is not written back loses its new tokens.
             send = await self._sending_session(current.session, scope, send)
         if current is not None and self._parts.rules.active:
-            refusal = None
-            for rule in self._parts.rules.for_request(scope["path"]):
-                refusal = self._guard.verdict(rule, current.session.claims, scope)
-                if refusal is not None:
-                    break
+            refusal = self._rule_refusal(current.session.claims, scope)
             if refusal is not None and not self._is_public(scope["path"]):
-                if scope["type"] == "websocket":
-                    log_refusal(refusal, scope)
-                    await _refuse_websocket(scope, send, refusal.error, refusal.message)
-                else:
-                    await (await self._guard.response(refusal, scope, receive))(scope, receive, send)
+                await self._answer_rule(refusal, scope, receive, send)
                 return
             if refusal is not None:
                 current = None  # a public path: the app sees this user as anonymous
@@ -145,7 +167,46 @@ class PKCEMiddleware:
         else:
             await _refuse_websocket(scope, send, Reason.LOGIN_REQUIRED, "Sign in to use this resource.")
 
+    async def _serve_token(self, presented: Presented | None, scope: Scope, receive: Receive, send: Send) -> None:
+        """A request on a bearer path: the app runs as the token's caller, or a 401/403/503 answers."""
+        assert self._resource is not None  # `Modes` has bearer paths only with a resource
+        try:
+            if presented is None:
+                raise BearerError("no access token", error=Reason.BEARER_MISSING)
+            info = await self._resource.authenticate(scope, presented)
+        except BearerError as exc:
+            await self._refuse(exc, scope, receive, send)
+            return
+        if self._parts.rules.active:
+            refusal = self._rule_refusal(info.claims, scope)
+            if refusal is not None:
+                await self._answer_rule(refusal, scope, receive, send)
+                return
+        scope["user"], scope["auth"] = TokenUser(info), TokenCredentials(info, presented.token)
+        scope[GUARD_KEY] = self._guard
+        await self.app(scope, receive, send)
+
+    def _rule_refusal(self, claims: Mapping[str, Any], scope: Scope) -> AccessDenied | StepUpRequired | None:
+        for rule in self._parts.rules.for_request(scope["path"]):
+            refusal = self._guard.verdict(rule, claims, scope)
+            if refusal is not None:
+                return refusal
+        return None
+
+    async def _answer_rule(self, refusal: PKCEMiddlewareError, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            log_refusal(refusal, scope)
+            await _refuse_websocket(scope, send, refusal.error, refusal.message)
+        else:
+            await (await self._guard.response(refusal, scope, receive))(scope, receive, send)
+
     async def _refuse(self, exc: PKCEMiddlewareError, scope: Scope, receive: Receive, send: Send) -> None:
+        if isinstance(exc, BearerError) and self._resource is not None and not exc.challenges:
+            exc.challenges = self._resource.challenges(exc)
+        if scope["type"] == "websocket" and isinstance(exc, BearerError):
+            log_refusal(exc, scope)
+            await _refuse_websocket(scope, send, exc.error, exc.message)
+            return
         if scope["type"] == "websocket":
             log_refusal(exc, scope)
             await send({"type": "websocket.close", "code": 1011, "reason": exc.error})

@@ -26,7 +26,7 @@ import secrets
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
-from urllib.parse import quote_plus, urlsplit
+from urllib.parse import quote_plus, urlencode, urlsplit
 
 import httpx
 from authlib.common.urls import add_params_to_uri
@@ -34,9 +34,12 @@ from authlib.oauth2.auth import ClientAuth
 from authlib.oauth2.rfc6749.parameters import prepare_token_request
 from joserfc.jwk import KeySet
 
+from ._bearer import AccessTokenValidator, TokenInfo, check_introspection
 from ._config import PKCEConfig
 from ._discovery import ProviderMetadata, parse_jwks
 from ._exceptions import (
+    BearerError,
+    BearerUnavailable,
     ConfigError,
     DiscoveryMismatch,
     IDTokenError,
@@ -84,6 +87,12 @@ class _Call:
 
 _DISCOVERY = _Call("discovery", Reason.DISCOVERY_FAILED, Reason.DISCOVERY_INVALID, Reason.DISCOVERY_TIMEOUT)
 _JWKS = _Call("jwks", Reason.JWKS_FAILED, Reason.JWKS_INVALID, Reason.JWKS_TIMEOUT)
+_INTROSPECTION = _Call(
+    "introspection",
+    Reason.INTROSPECTION_UNAVAILABLE,
+    Reason.INTROSPECTION_UNAVAILABLE,
+    Reason.INTROSPECTION_UNAVAILABLE,
+)
 
 
 def _token_call(grant: Grant) -> _Call:
@@ -281,6 +290,50 @@ class Provider:
             error=Reason.LOGOUT_TOKEN_INVALID,
             status_code=400,
         )
+
+    # -- access tokens (bearer paths) -------------------------------------------------------------
+
+    async def verify_access_token(self, raw: str, validator: AccessTokenValidator, *, now: float) -> TokenInfo:
+        """A JWT access token checked with the provider's keys (RFC 9068 section 4).
+
+        A token with an unknown `kid` refetches the JWKS at most once per interval, as ID tokens
+        do: tokens arrive at an open door, so forged ones must not drive our JWKS traffic. Keys
+        that cannot be fetched are the provider's trouble (`BearerUnavailable`, 503), not the token's.
+        """
+        await self._bearer_metadata()
+        try:
+            return await self._verify(lambda keys: validator.validate(raw, keys, now=now), error=Reason.BEARER_INVALID)
+        except IDTokenError as exc:  # the key refetch's verdict: still no key for this token
+            raise BearerError(exc.detail, error=Reason.BEARER_INVALID) from None
+        except ProviderError as exc:
+            raise BearerUnavailable(f"JWKS: {exc.detail}", error=exc.error) from None
+
+    async def introspect(self, token: str, *, resource: str, now: float) -> TokenInfo:
+        """RFC 7662 with our client's credentials: the checked answer for an opaque token."""
+        metadata = await self._bearer_metadata()
+        endpoint = metadata.introspection_endpoint
+        if endpoint is None:
+            raise BearerError("an opaque token, and the provider offers no introspection", error=Reason.BEARER_INVALID)
+        headers = {"Content-Type": "application/x-www-form-urlencoded"}
+        body = urlencode({"token": token, "token_type_hint": "access_token"})
+        url, headers, body = self._client_auth(metadata).prepare("POST", endpoint, headers, body)
+        try:
+            response, data = await self._call("POST", url, _INTROSPECTION, headers=headers, content=body)
+        except ProviderError as exc:
+            raise BearerUnavailable(exc.detail, error=Reason.INTROSPECTION_UNAVAILABLE) from None
+        if response.status_code != 200:
+            raise BearerUnavailable(
+                f"introspection answered HTTP {response.status_code}", error=Reason.INTROSPECTION_UNAVAILABLE
+            )
+        return check_introspection(
+            data, issuer=self._config.issuer, resource=resource, now=now, leeway=self._config.clock_leeway
+        )
+
+    async def _bearer_metadata(self) -> ProviderMetadata:
+        try:
+            return await self.metadata()
+        except ProviderError as exc:
+            raise BearerUnavailable(f"discovery: {exc.detail}", error=exc.error) from None
 
     def _client_auth(self, metadata: ProviderMetadata) -> ClientAuth:
         config = self._config

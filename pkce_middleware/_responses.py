@@ -13,7 +13,15 @@ from starlette.datastructures import Headers
 from starlette.requests import HTTPConnection
 from starlette.responses import HTMLResponse, JSONResponse, Response
 
-from ._exceptions import AccessDenied, LoginError, LoginRequired, PKCEMiddlewareError, ProviderRefused, StepUpRequired
+from ._exceptions import (
+    AccessDenied,
+    BearerError,
+    LoginError,
+    LoginRequired,
+    PKCEMiddlewareError,
+    ProviderRefused,
+    StepUpRequired,
+)
 
 __all__ = ["wants_html"]
 
@@ -71,6 +79,8 @@ def error_response(exc: PKCEMiddlewareError, *, browser: bool) -> Response:
     """The default answer for `exc`: a page for a browser, JSON for everything else."""
     headers = dict(NO_STORE)
     body: dict[str, str] = {"error": exc.error, "message": exc.message}
+    if isinstance(exc, BearerError):
+        return bearer_error_response(exc, headers)
     if isinstance(exc, LoginRequired):
         body["login_url"] = exc.login_url
         headers["WWW-Authenticate"] = (
@@ -104,6 +114,17 @@ def error_response(exc: PKCEMiddlewareError, *, browser: bool) -> Response:
         action = '<p><a href="">Try again</a></p>'
     body_html = f"<p>{text}</p>{action}<p><code>reason: {html.escape(exc.error)}</code></p>"
     return page(exc.title, body_html, status_code=exc.status_code, headers=headers)
+
+
+def bearer_error_response(exc: BearerError, headers: dict[str, str]) -> Response:
+    """JSON for an API client, whatever it accepts, with one `WWW-Authenticate` per challenge."""
+    body = {"error": exc.oauth_error or "unauthorized", "reason": exc.error, "message": exc.message}
+    if exc.status_code >= 500:
+        body["error"] = "temporarily_unavailable"
+        headers = {**headers, "Retry-After": "5"}
+    response = JSONResponse(body, status_code=exc.status_code, headers=headers)
+    response.raw_headers.extend((b"www-authenticate", value.encode("latin-1")) for value in exc.challenges)
+    return response
 
 
 def step_up_challenge(exc: StepUpRequired) -> str:

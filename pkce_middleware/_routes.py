@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
@@ -71,7 +71,7 @@ class Routes:
         self._cookies = components.cookies
         redirect = urlsplit(config.redirect_uri) if config.redirect_uri else None
         self.origins = Origins(f"{redirect.scheme}://{redirect.netloc}" if redirect else None, config.websocket_origins)
-        self.paths = {
+        self.paths: dict[str, Callable[[Scope, Receive, Send], Awaitable[None]]] = {
             config.callback_path or DEFAULT_CALLBACK_PATH: self.callback,
             config.login_path: self.login,
             config.logout_path: self.logout,

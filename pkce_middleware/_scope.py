@@ -32,6 +32,9 @@ def get_user(scope: Mapping[str, Any]) -> OIDCUser | None:
 def get_credentials(scope: Mapping[str, Any]) -> OIDCCredentials | None:
     """The granted scopes and tokens of this request's session, or None when there is no session.
 
+    On a request authenticated by an access token, its `TokenCredentials` (a subclass, with the
+    token's claims, `client_id` and `dpop_bound`).
+
     None in the same cases as `get_user` (a public path's empty `AuthCredentials` is not a session).
     """
     auth = scope.get("auth")

@@ -8,9 +8,11 @@
 //                        (client_id, client_secret or token_endpoint_auth_method "none",
 //                        redirect_uris, post_logout_redirect_uris, grant_types,
 //                        backchannel_logout_uri, ...). Default [].
-//   ttl                  object of seconds for any of AccessToken, IdToken, RefreshToken,
-//                        AuthorizationCode, Session, Interaction, Grant. Absent keys keep
-//                        oidc-provider's defaults.
+//   ttl                  object of seconds for any of AccessToken, ClientCredentials (access
+//                        tokens of that grant), IdToken, RefreshToken, AuthorizationCode, Session,
+//                        Interaction, Grant. Absent keys keep oidc-provider's defaults (AccessToken
+//                        1 h, ClientCredentials 10 min, ...). A resource server's accessTokenTTL
+//                        wins over both for its tokens.
 //   conformIdTokenClaims bool, default false (the ID token then carries name/email/
 //                        preferred_username too, not only userinfo).
 //   backchannelLogout    bool, default true: enables features.backchannelLogout and lets the
@@ -35,6 +37,56 @@
 //   acrValues            list of strings, default []: oidc-provider's acrValues, so discovery lists
 //                        them as acr_values_supported. The first entry is the ACR of every login
 //                        whose user has no `acr` override; empty means those logins carry no acr.
+//   resourceServers      object, default {}: the protected APIs this provider issues access tokens
+//                        for (RFC 8707 resource indicators). Key: the resource indicator, an absolute
+//                        URL without fragment (e.g. "http://127.0.0.1:8123/" or
+//                        "https://api.test/mcp"), matched byte for byte against the `resource`
+//                        parameter (no normalisation: "http://h:1" and "http://h:1/" are two
+//                        resources). Value: {
+//                          "scope": "api:read api:write"  the RS's scopes (space separated,
+//                                                          default ""); a token for the resource
+//                                                          carries the requested ones among them,
+//                          "accessTokenFormat": "jwt" | "opaque"  default "jwt",
+//                          "accessTokenTTL": seconds      optional; wins over ttl.AccessToken /
+//                                                          ttl.ClientCredentials for this resource,
+//                          "jwtAlg": "RS256" | "ES256"    JWT signing alg, default RS256 }.
+//                        The token's `aud` is the indicator. A resource not listed here is refused
+//                        with invalid_target, at the authorization endpoint (redirected back to the
+//                        client) and at the token endpoint (400). `resource` works on authorization
+//                        requests, authorization_code / refresh_token token requests and
+//                        client_credentials; a code or refresh token granted for one resource
+//                        yields an access token for it without repeating `resource`
+//                        (useGrantedResource), so such a login's access tokens are for the resource
+//                        only, never for userinfo. Without `resource` nothing changes: access tokens
+//                        stay opaque, for userinfo only.
+//                        RS scopes are NOT added to `scopes` (scopes_supported): oidc-provider grants
+//                        them per resource through the consent prompt, and its docs say resource
+//                        server scopes do not belong there.
+//   dpopNonces           bool, default false: DPoP nonces (RFC 9449 section 8) at the token
+//                        endpoint. Off: proofs need only a recent iat (+-300 s) and a proof that
+//                        carries a nonce is refused. On: every token request with a DPoP proof must
+//                        carry a server nonce; the first attempt gets 400 use_dpop_nonce with a
+//                        DPoP-Nonce header to retry with.
+//
+// OAuth 2.0 authorization server features, always on (they only add endpoints and a grant type):
+//   * client_credentials grant (clients with grant_types ["client_credentials"]; such a client
+//     needs response_types [] and no redirect_uris);
+//   * introspection (RFC 7662) at introspection_endpoint. oidc-provider's allowedPolicy: a
+//     confidential client may introspect any client's token, a public one only its own. Answer
+//     for a live token: active, client_id, exp, iat, iss, jti, aud, scope, token_type ("Bearer" or
+//     "DPoP"), sub (the user; for client_credentials tokens the client id, added here through
+//     extraTokenClaims so it matches the JWT form), sid (user tokens), cnf {"jkt"} when
+//     DPoP-bound; otherwise {"active": false}. JWT access tokens are not stored by oidc-provider,
+//     so they cannot be introspected or revoked: 400 unsupported_token_type;
+//   * revocation (RFC 7009) at revocation_endpoint; oidc-provider lets a client revoke only its
+//     own tokens (another client's: 400 invalid_request);
+//   * DPoP (RFC 9449; oidc-provider enables it by default): a token request with a valid `DPoP`
+//     proof (ES256, Ed25519/EdDSA) gets token_type "DPoP"; JWT access tokens then carry
+//     cnf.jkt, introspection shows cnf.jkt. Nonces: see dpopNonces.
+// JWT access tokens (RFC 9068): header typ "at+jwt", alg (jwtAlg), kid of a key in jwks_uri;
+// claims iss, aud (the indicator), sub, client_id, iat, exp, jti, scope (when any), cnf.jkt when
+// DPoP-bound. sub is the user name for user grants and the client id for client_credentials
+// (oidc-provider: `sub: accountId || clientId`). No auth_time/acr/amr.
 //
 // Scopes: openid, profile (name, preferred_username), email (email, email_verified),
 // offline_access, and groups (groups, realm_access, resource_access; only claims the account has,
@@ -58,6 +110,12 @@
 //     one per request to the authorization endpoint (GET only: enableHttpPostMethods is off), with
 //     the parameters as sent in its query string, before client defaults; "-" when absent or
 //     empty. Not resolved from request objects or pushed requests.
+//   OPLOG introspection <client_id> <true|false|error code>
+//     one per POST to the introspection endpoint: the client the request named (authenticated or
+//     not; "-" when it named none or an unknown one) and the answer's `active`, or the error
+//     (e.g. invalid_client, unsupported_token_type for a JWT).
+//   OPLOG revocation <client_id> <ok|error code>
+//     one per POST to the revocation endpoint ("ok" also for unknown tokens: RFC 7009 answers 200).
 // oidc-provider's own NOTICE/WARNING lines also appear (stdout/stderr) and can be ignored.
 //
 // Users: devInteractions login form, any user name + any password; the user name becomes `sub`
@@ -74,7 +132,7 @@ console.warn = (...args) => {
   if (typeof args[0] === 'string' && args[0].includes('Unsupported runtime')) return;
   originalWarn(...args);
 };
-const { default: Provider } = await import('oidc-provider');
+const { default: Provider, errors } = await import('oidc-provider');
 console.warn = originalWarn;
 
 function fail(message) {
@@ -93,7 +151,7 @@ if (config === null || typeof config !== 'object' || Array.isArray(config)) {
 }
 const KNOWN_KEYS = new Set([
   'port', 'issuer', 'clients', 'ttl', 'conformIdTokenClaims', 'backchannelLogout', 'refreshTokens',
-  'rotateRefreshToken', 'accounts', 'acrValues',
+  'rotateRefreshToken', 'accounts', 'acrValues', 'resourceServers', 'dpopNonces',
 ]);
 for (const key of Object.keys(config)) {
   // A misspelt option would otherwise be ignored silently and a test would probe the wrong setup.
@@ -124,6 +182,45 @@ for (const [id, overrides] of Object.entries(accounts)) {
 const acrValues = config.acrValues ?? [];
 if (!Array.isArray(acrValues) || !acrValues.every((value) => typeof value === 'string' && value)) {
   fail('OP_CONFIG.acrValues must be a list of non-empty strings');
+}
+
+const resourceServers = config.resourceServers ?? {};
+if (!isPlainObject(resourceServers)) fail('OP_CONFIG.resourceServers must be an object');
+const RESOURCE_SERVER_KEYS = new Set(['scope', 'accessTokenFormat', 'accessTokenTTL', 'jwtAlg']);
+const JWT_ALGS = new Set(['RS256', 'ES256']); // the algs of the keys signingKeys() makes
+for (const [indicator, info] of Object.entries(resourceServers)) {
+  const where = `OP_CONFIG.resourceServers[${JSON.stringify(indicator)}]`;
+  // The same test oidc-provider applies to the `resource` parameter, so a listed indicator can be asked for.
+  if (!URL.parse(indicator) || indicator.includes('#')) fail(`${where}: the key must be an absolute URL without fragment`);
+  if (!isPlainObject(info)) fail(`${where} must be an object`);
+  for (const key of Object.keys(info)) {
+    if (!RESOURCE_SERVER_KEYS.has(key)) fail(`${where}: unknown key ${JSON.stringify(key)}`);
+  }
+  if (info.scope !== undefined && typeof info.scope !== 'string') fail(`${where}.scope must be a string`);
+  if (info.accessTokenFormat !== undefined && !['jwt', 'opaque'].includes(info.accessTokenFormat)) {
+    fail(`${where}.accessTokenFormat must be "jwt" or "opaque"`);
+  }
+  if (info.accessTokenTTL !== undefined && (!Number.isInteger(info.accessTokenTTL) || info.accessTokenTTL <= 0)) {
+    fail(`${where}.accessTokenTTL must be a positive integer`);
+  }
+  if (info.jwtAlg !== undefined && !JWT_ALGS.has(info.jwtAlg)) fail(`${where}.jwtAlg must be RS256 or ES256`);
+  if (info.jwtAlg !== undefined && info.accessTokenFormat === 'opaque') fail(`${where}.jwtAlg needs accessTokenFormat "jwt"`);
+}
+const dpopNonces = config.dpopNonces ?? false;
+if (typeof dpopNonces !== 'boolean') fail('OP_CONFIG.dpopNonces must be a boolean');
+
+function resourceServerInfo(indicator) {
+  // hasOwn, not `in`: "constructor" or "__proto__" must not name a resource server.
+  if (!Object.hasOwn(resourceServers, indicator)) throw new errors.InvalidTarget();
+  const info = resourceServers[indicator];
+  const format = info.accessTokenFormat ?? 'jwt';
+  return {
+    audience: indicator,
+    scope: info.scope ?? '',
+    accessTokenFormat: format,
+    ...(info.accessTokenTTL !== undefined ? { accessTokenTTL: info.accessTokenTTL } : {}),
+    ...(format === 'jwt' ? { jwt: { sign: { alg: info.jwtAlg ?? 'RS256' } } } : {}),
+  };
 }
 
 function overridesFor(accountId) {
@@ -158,13 +255,22 @@ function claimsFor(accountId) {
 // every login's acr show; only when some login can have one, so claims_supported stays honest.
 const acrPossible = acrValues.length > 0 || Object.values(accounts).some((o) => typeof o.acr === 'string');
 
-const TTL_KEYS = new Set(['AccessToken', 'IdToken', 'RefreshToken', 'AuthorizationCode', 'Session', 'Interaction', 'Grant']);
+const TTL_KEYS = new Set([
+  'AccessToken', 'ClientCredentials', 'IdToken', 'RefreshToken', 'AuthorizationCode', 'Session', 'Interaction', 'Grant',
+]);
 const ttl = {};
 for (const [name, seconds] of Object.entries(config.ttl ?? {})) {
   if (!TTL_KEYS.has(name)) fail(`OP_CONFIG.ttl.${name} is not supported`);
   if (!Number.isInteger(seconds) || seconds <= 0) fail(`OP_CONFIG.ttl.${name} must be a positive integer`);
   ttl[name] = seconds;
 }
+// A resource server's accessTokenTTL must win over a fixed ttl.AccessToken/ClientCredentials (a number
+// there would replace oidc-provider's function that reads it), so both become functions; without
+// either setting they return oidc-provider's defaults (1 h, 10 min).
+const accessTokenSeconds = ttl.AccessToken ?? 60 * 60;
+const clientCredentialsSeconds = ttl.ClientCredentials ?? 10 * 60;
+ttl.AccessToken = (_ctx, token) => token.resourceServer?.accessTokenTTL || accessTokenSeconds;
+ttl.ClientCredentials = (_ctx, token) => token.resourceServer?.accessTokenTTL || clientCredentialsSeconds;
 
 function signingKeys() {
   // Fresh keys per start: tests must fetch the JWKS anyway, and nothing outlives the process.
@@ -185,7 +291,7 @@ function log(...parts) {
 
 const configuration = {
   clients,
-  ...(Object.keys(ttl).length ? { ttl } : {}),
+  ttl,
   conformIdTokenClaims: config.conformIdTokenClaims ?? false,
   pkce: { required: () => true },
   scopes: ['openid', 'profile', 'email', 'offline_access', 'groups'],
@@ -202,6 +308,30 @@ const configuration = {
     devInteractions: { enabled: true },
     rpInitiatedLogout: { enabled: true },
     backchannelLogout: { enabled: backchannelLogout },
+    clientCredentials: { enabled: true },
+    introspection: { enabled: true },
+    revocation: { enabled: true },
+    dPoP: {
+      enabled: true,
+      ...(dpopNonces ? { nonceSecret: crypto.randomBytes(32), requireNonce: () => true } : {}),
+    },
+    resourceIndicators: {
+      enabled: true,
+      async getResourceServerInfo(_ctx, indicator) {
+        return resourceServerInfo(indicator);
+      },
+      // A code or refresh token granted for one resource gives tokens for it even when the token
+      // request repeats no `resource` and the grant has openid (oidc-provider's default would then
+      // issue a userinfo-only token).
+      async useGrantedResource() {
+        return true;
+      },
+    },
+  },
+  // RFC 9068 wants sub in every JWT access token; oidc-provider's JWT uses the client id for
+  // client_credentials tokens, and this gives opaque ones the same sub in introspection.
+  async extraTokenClaims(_ctx, token) {
+    return token.kind === 'ClientCredentials' ? { sub: token.clientId } : undefined;
   },
   jwks: { keys: signingKeys() },
   cookies: { keys: [crypto.randomBytes(32).toString('base64url')] },
@@ -270,6 +400,23 @@ provider.use(async (ctx, next) => {
     log('authorize', sent.client_id || '-', field('prompt'), field('max_age'), field('acr_values'));
   }
   await next();
+});
+
+const INTROSPECTION_PATH = provider.pathFor('introspection');
+const REVOCATION_PATH = provider.pathFor('revocation');
+provider.use(async (ctx, next) => {
+  await next();
+  if (ctx.method !== 'POST') return;
+  // After next(): oidc-provider's error handler has rendered any error into ctx.body by now, and
+  // ctx.oidc.client is set once the request named a known client (even if its secret was wrong).
+  if (ctx.path === INTROSPECTION_PATH) {
+    const body = isPlainObject(ctx.body) ? ctx.body : {};
+    const outcome = typeof body.active === 'boolean' ? String(body.active) : (body.error ?? `http_${ctx.status}`);
+    log('introspection', ctx.oidc?.client?.clientId, outcome);
+  } else if (ctx.path === REVOCATION_PATH) {
+    const body = isPlainObject(ctx.body) ? ctx.body : {};
+    log('revocation', ctx.oidc?.client?.clientId, ctx.status === 200 ? 'ok' : (body.error ?? `http_${ctx.status}`));
+  }
 });
 
 // Every built-in page (login, consent, logout, errors) @imports a Google web font; offline

@@ -41,11 +41,11 @@ class LocalProvider:
     """oidc-provider on 127.0.0.1, configured through ``OP_CONFIG`` (see provider/server.mjs).
 
     ``clients`` are oidc-provider client metadata dicts, ``ttl`` maps token kinds
-    (AccessToken, IdToken, RefreshToken, AuthorizationCode, Session, Interaction, Grant) to
-    seconds, and ``extra`` is merged last into OP_CONFIG for the remaining keys
+    (AccessToken, ClientCredentials, IdToken, RefreshToken, AuthorizationCode, Session,
+    Interaction, Grant) to seconds, and ``extra`` is merged last into OP_CONFIG for the remaining keys
     (``issuer``, ``conformIdTokenClaims``, ``backchannelLogout``, ``refreshTokens``,
-    ``rotateRefreshToken``, ``accounts``, ``acrValues``). Use as a context manager, or call
-    ``start()``/``stop()``.
+    ``rotateRefreshToken``, ``accounts``, ``acrValues``, ``resourceServers``, ``dpopNonces``).
+    Use as a context manager, or call ``start()``/``stop()``.
 
     Claims and ACR of a login, for authorization tests:
 
@@ -60,6 +60,27 @@ class LocalProvider:
       no acr when it is empty. The ID token carries the login's acr whether or not acr_values
       was sent.
     * ID tokens always carry ``auth_time``: clients without ``require_auth_time`` default to true.
+      The flip side: oidc-provider refuses an authorization request without ``openid`` for such a
+      client, so a pure OAuth client (scope ``api:read`` alone) must say
+      ``"require_auth_time": False``.
+
+    The provider is also the authorization server of protected APIs (``tests.support.oauth_clients``
+    acts as their clients):
+
+    * ``extra={"resourceServers": {indicator: {...}}}`` lists the APIs by resource indicator (an
+      absolute URL, matched exactly): ``scope`` (their scopes, space separated),
+      ``accessTokenFormat`` ``"jwt"`` (default; RFC 9068, ``typ`` at+jwt, ``aud`` = indicator,
+      signed with ``jwtAlg`` RS256 or ES256 by a key in the JWKS) or ``"opaque"`` (introspect it),
+      and ``accessTokenTTL`` (seconds). ``resource`` works on the authorization request, the code
+      and refresh token redemptions and client_credentials; an unlisted one is ``invalid_target``.
+      JWT ``sub`` is the user, or the client id for client_credentials tokens.
+    * Always on: the client_credentials grant (client metadata ``grant_types:
+      ["client_credentials"], response_types: [], redirect_uris: []``), introspection (a
+      confidential client may introspect any client's opaque token; JWTs are refused with
+      ``unsupported_token_type``), revocation (own tokens only) and DPoP (a ``DPoP`` proof on the
+      token request binds the token: ``token_type`` DPoP, ``cnf.jkt``).
+    * DPoP nonces are off unless ``extra={"dpopNonces": True}``.
+    * ``introspections()`` and ``revocations()`` count those requests from the log.
 
     ``startup_timeout`` defaults to the launcher's (``tests.support.processes.startup_timeout``).
     A ``port`` given and taken ends in ``PortTaken``; a port picked here is picked again.
@@ -243,6 +264,34 @@ class LocalProvider:
             found.append(entry)
         return found
 
+    def introspections(self, *, client_id: str | None = None, outcome: str | None = None) -> int:
+        """Count introspection requests so far (``OPLOG introspection <client> <outcome>`` lines).
+
+        ``outcome`` is ``"true"``/``"false"`` (the answer's ``active``) or the error code of a
+        refused request (``"invalid_client"``, ``"unsupported_token_type"``, ...); ``None`` counts
+        all. A resource server that caches introspection answers shows here how often it asked.
+        Calls ``sync_log()`` first, like the other readers.
+        """
+        return self._count_requests("introspection", client_id, outcome)
+
+    def revocations(self, *, client_id: str | None = None, outcome: str | None = None) -> int:
+        """Count revocation requests so far (``OPLOG revocation <client> <ok|error code>``)."""
+        return self._count_requests("revocation", client_id, outcome)
+
+    def _count_requests(self, kind: str, client_id: str | None, outcome: str | None) -> int:
+        self.sync_log()
+        count = 0
+        for line in self.log_lines:
+            fields = line.split()
+            if len(fields) != 4 or fields[:2] != ["OPLOG", kind]:
+                continue
+            if client_id is not None and fields[2] != client_id:
+                continue
+            if outcome is not None and fields[3] != outcome:
+                continue
+            count += 1
+        return count
+
     def wait_for_log(self, predicate: Callable[[str], bool], timeout: float = 5.0) -> str:
         """Block until a log line satisfies ``predicate`` (e.g. a back-channel event); return it."""
         if self._process is None:
@@ -314,6 +363,7 @@ def _walk(
     headers: Mapping[str, str] | None,
     answer_form: _FormHandler,
     max_hops: int,
+    stop_at: str | None = None,
 ) -> tuple[httpx.Response, list[str]]:
     visited: list[str] = []
     body: Mapping[str, str] | None = data
@@ -327,17 +377,25 @@ def _walk(
             if not location:
                 raise AssertionError(f"{response.status_code} from {url} without Location")
             url = urljoin(str(response.url), location)
+            if stop_at is not None and _same_endpoint(url, stop_at):
+                return response, visited
             # Like browsers: 307/308 repeat the request, the others turn it into a GET.
             if response.status_code not in (307, 308):
                 method, body = "GET", None
             request_headers = None
             continue
         submission = answer_form(response)
-        if submission is None:
+        if submission is None or (stop_at is not None and _same_endpoint(submission[1], stop_at)):
             return response, visited
         method, url, body = submission
         request_headers = None
     raise AssertionError(f"more than {max_hops} hops; visited:\n" + "\n".join(visited))
+
+
+def _same_endpoint(url: str, endpoint: str) -> bool:
+    """Whether ``url`` goes to ``endpoint``: same scheme, host, port and path; query ignored."""
+    target, wanted = urlsplit(url), urlsplit(endpoint)
+    return (target.scheme, target.netloc, target.path) == (wanted.scheme, wanted.netloc, wanted.path)
 
 
 def _is_html(response: httpx.Response) -> bool:
@@ -352,6 +410,7 @@ def login_with_forms(
     *,
     password: str = "anything",
     max_hops: int = 20,
+    stop_at: str | None = None,
 ) -> tuple[httpx.Response, list[str]]:
     """Log in like a browser: GET ``start_url`` and walk every redirect and provider form.
 
@@ -365,6 +424,12 @@ def login_with_forms(
     requested, in order, starting with ``start_url`` (form POST targets included).
     Raises AssertionError when more than ``max_hops`` redirects and form posts follow the first
     request.
+
+    ``stop_at`` (a redirect_uri) ends the walk at the first redirect to that endpoint (scheme,
+    host, port and path; any query) without requesting it, for clients with no server behind
+    their redirect_uri: the final response is then that redirect, its ``Location`` holds the code
+    or the error, and ``visited`` leaves it out (with ``response_mode=form_post`` it is the
+    self-submitting page whose form would post there).
     """
 
     def answer(response: httpx.Response) -> tuple[str, str, dict[str, str]] | None:
@@ -390,7 +455,16 @@ def login_with_forms(
             f"provider interaction page {response.url} has no login or consent form:\n{response.text[:2000]}"
         )
 
-    return _walk(client, "GET", start_url, data=None, headers=None, answer_form=answer, max_hops=max_hops)
+    return _walk(
+        client,
+        "GET",
+        start_url,
+        data=None,
+        headers=None,
+        answer_form=answer,
+        max_hops=max_hops,
+        stop_at=stop_at,
+    )
 
 
 def logout_with_forms(
