@@ -52,18 +52,23 @@ code{{color:#666}}button{{font:inherit;padding:.4em 1.2em}}</style></head>
 def is_navigation(method: str, headers: Headers) -> bool:
     """Whether a person's browser is loading a page (so a redirect to the login page makes sense).
 
-    A fetch/XHR, a non-GET, or a client asking for JSON gets a 401 instead: a redirect to the
-    provider would be followed invisibly and fail on CORS (oauth2-proxy #1522, #987).
+    Browsers say so: `Sec-Fetch-Mode: navigate` (or `Sec-Fetch-Dest: document`) since 2020, and
+    `text/html` in `Accept` for every page load before that. Everything else gets a 401 instead:
+    a fetch/XHR, a non-GET, a client asking for JSON, and curl or an SDK whose `Accept: */*` (or no
+    `Accept`) says nothing; a redirect to the provider would be followed invisibly and fail on
+    CORS, or hand a script an HTML login form (oauth2-proxy #1522, #987).
     """
     if method not in ("GET", "HEAD"):
         return False
     if headers.get("x-requested-with", "").lower() == "xmlhttprequest":
         return False
     mode = headers.get("sec-fetch-mode")
-    if mode is not None and mode != "navigate":
-        return False
-    accept = headers.get("accept")
-    return accept is None or "text/html" in accept or "*/*" in accept
+    if mode is not None:
+        return mode == "navigate"
+    dest = headers.get("sec-fetch-dest")
+    if dest is not None:
+        return dest in ("document", "iframe")
+    return "text/html" in headers.get("accept", "")
 
 
 def wants_html(connection: HTTPConnection) -> bool:
