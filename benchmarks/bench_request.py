@@ -34,6 +34,7 @@ from typing import Any
 
 import httpx
 
+from .bearer_rows import PKCE_BEARER, bearer_rows
 from .harness import BenchmarkError, Row, measure, rows, stall_warning, table, target_line
 from .scenarios import (
     BARE,
@@ -62,6 +63,8 @@ class Results:
     rows: list[Row]
     cookie_chars: dict[str, int]
     cookie_header_bytes: dict[str, int]
+    #: Mean cost of a bearer request whose token this process has not verified before.
+    bearer_first_us: float
     #: Why the Redis rows did not run (`None`: they ran, against `redis_server`).
     redis_skipped: str | None
     redis_server: str | None
@@ -76,6 +79,8 @@ async def run(*, reps: int, rep_seconds: float, warmup_seconds: float) -> Result
     async with contextlib.AsyncExitStack() as stack:  # closes the middlewares, then stops redis-server
         cookies = await cookie_rows(stack, data, secret_key, offline)
         variants = cookies.variants
+        bearer = await bearer_rows(stack, secret_key)
+        variants += bearer.variants
         pkce_cookie, starlette_header = cookies.session.cookie, cookies.starlette_cookie_header
         cookie_chars = {"pkce": len(pkce_cookie), "starlette": len(starlette_header.partition("=")[2])}
         cookie_header_bytes = {"pkce": len(cookies.session.cookie_header), "starlette": len(starlette_header)}
@@ -93,6 +98,7 @@ async def run(*, reps: int, rep_seconds: float, warmup_seconds: float) -> Result
         reps=reps,
         rep_seconds=rep_seconds,
         rows=rows(variants),
+        bearer_first_us=bearer.first_verification_us,
         cookie_chars=cookie_chars,
         cookie_header_bytes=cookie_header_bytes,
         redis_skipped=redis_skipped,
@@ -135,6 +141,8 @@ def target_checks(result: list[Row], *, gating: bool) -> dict[str, Any]:
             ),
             f"cache miss: {PKCE_COLD} adds {cold_added:.2f} µs over {BARE}, {cold_share:.0%} of what "
             "SessionMiddleware adds (what a session's first request on a worker costs; no target)",
+            f"bearer: {PKCE_BEARER} adds {by_name[PKCE_BEARER].added_us:.2f} µs over {BARE} "
+            f"({by_name[PKCE_BEARER].median_us - by_name[PKCE_SAME].median_us:+.2f} µs against {PKCE_SAME})",
             f"authorization: {PKCE_RULES} (email domain, group and a path rule) adds "
             f"{by_name[PKCE_RULES].median_us - by_name[PKCE_SAME].median_us:.2f} µs over {PKCE_SAME} "
             "(target well under 1 µs)",
@@ -188,6 +196,10 @@ def report(
     checks = target_checks(results.rows, gating=gating)
     for line in checks["lines"]:
         print(line)
+    print(
+        f"bearer, first verification: a token this process has not seen costs {results.bearer_first_us:.1f} µs "
+        "per request (RS256 signature and RFC 9068 claims; every later request is a cache hit)"
+    )
     redis = redis_summary(results.rows)
     if redis is not None:
         print(redis["line"])
