@@ -1,9 +1,11 @@
 """`PKCEMiddleware`: the whole flow of a request, in one place.
 
 A request is one of: a lifespan event (start and stop the parts), one of the middleware's own
-endpoints (`_routes`), a request with a live session (the app runs, with the user in the scope),
-a public path (the app runs, anonymously), or a request without a session (a browser is sent to
-the provider, a WebSocket is refused, anything else gets a 401). Every refusal is a
+endpoints (`_routes`, and the resource metadata of `_resource`), a request on a bearer path (its
+access token decides, `_resource`), a request with a live session (the app runs, with the user in
+the scope), a public path (the app runs, anonymously), or a request without a session (a browser
+is sent to the provider, a WebSocket is refused, anything else gets a 401). Whoever the caller,
+the authorization rules (`_rules`) are held to their claims before the app runs. Every refusal is a
 `PKCEMiddlewareError` answered through the app's `on_error` hook or the default page or JSON.
 What each step means lives in its own module; this one only decides which step comes next.
 """
@@ -62,7 +64,10 @@ class PKCEMiddleware:
     `config` defaults to `PKCEConfig.from_environ()`. `on_error`, `on_login` and `on_logout` are
     the app's hooks (see the README, "Customising error pages"). `transport` replaces the network
     for calls to the provider (tests, or a custom proxy setup). `session_cache_size` is how many
-    opened session cookies each process remembers (0 turns the cache off).
+    opened session cookies each process remembers (0 turns the cache off). `rules` maps path
+    prefixes to a `Require` on top of the `PKCE_ALLOWED_*` options (README, "Authorization");
+    `modes` maps path prefixes to `"session"`, `"bearer"` or `"either"` on top of
+    `PKCE_BEARER_PATHS` (README, "Bearer tokens").
 
     Without a server that runs the ASGI lifespan, use `async with PKCEMiddleware(...)` (or call
     `aclose()` when done) so that the HTTP client and store connections are closed.
@@ -179,6 +184,17 @@ class PKCEMiddleware:
             return
         if self._parts.rules.active:
             refusal = self._rule_refusal(info.claims, scope)
+            if isinstance(refusal, AccessDenied) and scope["type"] == "http":
+                # RFC 6750 section 3.1: a valid token its holder may not use here is a 403 whose
+                # challenge says so; the body is the middleware's usual refusal.
+                response = await self._guard.response(refusal, scope, receive)
+                said = BearerError(refusal.detail, error=refusal.error, status_code=403)
+                said.message = refusal.message
+                response.raw_headers.extend(
+                    (b"www-authenticate", value.encode("latin-1")) for value in self._resource.challenges(said)
+                )
+                await response(scope, receive, send)
+                return
             if refusal is not None:
                 await self._answer_rule(refusal, scope, receive, send)
                 return
