@@ -20,6 +20,7 @@ import base64
 import dataclasses
 import hashlib
 import json
+import math
 import re
 import secrets
 from collections import OrderedDict
@@ -32,7 +33,7 @@ from joserfc.errors import JoseError
 from joserfc.jwk import JWKRegistry
 from joserfc.jws import JWSRegistry
 
-from ._exceptions import BearerError, IDTokenError, Reason, UnknownKeyId
+from ._exceptions import BearerError, BearerUnavailable, IDTokenError, Reason, UnknownKeyId
 from ._tokens import _is_text, _pick_key
 
 __all__: list[str] = []
@@ -41,11 +42,28 @@ __all__: list[str] = []
 MAX_ACCESS_TOKEN_LENGTH = 16384
 #: RFC 9449 section 11.1: proofs are accepted for a short time around their `iat`.
 DPOP_PROOF_WINDOW = 60
-#: Asymmetric only (RFC 9449 section 4.2: no MAC-based algorithm).
-DPOP_ALGORITHMS = ("ES256", "ES384", "ES512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "EdDSA")
+#: Asymmetric only (RFC 9449 section 4.2: no MAC-based algorithm). Ed25519 is EdDSA's fully
+#: specified name (RFC 9864), which newer clients send.
+DPOP_ALGORITHMS = (
+    "ES256",
+    "ES384",
+    "ES512",
+    "RS256",
+    "RS384",
+    "RS512",
+    "PS256",
+    "PS384",
+    "PS512",
+    "EdDSA",
+    "Ed25519",
+)
 #: RFC 6750 section 2.1: b64token.
 _B64TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
 _DPOP_KEY_TYPES = frozenset({"EC", "RSA", "OKP"})
+#: A proof carries its public key in the header: an RSA-2048 `jwk` alone passes joserfc's default
+#: 512-byte header limit, which would refuse every RSA proof. 4 KiB holds an RSA-8192 key.
+_DPOP_REGISTRY = JWSRegistry(algorithms=list(DPOP_ALGORITHMS))
+_DPOP_REGISTRY.max_header_length = 4096
 _PRIVATE_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
 
 
@@ -165,9 +183,10 @@ class AccessTokenValidator:
             # RFC 9068 section 4 and RFC 8725 section 3.11: an ID token is no access token.
             raise BearerError("typ is not at+jwt", error=Reason.BEARER_INVALID)
         check_claims(claims, issuer=self.issuer, resource=self.resource, now=now, leeway=self.leeway)
-        for name in ("sub", "iat"):
-            if name not in claims:
-                raise BearerError(f"{name} missing (RFC 9068 section 2.2)", error=Reason.BEARER_INVALID)
+        sub = claims.get("sub")
+        if not isinstance(sub, str) or not sub or claims.get("iat") is None:
+            # RFC 9068 section 2.2: both are required; an empty `sub` would pass for the client.
+            raise BearerError("sub or iat missing (RFC 9068 section 2.2)", error=Reason.BEARER_INVALID)
         return token_info(claims)
 
 
@@ -180,14 +199,15 @@ def check_claims(claims: Mapping[str, Any], *, issuer: str | None, resource: str
     if resource not in audiences:
         # RFC 8707 / RFC 9068 section 4: a token for another API must not open this one.
         raise BearerError("aud does not name this resource", error=Reason.BEARER_AUDIENCE)
-    exp = claims.get("exp")
-    if isinstance(exp, bool) or not isinstance(exp, int | float):
+    exp = _numeric_date(claims, "exp")
+    if exp is None:
         raise BearerError("exp missing", error=Reason.BEARER_INVALID)
     if exp <= now - leeway:
         raise BearerError("expired", error=Reason.BEARER_EXPIRED)
-    nbf = claims.get("nbf")
-    if isinstance(nbf, int | float) and not isinstance(nbf, bool) and nbf > now + leeway:
+    nbf = _numeric_date(claims, "nbf")
+    if nbf is not None and nbf > now + leeway:
         raise BearerError("not valid yet (nbf)", error=Reason.BEARER_INVALID)
+    _numeric_date(claims, "iat")
     sub = claims.get("sub")
     if sub is not None and not isinstance(sub, str):
         raise BearerError("sub is not a string", error=Reason.BEARER_INVALID)
@@ -196,7 +216,8 @@ def check_claims(claims: Mapping[str, Any], *, issuer: str | None, resource: str
 def check_introspection(data: Any, *, issuer: str, resource: str, now: float, leeway: int) -> TokenInfo:
     """RFC 7662 section 2.2: an active token for this resource, with its claims."""
     if not isinstance(data, dict) or not isinstance(data.get("active"), bool):
-        raise BearerError("introspection answer has no active member", error=Reason.INTROSPECTION_UNAVAILABLE)
+        # The provider's trouble, not the token's: a 503 the client retries, not a 401.
+        raise BearerUnavailable("introspection answer has no active member", error=Reason.INTROSPECTION_UNAVAILABLE)
     if not data["active"]:
         raise BearerError("inactive (revoked, expired or unknown)", error=Reason.BEARER_INACTIVE)
     if not _is_text(data):
@@ -234,7 +255,8 @@ def check_dpop_proof(
             raise ValueError("kty")
         key = JWKRegistry.import_key(jwk, str(kty))
         thumbprint = key.thumbprint()
-        token = jwt.decode(proof, key, algorithms=[str(alg)])
+        # `alg` is one of DPOP_ALGORITHMS (checked above), and a key of another type fails here.
+        token = jwt.decode(proof, key, registry=_DPOP_REGISTRY)
     except (JoseError, ValueError, TypeError, KeyError, RecursionError) as exc:
         raise BearerError(f"the proof does not verify: {type(exc).__name__}", error=Reason.DPOP_INVALID) from None
     if not secrets.compare_digest(thumbprint.encode(), jkt.encode("utf-8", "surrogatepass")):
@@ -257,6 +279,27 @@ def check_dpop_proof(
     ):
         raise BearerError("ath is not this token's hash", error=Reason.DPOP_INVALID)
     return jti, float(iat)
+
+
+def _numeric_date(claims: Mapping[str, Any], name: str) -> float | None:
+    """RFC 7519 section 2: a NumericDate claim as a finite number, `None` when absent.
+
+    A string, a boolean, NaN, an infinity or an integer too large for a float is malformed: NaN
+    compares false with everything (an `exp` of NaN would never expire) and the others would
+    slip past the comparisons or fail later, outside any check.
+    """
+    value = claims.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise BearerError(f"{name} is not a number", error=Reason.BEARER_INVALID)
+    try:
+        number = float(value)
+    except OverflowError:
+        number = math.inf
+    if not math.isfinite(number):
+        raise BearerError(f"{name} is not a finite number", error=Reason.BEARER_INVALID)
+    return number
 
 
 def same_target(htu: str, url: str) -> bool:

@@ -304,7 +304,7 @@ class InsufficientScope(BearerError):
 
     def __init__(self, detail: str = "", *, scopes: tuple[str, ...]) -> None:
         super().__init__(detail)
-        #: The scopes that were missing (named in the challenge's `scope`).
+        #: The scopes the resource requires, all of them (the challenge's `scope`, RFC 6750 section 3).
         self.scopes = scopes
 
 

@@ -195,6 +195,10 @@ class PKCEMiddleware:
                 )
                 await response(scope, receive, send)
                 return
+            if refusal is not None and scope["type"] == "http":
+                # Never a redirect for a token: a step-up is the RFC 9470 401, whatever `Accept` says.
+                await (await self._hooks.error_response(refusal, scope, receive))(scope, receive, send)
+                return
             if refusal is not None:
                 await self._answer_rule(refusal, scope, receive, send)
                 return

@@ -321,6 +321,10 @@ class Provider:
             response, data = await self._call("POST", url, _INTROSPECTION, headers=headers, content=body)
         except ProviderError as exc:
             raise BearerUnavailable(exc.detail, error=Reason.INTROSPECTION_UNAVAILABLE) from None
+        if response.status_code == 400 and isinstance(data, dict) and isinstance(data.get("error"), str):
+            # RFC 7662 section 2.3 / RFC 6749 section 5.2: the provider refuses this token outright
+            # (oidc-provider's `unsupported_token_type` for an ID token): a verdict, not an outage.
+            raise BearerError(f"introspection refused the token: {data['error'][:40]!r}", error=Reason.BEARER_INVALID)
         if response.status_code != 200:
             raise BearerUnavailable(
                 f"introspection answered HTTP {response.status_code}", error=Reason.INTROSPECTION_UNAVAILABLE

@@ -13,6 +13,7 @@ point clients to it (RFC 9728 section 5.1, RFC 6750 section 3, RFC 9449 section 
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Literal, cast
@@ -41,6 +42,8 @@ __all__ = ["Mode", "TokenCredentials", "TokenUser"]
 METADATA_PATH = "/.well-known/oauth-protected-resource"
 #: Verified tokens and introspection answers remembered per process.
 MAX_CACHED_TOKENS = 10_000
+#: Introspection calls in flight per process; more tokens wait their turn.
+MAX_CONCURRENT_INTROSPECTIONS = 16
 #: DPoP proof `jti`s remembered per process, each for the proof window.
 MAX_SEEN_PROOFS = 100_000
 
@@ -134,6 +137,11 @@ class ResourceServer:
         #: RFC 9728 section 3.1: the well-known path, with the resource's path after it.
         self.metadata_path = METADATA_PATH + suffix
         self.metadata_url = self._origin + self.metadata_path
+        # Section 3.1 removes only a slash right after the host: a client builds the URL of
+        # `https://host/mcp/` with `/mcp/`, which must be found too.
+        self._metadata_paths = {self.metadata_path, METADATA_PATH}
+        if parts.path not in ("", "/"):
+            self._metadata_paths.add(METADATA_PATH + parts.path)
         self.dpop = config.dpop
         self._validator = AccessTokenValidator(
             issuer=config.issuer,
@@ -143,11 +151,13 @@ class ResourceServer:
         )
         self._verified = ExpiringCache(MAX_CACHED_TOKENS)
         self._proofs = ExpiringCache(MAX_SEEN_PROOFS)
+        self._introspecting = asyncio.Semaphore(MAX_CONCURRENT_INTROSPECTIONS)
 
     @property
     def paths(self) -> dict[str, Callable[[Scope, Receive, Send], Awaitable[None]]]:
-        """The metadata document's paths: the suffixed form and, for a resource with a path, the plain one."""
-        return {self.metadata_path: self.metadata_endpoint, METADATA_PATH: self.metadata_endpoint}
+        """The metadata document's paths: the suffixed form (also with the resource's trailing slash, if
+        it has one) and, for a resource with a path, the plain one."""
+        return dict.fromkeys(sorted(self._metadata_paths), self.metadata_endpoint)
 
     async def authenticate(self, scope: Scope, presented: Presented) -> TokenInfo:
         """The token's `TokenInfo` if it is valid here, bound proofs and scopes included."""
@@ -159,23 +169,30 @@ class ResourceServer:
                 info = await self._provider.verify_access_token(token, self._validator, now=now)
                 until = info.expires_at
             else:
-                info = await self._provider.introspect(token, resource=self.resource, now=now)
+                # Each unknown opaque string costs the provider a call: only so many at once.
+                async with self._introspecting:
+                    info = await self._provider.introspect(token, resource=self.resource, now=now)
                 until = min(info.expires_at, now + self._config.introspection_cache_ttl)
+            # Until `exp`: after it, the token is checked again (the leeway may still let it pass).
             self._verified.put(token, info, until)
-        elif info.expires_at <= now - self._config.clock_leeway:
-            raise BearerError("expired", error=Reason.BEARER_EXPIRED)
         if info.jkt is not None:
             self._check_proof(scope, presented, info, now)
         elif presented.scheme == "dpop":
             raise BearerError("DPoP scheme with a token bound to no key", error=Reason.BEARER_INVALID)
-        missing = [needed for needed in self._config.bearer_required_scopes if needed not in info.scopes]
+        required = self._config.bearer_required_scopes
+        missing = [needed for needed in required if needed not in info.scopes]
         if missing:
-            raise InsufficientScope(f"sub={info.subject!r} lacks {' '.join(missing)}", scopes=tuple(missing))
+            # RFC 6750 section 3: the challenge's `scope` is what a token needs here, all of it; naming
+            # only the missing ones would have the client ask for a token that lacks the others.
+            raise InsufficientScope(f"sub={info.subject!r} lacks {' '.join(missing)}", scopes=required)
         return info
 
     def _check_proof(self, scope: Scope, presented: Presented, info: TokenInfo, now: float) -> None:
         assert info.jkt is not None
-        if presented.scheme != "dpop" or not self.dpop:
+        if not self.dpop:
+            # Not "dpop_required": with DPoP off no proof would help, and the client must not retry with one.
+            raise BearerError("a DPoP-bound token, and PKCE_DPOP is off", error=Reason.BEARER_INVALID)
+        if presented.scheme != "dpop":
             # RFC 9449 section 7.2: a bound token sent as a bearer token is refused (no downgrade).
             raise BearerError("a DPoP-bound token without its proof", error=Reason.DPOP_REQUIRED)
         raw_path = scope.get("raw_path")
@@ -206,7 +223,7 @@ class ResourceServer:
             detail = f', error="{code}", error_description="{exc.message}"'
             if isinstance(exc, InsufficientScope):
                 detail += f', scope="{" ".join(exc.scopes)}"'
-            if code == "invalid_dpop_proof":
+            if code == "invalid_dpop_proof" and self.dpop:
                 dpop += detail
             else:
                 bearer += detail

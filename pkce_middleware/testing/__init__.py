@@ -11,7 +11,9 @@ Two ways to test an app that sits behind the middleware, neither touching the ne
 * **Run the whole login** against `FakeProvider`, an in-process OpenID Provider (discovery, JWKS,
   an authorization endpoint that redirects straight back with a code for a chosen user, token and
   end-session endpoints). It signs RS256 ID tokens and enforces PKCE (S256), the redirect URI and
-  single-use codes, so the middleware does every check it does in production.
+  single-use codes, so the middleware does every check it does in production. Only a page load
+  starts a login: a test client playing the browser sends `BROWSER_HEADERS` (what a browser sends
+  then); `FakeProvider.browser` does so itself.
 
 Installed with the package, `pkce_middleware.testing.plugin` is a pytest plugin (entry point
 `pkce_middleware`) with the fixtures `pkce_login`, `pkce_login_sync` and `pkce_fake_provider`;
@@ -25,7 +27,7 @@ The kit uses only the package's public API, so it is also an example of what an 
 
 from __future__ import annotations
 
-from ._fake_provider import FAKE_CLIENT_ID, FAKE_ISSUER, AuthorizationRefused, FakeProvider
+from ._fake_provider import BROWSER_HEADERS, FAKE_CLIENT_ID, FAKE_ISSUER, AuthorizationRefused, FakeProvider
 from ._kit import (
     DEFAULT_SCOPES,
     CookieClient,
@@ -38,6 +40,7 @@ from ._kit import (
 )
 
 __all__ = [
+    "BROWSER_HEADERS",
     "DEFAULT_SCOPES",
     "FAKE_CLIENT_ID",
     "FAKE_ISSUER",

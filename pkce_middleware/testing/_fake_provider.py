@@ -10,7 +10,7 @@ from __future__ import annotations
 import secrets
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Final
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import httpx
@@ -37,11 +37,19 @@ from ._protocol import (
     verifier_matches,
 )
 
-__all__ = ["FAKE_CLIENT_ID", "FAKE_ISSUER", "AuthorizationRefused", "FakeProvider"]
+__all__ = ["BROWSER_HEADERS", "FAKE_CLIENT_ID", "FAKE_ISSUER", "AuthorizationRefused", "FakeProvider"]
 
 FAKE_ISSUER = "https://idp.test"
 #: The client id `FakeProvider.config()` uses when the provider accepts any client.
 FAKE_CLIENT_ID = "test-client"
+#: What a browser sends when it loads a page: `TestClient(app, headers=BROWSER_HEADERS)` plays one.
+#: Without a session, only such a request is redirected to the provider; a test client's own
+#: `Accept: */*` (as curl's, an SDK's) gets a 401 with a `login_url`, as a script does.
+BROWSER_HEADERS: Final[dict[str, str]] = {
+    "Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8",
+    "Sec-Fetch-Mode": "navigate",
+    "Sec-Fetch-Dest": "document",
+}
 
 
 class AuthorizationRefused(ValueError):
@@ -59,7 +67,7 @@ class FakeProvider:
         provider.login_as("bob", claims={"email": "bob@example.com"}, scopes=["openid", "admin"])
         app = PKCEMiddleware(inner, config=provider.config(), transport=provider.transport)
         async with provider.browser(app) as browser:    # follows redirects between app and provider
-            assert (await browser.get("/")).status_code == 200
+            assert (await browser.get("/")).status_code == 200   # a page load: the whole login
 
     The authorization endpoint logs in the current user (`sub`, `claims`; `login_as` changes
     them) without any form and redirects back with a code, `state` and `iss`. `scopes=None` grants
@@ -71,6 +79,9 @@ class FakeProvider:
     and is bound to its client and redirect URI, and `client_secret` (when given) is required at
     the token endpoint (basic or post). `offline_access` gets a refresh token, rotated on use.
     `issuer` may have a path; the provider answers under it.
+
+    Only a page load is sent to the provider: a sync test's own client sends `BROWSER_HEADERS`
+    (`TestClient(app, headers=BROWSER_HEADERS)`); `browser()` sends them itself.
     """
 
     def __init__(
@@ -167,11 +178,13 @@ class FakeProvider:
     def browser(self, app: ASGIApp, *, base_url: str = "https://testserver") -> httpx.AsyncClient:
         """A client that follows redirects, sending the provider's URLs here and the rest to `app`.
 
-        One `browser.get("/page")` then runs the whole login. Close it (`async with`).
+        Every request carries `BROWSER_HEADERS`, a page load, so one `browser.get("/page")` runs
+        the whole login. To play a script instead (a 401 without a session), override them:
+        `headers={"Sec-Fetch-Mode": "cors", "Accept": "application/json"}`. Close it (`async with`).
         """
         provider = httpx.URL(self._base)
         transport = OriginRouter({(provider.scheme, provider.netloc): self.transport}, httpx.ASGITransport(app=app))
-        return httpx.AsyncClient(transport=transport, base_url=base_url, follow_redirects=True)
+        return httpx.AsyncClient(transport=transport, base_url=base_url, follow_redirects=True, headers=BROWSER_HEADERS)
 
     def authorize(self, url: str) -> str:
         """Where the authorization endpoint redirects the browser for authorization request `url`.
