@@ -313,6 +313,12 @@ class PKCEConfig:
             _check_url("PKCE_RESOURCE", self.resource)
             if urlsplit(self.resource).query:
                 raise ConfigError("PKCE_RESOURCE must not have a query (RFC 8707 section 2)")
+            if any(not 0x21 <= ord(ch) < 0x7F or ch in '"\\<>^`{|}' for ch in self.resource):
+                # It is quoted in every 401's `WWW-Authenticate`, which must stay one valid header.
+                raise ConfigError(
+                    "PKCE_RESOURCE must be an ASCII URI (RFC 3986): percent-encode the path, "
+                    "and write a domain in its xn-- form"
+                )
         elif self.bearer_paths:
             raise ConfigError("PKCE_RESOURCE is required when PKCE_BEARER_PATHS is set (the audience tokens must name)")
         set_(self, "bearer_required_scopes", tuple(self.bearer_required_scopes))

@@ -20,6 +20,7 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
+from pkce_middleware.testing import BROWSER_HEADERS
 from tests.support.oidc_provider import LocalProvider, login_with_forms
 from tests.support.processes import free_port
 from tests.support.servers import app_server
@@ -134,7 +135,7 @@ def test_a_refused_login_gets_a_403_page_and_no_session(sites: Sites, user: str,
         _refused_page(page, reason, who)
         assert _session_cookies(browser) == []
         # Nothing was kept: the next request starts a new login instead of repeating the refusal.
-        again = browser.get(f"{sites.domain}/", follow_redirects=False)
+        again = browser.get(f"{sites.domain}/", headers=BROWSER_HEADERS, follow_redirects=False)
         assert again.status_code == 302 and again.headers["location"].startswith(sites.provider.issuer)
 
 
@@ -157,8 +158,8 @@ def test_a_path_rule_and_a_route_dependency_admit_only_the_group(sites: Sites) -
         _served(gina.get(f"{sites.domain}/admin/users"), "admin", "gina")
         _served(gina.get(f"{sites.domain}/reports"), "reports", "gina")
         # The path rule (middleware) and the FastAPI dependency answer alike.
-        _refused_page(ann.get(f"{sites.domain}/admin/users"), "group_not_allowed", "ann")
-        _refused_page(ann.get(f"{sites.domain}/reports"), "group_not_allowed", "ann")
+        _refused_page(ann.get(f"{sites.domain}/admin/users", headers=BROWSER_HEADERS), "group_not_allowed", "ann")
+        _refused_page(ann.get(f"{sites.domain}/reports", headers=BROWSER_HEADERS), "group_not_allowed", "ann")
         api = ann.get(f"{sites.domain}/admin/users", headers={"Accept": "application/json"})
         assert api.status_code == 403
         assert api.json() == {"error": "access_denied", "reason": "group_not_allowed", "message": api.json()["message"]}
@@ -187,7 +188,7 @@ def test_step_up_by_max_age_sends_an_old_session_to_the_provider_again(sites: Si
         )
         assert api.json()["reason"] == "login_too_old"
 
-        first = browser.get(f"{sites.domain}/billing", follow_redirects=False)
+        first = browser.get(f"{sites.domain}/billing", headers=BROWSER_HEADERS, follow_redirects=False)
         assert first.status_code == 303
         assert "max_age=" in first.headers["location"]
         assert "set-cookie" not in first.headers  # the session is kept meanwhile
@@ -211,7 +212,7 @@ def test_step_up_by_acr_that_the_provider_cannot_give_ends_in_a_403_not_a_loop(s
     with httpx.Client() as browser:
         login_with_forms(browser, f"{sites.domain}/", "ann")
         assert browser.get(f"{sites.domain}/").json()["acr"] == PASSWORD
-        first = browser.get(f"{sites.domain}/vault", follow_redirects=False)
+        first = browser.get(f"{sites.domain}/vault", headers=BROWSER_HEADERS, follow_redirects=False)
         assert first.status_code == 303
         query = parse_qs(urlsplit(first.headers["location"]).query)
         assert query["acr_values"] == [MFA] and query["next"] == ["/vault"]

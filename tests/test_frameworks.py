@@ -24,6 +24,7 @@ from starlette.authentication import AuthCredentials, SimpleUser, Unauthenticate
 
 from pkce_middleware import OIDCCredentials, OIDCUser
 from pkce_middleware._scope import get_credentials, get_user
+from pkce_middleware.testing import BROWSER_HEADERS
 from tests.support.oidc_provider import LocalProvider, login_with_forms
 from tests.support.processes import free_port
 from tests.support.servers import SERVERS, AppServer, Server, serve_all
@@ -180,7 +181,8 @@ def test_login_then_the_app_reads_the_user(deployment: Deployment, framework: st
 
 
 def _redirect_uri(app: AppServer, headers: dict[str, str]) -> str:
-    response = httpx.get(f"{app.url}/", headers=headers)
+    """The redirect URI of the login that a page load through a proxy sending `headers` starts."""
+    response = httpx.get(f"{app.url}/", headers={**BROWSER_HEADERS, **headers})
     assert response.status_code == 302, response.text
     (redirect_uri,) = parse_qs(urlsplit(response.headers["location"]).query)["redirect_uri"]
     return redirect_uri

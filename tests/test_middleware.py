@@ -16,6 +16,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from pkce_middleware import OIDCCredentials, OIDCUser, PKCEMiddleware
 from pkce_middleware._flow import MAX_PARALLEL_FLOWS
+from pkce_middleware.testing import BROWSER_HEADERS
 from tests.support.hostile_provider import HostileProvider
 from tests.support.site import (
     APP_ORIGIN,
@@ -66,11 +67,12 @@ class RecordingApp:
 
 NAVIGATION = [
     {"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"},
-    {"Accept": "*/*"},
+    BROWSER_HEADERS,
     {"Accept": "text/html", "Sec-Fetch-Mode": "navigate", "Sec-Fetch-Dest": "document"},
 ]
 NOT_NAVIGATION = [
     {"Accept": "application/json"},
+    {"Accept": "*/*"},
     {"Accept": "text/html", "X-Requested-With": "XMLHttpRequest"},
     {"Accept": "*/*", "Sec-Fetch-Mode": "cors"},
     {"Accept": "text/html", "Sec-Fetch-Mode": "no-cors"},
@@ -112,6 +114,63 @@ async def test_api_and_xhr_requests_get_401_json(public_paths_site: Site, header
     assert response.headers["www-authenticate"].startswith("Cookie ")
     assert response.headers["cache-control"] == "no-store"
     assert "set-cookie" not in response.headers
+
+
+#: The rule, one header at a time: (method, headers, answer without a session). "provider" is the
+#: 302 that starts a login; "json" and "page" are the 401 with its `login_url`, for a script or
+#: for a person (a form POST is no page load, but its error is shown in the browser).
+PAGE_LOAD_RULE = [
+    pytest.param("GET", {"Accept": "*/*", "User-Agent": "curl/8.5.0"}, "json", id="curl"),
+    pytest.param("GET", {}, "json", id="no-accept"),
+    pytest.param("GET", {"Accept": "text/html"}, "provider", id="accept-html"),
+    pytest.param("GET", BROWSER_HEADERS, "provider", id="browser"),
+    pytest.param("GET", {"Accept": "*/*", "Sec-Fetch-Mode": "navigate"}, "provider", id="mode-navigate"),
+    pytest.param("GET", {"Accept": "text/html", "Sec-Fetch-Mode": "cors"}, "json", id="mode-cors-asking-html"),
+    pytest.param("GET", {"Accept": "*/*", "Sec-Fetch-Dest": "document"}, "provider", id="dest-document"),
+    pytest.param("GET", {"Accept": "*/*", "Sec-Fetch-Dest": "iframe"}, "provider", id="dest-iframe"),
+    pytest.param("GET", {"Accept": "text/html", "Sec-Fetch-Dest": "empty"}, "json", id="dest-empty-asking-html"),
+    pytest.param("HEAD", {"Accept": "text/html"}, "provider", id="head-html"),
+    pytest.param("POST", {"Accept": "text/html"}, "page", id="post-html"),
+    pytest.param("GET", {"Accept": "text/html", "X-Requested-With": "XMLHttpRequest"}, "json", id="xhr"),
+]
+
+
+@pytest.mark.parametrize(("method", "headers", "answer"), PAGE_LOAD_RULE)
+async def test_only_a_request_that_says_it_is_a_page_load_is_sent_to_the_provider(
+    public_paths_site: Site, method: str, headers: dict[str, str], answer: str
+) -> None:
+    # Sent as raw ASGI: exactly these headers, not an Accept that an HTTP client adds of its own.
+    sent: list[Message] = []
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    raw = [(name.lower().encode(), value.encode()) for name, value in headers.items()]
+    scope = {**_http_scope(path="/reports", headers=raw), "method": method, "query_string": b"year=2024"}
+    await public_paths_site.middleware(scope, _receive_nothing, send)
+    response = httpx.Response(
+        sent[0]["status"],
+        headers=[(name.decode(), value.decode()) for name, value in sent[0]["headers"]],
+        content=b"".join(message.get("body", b"") for message in sent[1:]),
+    )
+    if answer == "provider":
+        assert response.status_code == 302
+        assert response.headers["location"].startswith(public_paths_site.hostile.authorization_endpoint + "?")
+        assert response.headers["set-cookie"].startswith(FLOW_COOKIE_PREFIX)
+        return
+    login_url = "/auth/login?next=%2Freports%3Fyear%3D2024"
+    assert response.status_code == 401
+    assert response.headers["www-authenticate"].startswith("Cookie ")
+    assert "set-cookie" not in response.headers  # no login flow was started
+    if answer == "json":
+        assert response.json() == {
+            "error": "login_required",
+            "message": "Sign in to use this resource.",
+            "login_url": login_url,
+        }
+    else:
+        assert response.headers["content-type"].startswith("text/html")
+        assert f'href="{login_url}"' in response.text
 
 
 @pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "PATCH"])
@@ -271,7 +330,8 @@ async def test_protected_path_that_looks_like_another_origin_returns_to_root(
     async def send(message: Message) -> None:
         sent.append(message)
 
-    scope = {**_http_scope(), "path": raw_path.decode(), "raw_path": raw_path}
+    page_load = [(name.lower().encode(), value.encode()) for name, value in BROWSER_HEADERS.items()]
+    scope = {**_http_scope(headers=page_load), "path": raw_path.decode(), "raw_path": raw_path}
     await public_paths_site.middleware(scope, _receive_nothing, send)
     assert sent[0]["status"] == 302
     [cookie] = [v.decode() for k, v in sent[0]["headers"] if k == b"set-cookie"]

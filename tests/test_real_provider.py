@@ -15,6 +15,7 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
+from pkce_middleware.testing import BROWSER_HEADERS
 from tests.support.oidc_provider import LocalProvider, login_with_forms, logout_with_forms
 from tests.support.processes import free_port
 from tests.support.servers import app_server
@@ -90,7 +91,7 @@ def test_login_through_the_providers_forms_then_logout(
     user = f"user-{client_name}-{secrets.token_hex(3)}"
     grants_before = provider.grant_count("authorization_code", client_id=client_name)
 
-    with httpx.Client() as browser:
+    with httpx.Client(headers=BROWSER_HEADERS) as browser:
         first = browser.get(f"{app.url}/me?from=test")
         assert first.status_code == 302
         authorize = urlsplit(first.headers["location"])
@@ -122,6 +123,10 @@ def test_api_request_without_session_gets_401_not_a_redirect(
     response = httpx.get(f"{apps['confidential'].url}/me", headers={"Accept": "application/json"})
     assert response.status_code == 401
     assert response.json()["error"] == "login_required"
+    # curl's (and httpx's) `Accept: */*` says nothing of a page load: a 401 too, not the provider's form.
+    curl = httpx.get(f"{apps['confidential'].url}/me", headers={"Accept": "*/*", "User-Agent": "curl/8.5.0"})
+    assert curl.status_code == 401
+    assert curl.json()["login_url"].startswith("/auth/login?next=")
     assert httpx.get(f"{apps['confidential'].url}/health").text == "ok"
 
 
@@ -131,7 +136,7 @@ def test_existing_sessions_keep_working_while_the_provider_is_down() -> None:
     with (
         LocalProvider([client]) as provider,
         app_server("examples.starlette_app:app", port, _env(provider, client, port)) as url,
-        httpx.Client() as browser,
+        httpx.Client(headers=BROWSER_HEADERS) as browser,
     ):
         page, _ = login_with_forms(browser, f"{url}/", "survivor")
         assert "hello survivor" in page.text
@@ -140,7 +145,7 @@ def test_existing_sessions_keep_working_while_the_provider_is_down() -> None:
             assert "hello survivor" in browser.get(f"{url}/").text
         # Discovery was cached at startup, so a new visitor is still sent to the (dead) provider
         # rather than shown an error; nothing on this path waited for the network.
-        with httpx.Client() as stranger:
+        with httpx.Client(headers=BROWSER_HEADERS) as stranger:
             assert stranger.get(f"{url}/").status_code == 302
 
 
@@ -149,7 +154,7 @@ def test_other_framework_examples_log_in_too(
     provider_and_apps: tuple[LocalProvider, dict[str, App]], client_name: str
 ) -> None:
     provider, apps = provider_and_apps
-    with httpx.Client() as browser:
+    with httpx.Client(headers=BROWSER_HEADERS) as browser:
         page, _ = login_with_forms(browser, f"{apps[client_name].url}/", f"{client_name}-user")
         assert page.status_code == 200
         assert page.text == f"hello {client_name}-user"

@@ -42,6 +42,7 @@ import pkce_middleware
 import pkce_middleware.testing
 from pkce_middleware import OIDCCredentials, OIDCUser, PKCEMiddleware, SessionTooLarge
 from pkce_middleware.testing import (
+    BROWSER_HEADERS,
     FAKE_ISSUER,
     AuthorizationRefused,
     FakeProvider,
@@ -320,7 +321,7 @@ async def test_the_fake_provider_carries_a_whole_login_and_logout(pkce_fake_prov
     fake = pkce_fake_provider
     fake.login_as("ivan", claims={"email": "ivan@example.com"}, scopes=["openid", "email", "admin"])
     async with e2e(fake) as (_, browser), httpx.AsyncClient(transport=fake.transport) as at_provider:
-        to_provider = await browser.get("/admin?tab=2")
+        to_provider = await browser.get("/admin?tab=2", headers=BROWSER_HEADERS)
         assert to_provider.status_code == 302
         authorize_url = to_provider.headers["location"]
         assert authorize_url.startswith(fake.authorization_endpoint + "?")
@@ -331,7 +332,7 @@ async def test_the_fake_provider_carries_a_whole_login_and_logout(pkce_fake_prov
         assert f"{callback.scheme}://{callback.netloc}{callback.path}" == "https://testserver/auth/callback"
         assert parse_qs(callback.query)["iss"] == [FAKE_ISSUER]
 
-        landed = await browser.get(f"{callback.path}?{callback.query}")
+        landed = await browser.get(f"{callback.path}?{callback.query}", headers=BROWSER_HEADERS)
         assert landed.status_code == 303 and landed.headers["location"] == "/admin?tab=2"
         page = await browser.get("/admin?tab=2")
         claims = (await browser.get("/me")).json()["claims"]
@@ -364,12 +365,36 @@ async def test_the_browser_follows_the_whole_login_in_one_request(pkce_fake_prov
     assert signed_out.status_code == 200 and "signed out" in signed_out.text.lower()
 
 
+async def test_the_browser_loads_pages_and_plays_a_script_when_told(pkce_fake_provider: FakeProvider) -> None:
+    middleware = PKCEMiddleware(INNER, config=pkce_fake_provider.config(), transport=pkce_fake_provider.transport)
+    async with pkce_fake_provider.browser(middleware) as browser:
+        script = await browser.get("/me", headers={"Sec-Fetch-Mode": "cors", "Accept": "application/json"})
+        page = await browser.get("/")
+        after_login = await browser.get("/me", headers={"Sec-Fetch-Mode": "cors", "Accept": "application/json"})
+    await middleware.aclose()
+    assert {name: page.request.headers[name] for name in BROWSER_HEADERS} == BROWSER_HEADERS
+    assert script.status_code == 401 and script.json()["login_url"] == "/auth/login?next=%2Fme"
+    assert page.text == "hello test-user" and pkce_fake_provider.logins == ["test-user"]
+    assert after_login.json()["claims"]["sub"] == "test-user"
+
+
+def test_a_test_client_without_browser_headers_gets_the_401_a_script_gets(pkce_fake_provider: FakeProvider) -> None:
+    middleware = PKCEMiddleware(INNER, config=pkce_fake_provider.config(), transport=pkce_fake_provider.transport)
+    client = starlette_test_client()(middleware, base_url="https://testserver", follow_redirects=False)
+    response = client.get("/")  # httpx's own `Accept: */*`, as curl's
+    assert response.status_code == 401 and response.json()["error"] == "login_required"
+    assert pkce_fake_provider.logins == []
+
+
 def test_a_sync_test_plays_the_browser_with_authorize(pkce_fake_provider: FakeProvider) -> None:
     fake = pkce_fake_provider
     fake.login_as("ken")
     middleware = PKCEMiddleware(INNER, config=fake.config(), transport=fake.transport)
-    client = starlette_test_client()(middleware, base_url="https://testserver", follow_redirects=False)
+    client = starlette_test_client()(
+        middleware, base_url="https://testserver", follow_redirects=False, headers=BROWSER_HEADERS
+    )
     to_provider = client.get("/")
+    assert to_provider.status_code == 302
     back = client.get(fake.authorize(to_provider.headers["location"]))
     assert back.status_code == 303
     assert client.get(back.headers["location"]).text == "hello ken"

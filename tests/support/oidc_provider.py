@@ -2,7 +2,8 @@
 
 ``LocalProvider`` starts and stops the Node process; ``login_with_forms`` and
 ``logout_with_forms`` play a browser against it (and against the app in front of it) over
-real HTTP with a synchronous ``httpx.Client``.
+real HTTP with a synchronous ``httpx.Client``. Every request of theirs is a navigation, as a
+browser's address bar, redirects and form submissions are: it carries ``BROWSER_HEADERS``.
 
 Needs ``node`` on PATH and ``provider/node_modules`` (``npm ci --prefix provider``).
 """
@@ -20,6 +21,7 @@ from urllib.parse import urljoin, urlsplit
 
 import httpx
 
+from pkce_middleware.testing import BROWSER_HEADERS
 from tests.support.processes import REPO_ROOT, PortTaken, Process, free_port
 
 __all__ = [
@@ -364,10 +366,16 @@ def _walk(
     answer_form: _FormHandler,
     max_hops: int,
     stop_at: str | None = None,
+    page_headers: Mapping[str, str] = BROWSER_HEADERS,
 ) -> tuple[httpx.Response, list[str]]:
+    """Request ``url``, then follow redirects and submit forms like a browser.
+
+    Every request carries ``page_headers`` (a browser's navigation: the first request, each
+    redirect it follows, each form it submits); ``headers`` are added to the first one only.
+    """
     visited: list[str] = []
     body: Mapping[str, str] | None = data
-    request_headers: Mapping[str, str] | None = headers
+    request_headers: Mapping[str, str] = {**page_headers, **(headers or {})}
     for _ in range(max_hops + 1):
         visited.append(url)
         # follow_redirects per request, so a client built with it on still shows every hop.
@@ -382,13 +390,13 @@ def _walk(
             # Like browsers: 307/308 repeat the request, the others turn it into a GET.
             if response.status_code not in (307, 308):
                 method, body = "GET", None
-            request_headers = None
+            request_headers = page_headers
             continue
         submission = answer_form(response)
         if submission is None or (stop_at is not None and _same_endpoint(submission[1], stop_at)):
             return response, visited
         method, url, body = submission
-        request_headers = None
+        request_headers = page_headers
     raise AssertionError(f"more than {max_hops} hops; visited:\n" + "\n".join(visited))
 
 
@@ -411,6 +419,7 @@ def login_with_forms(
     password: str = "anything",
     max_hops: int = 20,
     stop_at: str | None = None,
+    headers: Mapping[str, str] = BROWSER_HEADERS,
 ) -> tuple[httpx.Response, list[str]]:
     """Log in like a browser: GET ``start_url`` and walk every redirect and provider form.
 
@@ -430,6 +439,9 @@ def login_with_forms(
     their redirect_uri: the final response is then that redirect, its ``Location`` holds the code
     or the error, and ``visited`` leaves it out (with ``response_mode=form_post`` it is the
     self-submitting page whose form would post there).
+
+    ``headers`` go with every request: by default ``BROWSER_HEADERS``, a page load, the only
+    request the app answers without a session by sending the browser to the provider.
     """
 
     def answer(response: httpx.Response) -> tuple[str, str, dict[str, str]] | None:
@@ -464,6 +476,7 @@ def login_with_forms(
         answer_form=answer,
         max_hops=max_hops,
         stop_at=stop_at,
+        page_headers=headers,
     )
 
 
@@ -476,6 +489,8 @@ def logout_with_forms(
     max_hops: int = 20,
 ) -> tuple[httpx.Response, list[str]]:
     """Log out like a browser: POST ``app_logout_url`` with ``Origin: origin`` and walk on.
+
+    Every request carries ``BROWSER_HEADERS``, as a browser's form submission and redirects do.
 
     ``method="GET"`` starts at a page instead, e.g. the provider's own end_session endpoint.
 
