@@ -122,6 +122,7 @@ class PKCEMiddleware:
             logger.warning("websocket refused: reason=%s path=%r", Reason.CROSS_ORIGIN_WEBSOCKET, scope["path"])
             await _refuse_websocket(scope, send, Reason.CROSS_ORIGIN_WEBSOCKET, "This page may not open this socket.")
             return
+        mode: Mode | None = "session"
         try:
             if scope["type"] == "http" and (route := self._routes.paths.get(scope["path"])) is not None:
                 await route(scope, receive, send)
@@ -132,6 +133,9 @@ class PKCEMiddleware:
                     raise BearerError(
                         "a path that resolves across modes", error=Reason.BEARER_MALFORMED, status_code=400
                     )
+                if presented is None and mode == "bearer" and self._is_public(scope["path"]):
+                    await self._serve_anonymous(scope, receive, send)  # public stays public; never a session here
+                    return
                 if presented is not None or mode == "bearer":
                     # A token decides, even beside a session cookie: one request, one identity.
                     await self._serve_token(presented, scope, receive, send)
@@ -144,7 +148,7 @@ class PKCEMiddleware:
                 login_url = f"{self.config.login_path}?next={quote(request_target(scope), safe='')}"
                 raise LoginRequired("no session", login_url=login_url)
         except PKCEMiddlewareError as exc:  # no session, or the provider or the store is down
-            await self._refuse(exc, scope, receive, send)
+            await self._refuse(exc, scope, receive, send, token_too=mode == "either")
             return
 
         if current is not None and current.write and scope["type"] == "http":
@@ -166,9 +170,7 @@ class PKCEMiddleware:
                 return
             await self.app(scope, receive, send)
         elif self._is_public(scope["path"]):
-            scope["user"], scope["auth"] = UnauthenticatedUser(), AuthCredentials()
-            scope[GUARD_KEY] = self._guard
-            await self.app(scope, receive, send)
+            await self._serve_anonymous(scope, receive, send)
         else:
             await _refuse_websocket(scope, send, Reason.LOGIN_REQUIRED, "Sign in to use this resource.")
 
@@ -206,6 +208,11 @@ class PKCEMiddleware:
         scope[GUARD_KEY] = self._guard
         await self.app(scope, receive, send)
 
+    async def _serve_anonymous(self, scope: Scope, receive: Receive, send: Send) -> None:
+        scope["user"], scope["auth"] = UnauthenticatedUser(), AuthCredentials()
+        scope[GUARD_KEY] = self._guard
+        await self.app(scope, receive, send)
+
     def _rule_refusal(self, claims: Mapping[str, Any], scope: Scope) -> AccessDenied | StepUpRequired | None:
         for rule in self._parts.rules.for_request(scope["path"]):
             refusal = self._guard.verdict(rule, claims, scope)
@@ -220,7 +227,10 @@ class PKCEMiddleware:
         else:
             await (await self._guard.response(refusal, scope, receive))(scope, receive, send)
 
-    async def _refuse(self, exc: PKCEMiddlewareError, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _refuse(
+        self, exc: PKCEMiddlewareError, scope: Scope, receive: Receive, send: Send, *, token_too: bool = False
+    ) -> None:
+        """Answer `exc`; `token_too`: the path also takes tokens, so a 401 also says how to get one."""
         if isinstance(exc, BearerError) and self._resource is not None and not exc.challenges:
             exc.challenges = self._resource.challenges(exc)
         if scope["type"] == "websocket" and isinstance(exc, BearerError):
@@ -234,6 +244,10 @@ class PKCEMiddleware:
         response = await self._hooks.error_response(exc, scope, receive)
         if isinstance(exc, LoginRequired):
             await self._routes.forget_session(scope, response)
+            if token_too and self._resource is not None:
+                # RFC 9728 section 5.1: an agent finds its way to a token from here too.
+                challenges = self._resource.challenges(None)
+                response.raw_headers.extend((b"www-authenticate", value.encode("latin-1")) for value in challenges)
         await response(scope, receive, send)
 
     async def _sending_session(self, session: Session, scope: Scope, send: Send) -> Send:

@@ -1193,3 +1193,25 @@ def test_the_environment_configures_the_resource_server() -> None:
 def test_bad_modes_are_a_config_error(modes: Any) -> None:
     with pytest.raises(ConfigError, match="modes"):
         PKCEMiddleware(recording_app([]), config=make_config(resource=RESOURCE), modes=modes)
+
+
+async def test_on_either_a_script_with_nothing_learns_both_ways_in() -> None:
+    async with either_api() as api:
+        response = await api.get("/both/items")
+        assert response.status_code == 401
+        assert response.json()["error"] == "login_required"
+        challenges = response.headers.get_list("www-authenticate")
+        assert challenges[0].startswith('Cookie realm="pkce_middleware"')
+        assert challenges[1:] == [BEARER, DPOP]  # an agent finds the metadata here too
+        assert api.seen == []
+
+
+async def test_a_public_path_under_a_bearer_path_stays_public_and_never_takes_a_session() -> None:
+    async with open_api(public_paths=("/api/health",)) as api:
+        anonymous = await api.get("/api/health", headers=api.session_cookie("carol"))
+        assert anonymous.status_code == 200
+        assert api.seen[-1]["user"].is_authenticated is False  # the cookie is not a login here
+        token = api.server.access_token()
+        served = await api.get("/api/health", token=token)
+        assert served.status_code == 200 and api.seen[-1]["user"].is_authenticated is True
+        assert (await api.get("/api/items")).status_code == 401  # the rest of /api still needs a token
