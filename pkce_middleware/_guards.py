@@ -17,7 +17,7 @@ import functools
 import inspect
 import time
 from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+from typing import Any, TypeVar, Unpack
 from urllib.parse import quote, urlencode
 
 from starlette.concurrency import run_in_threadpool
@@ -30,7 +30,7 @@ from ._exceptions import AccessDenied, LoginRequired, PKCEMiddlewareError, StepU
 from ._flow import safe_return_path
 from ._hooks import Hooks, log_refusal
 from ._responses import NO_STORE, is_navigation
-from ._rules import Require
+from ._rules import Require, RuleOptions
 from ._scope import get_user
 
 __all__ = ["restrict"]
@@ -92,15 +92,7 @@ class Guard:
         return await self._hooks.error_response(refusal, scope, receive)
 
 
-def restrict(
-    *,
-    email_domains: list[str] | tuple[str, ...] | None = None,
-    emails: list[str] | tuple[str, ...] | None = None,
-    groups: list[str] | tuple[str, ...] | None = None,
-    groups_claim: str | None = None,
-    acr_values: list[str] | tuple[str, ...] | None = None,
-    max_age: int | None = None,
-) -> Callable[[_F], _F]:
+def restrict(**options: Unpack[RuleOptions]) -> Callable[[_F], _F]:
     """A decorator for Starlette endpoints (functions or `HTTPEndpoint` methods) that need more
     than the app-wide rule: `@restrict(groups=["admins"])`, `@restrict(acr_values=[...], max_age=300)`.
 
@@ -109,14 +101,7 @@ def restrict(
     provider again (a browser) or gets a 401 with the RFC 9470 challenge (anything else). A rule
     kind left unset here is not checked here (the middleware's global rule already was).
     """
-    rule = Require(
-        email_domains=email_domains,
-        emails=emails,
-        groups=groups,
-        groups_claim=groups_claim,
-        acr_values=acr_values,
-        max_age=max_age,
-    )
+    rule = Require(**options)
 
     def decorator(func: _F) -> _F:
         parameters = list(inspect.signature(func).parameters)

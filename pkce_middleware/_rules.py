@@ -23,7 +23,7 @@ import dataclasses
 import posixpath
 from collections.abc import Mapping, Sequence
 from types import MappingProxyType
-from typing import Any
+from typing import Any, TypedDict
 
 from ._exceptions import AccessDenied, Reason, StepUpRequired
 
@@ -49,6 +49,17 @@ def _strings(name: str, values: Sequence[str] | None, *, lower: bool = False) ->
     if not all(checked):
         raise ValueError(f"Require({name}=...) needs non-empty strings")
     return checked
+
+
+class RuleOptions(TypedDict, total=False):
+    """`Require`'s keywords, which the route helpers (`restrict`, FastAPI's `require`) take as they are."""
+
+    email_domains: Sequence[str] | None
+    emails: Sequence[str] | None
+    groups: Sequence[str] | None
+    groups_claim: str | None
+    acr_values: Sequence[str] | None
+    max_age: int | None
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

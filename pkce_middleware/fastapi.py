@@ -23,7 +23,7 @@ Both work for HTTP and WebSocket routes.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Annotated, Any
+from typing import Annotated, Any, Unpack
 
 from fastapi import Depends, HTTPException, WebSocketException, status
 from starlette.requests import HTTPConnection, Request, empty_receive
@@ -31,7 +31,7 @@ from starlette.responses import Response
 
 from ._exceptions import AccessDenied, StepUpRequired
 from ._guards import refusal_of
-from ._rules import Require
+from ._rules import Require, RuleOptions
 from ._scope import get_credentials, get_user
 from ._session import OIDCCredentials, OIDCUser
 
@@ -113,15 +113,7 @@ async def rule_refused_handler(request: Request, exc: Exception) -> Response:
     return exc.response
 
 
-def require(
-    *,
-    email_domains: list[str] | tuple[str, ...] | None = None,
-    emails: list[str] | tuple[str, ...] | None = None,
-    groups: list[str] | tuple[str, ...] | None = None,
-    groups_claim: str | None = None,
-    acr_values: list[str] | tuple[str, ...] | None = None,
-    max_age: int | None = None,
-) -> Callable[[HTTPConnection], Awaitable[OIDCUser]]:
+def require(**options: Unpack[RuleOptions]) -> Callable[[HTTPConnection], Awaitable[OIDCUser]]:
     """A dependency giving the `OIDCUser` when this route's rule lets them in (see `Require`).
 
     `Depends(require(groups=["admins"]))`: a refused user gets a 403, a login that is not strong or
@@ -129,14 +121,7 @@ def require(
     the RFC 9470 challenge), a WebSocket a close with 1008. Register `rule_refused_handler` for
     `RuleRefused` to answer with the middleware's own page and JSON body.
     """
-    rule = Require(
-        email_domains=email_domains,
-        emails=emails,
-        groups=groups,
-        groups_claim=groups_claim,
-        acr_values=acr_values,
-        max_age=max_age,
-    )
+    rule = Require(**options)
 
     async def required_user(connection: HTTPConnection) -> OIDCUser:
         guard, refusal = refusal_of(rule, connection.scope)
