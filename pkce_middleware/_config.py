@@ -207,6 +207,13 @@ class PKCEConfig:
         "list",
         default=(),
     )
+    userinfo: bool = _option(
+        "PKCE_USERINFO",
+        "At login (and refresh), read the userinfo endpoint and merge its claims into the user's; "
+        "its `sub` must be the ID token's, whose protocol claims (`iss`, `aud`, `acr`, ...) win.",
+        "bool",
+        default=False,
+    )
     bearer_paths: tuple[str, ...] = _option(
         "PKCE_BEARER_PATHS",
         "Comma-separated path prefixes that take `Authorization: Bearer <token>` (RFC 6750) instead of a "

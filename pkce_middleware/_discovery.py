@@ -41,6 +41,8 @@ class ProviderMetadata:
     iss_parameter_supported: bool
     #: RFC 7662 (RFC 8414 metadata); only bearer paths with opaque tokens need it.
     introspection_endpoint: str | None = None
+    #: OIDC Core 5.3; used only with `PKCE_USERINFO`.
+    userinfo_endpoint: str | None = None
 
     @classmethod
     def parse(cls, data: Any, config: PKCEConfig) -> ProviderMetadata:
@@ -58,6 +60,9 @@ class ProviderMetadata:
         }
         end_session = data.get("end_session_endpoint")
         introspection = data.get("introspection_endpoint")
+        userinfo = data.get("userinfo_endpoint")
+        if userinfo is None and config.userinfo:
+            raise DiscoveryMismatch("PKCE_USERINFO is on, but the provider's metadata names no userinfo_endpoint")
         # Discovery section 3 makes the algorithm list REQUIRED; RS256 is what Core section 15.1 says every OP supports.
         offered = _strings(data, "id_token_signing_alg_values_supported") or ("RS256",)
         algorithms = tuple(alg for alg in config.id_token_algorithms if alg in offered)
@@ -78,6 +83,7 @@ class ProviderMetadata:
             introspection_endpoint=None
             if introspection is None
             else _endpoint(introspection, "introspection_endpoint"),
+            userinfo_endpoint=None if userinfo is None else _endpoint(userinfo, "userinfo_endpoint"),
             **endpoints,
         )
 

@@ -138,6 +138,10 @@ class Reason(enum.StrEnum):
     TOKEN_RESPONSE_INVALID = "token_response_invalid", "The token answer lacks a token, or holds a malformed one."
     TOKEN_TIMEOUT = "token_timeout", "The token endpoint did not answer in time."
     ID_TOKEN_INVALID = "id_token_invalid", "The ID token failed validation (OIDC Core 3.1.3.7)."
+    USERINFO_FAILED = "userinfo_failed", "The userinfo endpoint answered an error status (`PKCE_USERINFO`)."
+    USERINFO_INVALID = "userinfo_invalid", "The userinfo answer is not JSON nor a JWT we can verify (or is encrypted)."
+    USERINFO_TIMEOUT = "userinfo_timeout", "The userinfo endpoint did not answer in time."
+    USERINFO_SUB_MISMATCH = "userinfo_sub_mismatch", "Userinfo names another `sub` than the ID token (OIDC Core 5.3.2)."
     SESSION_TOO_LARGE = "session_too_large", "The tokens do not fit in the cookies a browser keeps."
     # -- sessions
     REFRESH_REJECTED = "refresh_rejected", "The provider refused the refresh token: the session ends."

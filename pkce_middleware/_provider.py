@@ -50,7 +50,17 @@ from ._exceptions import (
     UnknownKeyId,
 )
 from ._flow import LoginFlow
-from ._tokens import CODE_GRANT, REFRESH_GRANT, Grant, LogoutClaims, TokenValidator, check_token_answer
+from ._tokens import (
+    CODE_GRANT,
+    PROTOCOL_CLAIMS,
+    REFRESH_GRANT,
+    Grant,
+    LogoutClaims,
+    TokenValidator,
+    check_token_answer,
+    check_userinfo,
+    merged_claims,
+)
 
 __all__: list[str] = []
 
@@ -87,6 +97,7 @@ class _Call:
 
 _DISCOVERY = _Call("discovery", Reason.DISCOVERY_FAILED, Reason.DISCOVERY_INVALID, Reason.DISCOVERY_TIMEOUT)
 _JWKS = _Call("jwks", Reason.JWKS_FAILED, Reason.JWKS_INVALID, Reason.JWKS_TIMEOUT)
+_USERINFO = _Call("userinfo", Reason.USERINFO_FAILED, Reason.USERINFO_INVALID, Reason.USERINFO_TIMEOUT)
 _INTROSPECTION = _Call(
     "introspection",
     Reason.INTROSPECTION_UNAVAILABLE,
@@ -246,6 +257,8 @@ class Provider:
             ),
             error=Reason.ID_TOKEN_INVALID,
         )
+        if self._config.userinfo:
+            claims = merged_claims(claims, await self.userinfo(token["access_token"], sub=claims["sub"]))
         return token, claims
 
     async def refresh(
@@ -266,15 +279,48 @@ class Provider:
         body = prepare_token_request("refresh_token", refresh_token=refresh_token)
         token = await self._post_token(metadata, body, REFRESH_GRANT)
         raw = token.get("id_token")
-        if raw is None:
-            return token, None
-        claims = await self._verify(
-            lambda keys: validator.validate_refreshed(
-                raw, keys, previous_claims=previous_claims, access_token=token["access_token"], now=now
-            ),
-            error=Reason.REFRESH_ID_TOKEN_INVALID,
-        )
+        claims: dict[str, Any] | None = None
+        if raw is not None:
+            claims = await self._verify(
+                lambda keys: validator.validate_refreshed(
+                    raw, keys, previous_claims=previous_claims, access_token=token["access_token"], now=now
+                ),
+                error=Reason.REFRESH_ID_TOKEN_INVALID,
+            )
+        if self._config.userinfo:
+            # Read again, so the user's claims (groups, email) follow the provider, not the first login.
+            base = claims if claims is not None else {k: v for k, v in previous_claims.items() if k in PROTOCOL_CLAIMS}
+            sub = str(previous_claims.get("sub", ""))
+            claims = merged_claims(base, await self.userinfo(token["access_token"], sub=sub))
         return token, claims
+
+    async def userinfo(self, access_token: str, *, sub: str) -> dict[str, Any]:
+        """OIDC Core 5.3: the userinfo answer (JSON, or a JWT signed with the provider's keys)."""
+        metadata = await self.metadata()
+        validator = self._validator
+        assert validator is not None and metadata.userinfo_endpoint is not None  # discovery checked it
+        response, body = await self._call_raw(
+            "GET", metadata.userinfo_endpoint, _USERINFO, headers={"Authorization": f"Bearer {access_token}"}
+        )
+        if response.status_code != 200:
+            raise ProviderError(f"userinfo answered HTTP {response.status_code}", error=Reason.USERINFO_FAILED)
+        media_type = response.headers.get("content-type", "").split(";")[0].strip().lower()
+        if media_type == "application/jwt":
+            raw = body.decode("ascii", "replace").strip()
+            if raw.count(".") == 4:
+                raise ProviderError("encrypted userinfo (JWE) is not supported", error=Reason.USERINFO_INVALID)
+            data: Any = await self._verify(
+                lambda keys: validator.validate_userinfo(raw, keys), error=Reason.USERINFO_INVALID
+            )
+        else:
+            try:
+                data = json.loads(body)
+            except (ValueError, RecursionError):
+                raise ProviderError("userinfo answer is not JSON", error=Reason.USERINFO_INVALID) from None
+        try:
+            return check_userinfo(data, sub=sub)
+        except IDTokenError as exc:
+            raise ProviderError(exc.detail, error=exc.error) from None
 
     async def validate_logout_token(self, raw: str, *, now: int) -> LogoutClaims:
         """Back-Channel Logout 1.0 section 2.6; `IDTokenError` (`logout_token_invalid`, 400) on any rule.
@@ -436,6 +482,20 @@ class Provider:
 
     async def _call(self, method: str, url: str, call: _Call, **kwargs: Any) -> tuple[httpx.Response, Any]:
         """One request with one deadline and a size cap; the body parsed as JSON."""
+        response, body = await self._call_raw(method, url, call, **kwargs)
+        try:
+            data = json.loads(body)
+        except (ValueError, RecursionError):  # RecursionError: JSON nested a thousand deep
+            if response.status_code != 200:
+                # An error status with an HTML (or empty) body: the status is the news, not the body.
+                return response, None
+            raise ProviderError(
+                f"{call.name} answer (HTTP {response.status_code}) is not JSON", error=call.unreadable
+            ) from None
+        return response, data
+
+    async def _call_raw(self, method: str, url: str, call: _Call, **kwargs: Any) -> tuple[httpx.Response, bytes]:
+        """One request with one deadline and a size cap; the body as bytes."""
         client = self._open_client()
         try:
             async with asyncio.timeout(self._config.http_timeout):
@@ -457,13 +517,4 @@ class Provider:
             raise ProviderError(
                 f"{call.name} at {url} failed: {type(exc).__name__}", error=Reason.PROVIDER_UNREACHABLE
             ) from None
-        try:
-            data = json.loads(b"".join(chunks))
-        except (ValueError, RecursionError):  # RecursionError: JSON nested a thousand deep
-            if response.status_code != 200:
-                # An error status with an HTML (or empty) body: the status is the news, not the body.
-                return response, None
-            raise ProviderError(
-                f"{call.name} answer (HTTP {response.status_code}) is not JSON", error=call.unreadable
-            ) from None
-        return response, data
+        return response, b"".join(chunks)

@@ -44,7 +44,8 @@ class OIDCUser(BaseUser):
 
     @property
     def display_name(self) -> str:
-        for claim in ("preferred_username", "name", "email"):
+        # A person's name first: `preferred_username` is often an opaque login id.
+        for claim in ("name", "preferred_username", "email"):
             value = self.claims.get(claim)
             if isinstance(value, str) and value:
                 return value

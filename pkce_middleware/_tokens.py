@@ -223,6 +223,16 @@ class TokenValidator:
         except IDTokenError as exc:
             raise IDTokenError(exc.detail, error=Reason.LOGOUT_TOKEN_INVALID, status_code=400) from None
 
+    def validate_userinfo(self, raw: str, keys: KeySet) -> dict[str, Any]:
+        """A signed userinfo answer (OIDC Core 5.3.2): the provider's key and algorithm, and its
+        `iss` and `aud` when present (they SHOULD be); `IDTokenError` otherwise."""
+        claims = self._decode(raw, keys).claims
+        if "iss" in claims and claims["iss"] != self.issuer:
+            raise IDTokenError("userinfo iss: not our provider")
+        if "aud" in claims and self.client_id not in _audiences(claims["aud"]):
+            raise IDTokenError("userinfo aud: not this client")
+        return claims
+
     def _decode(self, raw: str, keys: KeySet) -> jwt.Token:
         """The JWS step: size, shape, pinned algorithm and a key from the provider's JWKS."""
         if not isinstance(raw, str) or len(raw) > MAX_ID_TOKEN_LENGTH:
@@ -315,6 +325,28 @@ class TokenValidator:
             expected = None
         if not isinstance(at_hash, str) or expected is None or not secrets.compare_digest(_utf8(at_hash), expected):
             raise IDTokenError("at_hash: mismatch")
+
+
+#: The claims that are about the token rather than the user: from the ID token only, whatever
+#: userinfo says (OIDC Core 5.3.2 lets userinfo carry any claim, but it proves no login).
+PROTOCOL_CLAIMS = frozenset(
+    {"iss", "sub", "aud", "exp", "iat", "nbf", "jti", "auth_time", "nonce", "acr", "amr", "azp", "sid"}
+    | {"at_hash", "c_hash", "s_hash", "cnf"}
+)
+
+
+def check_userinfo(data: Any, *, sub: str) -> dict[str, Any]:
+    """OIDC Core 5.3.2: a JSON object whose `sub` is exactly the ID token's."""
+    if not isinstance(data, dict) or not _is_text(data):
+        raise IDTokenError("userinfo is not a JSON object", error=Reason.USERINFO_INVALID)
+    if not isinstance(data.get("sub"), str) or not secrets.compare_digest(_utf8(data["sub"]), _utf8(sub)):
+        raise IDTokenError("userinfo sub differs from the ID token's", error=Reason.USERINFO_SUB_MISMATCH)
+    return data
+
+
+def merged_claims(id_claims: Mapping[str, Any], userinfo: Mapping[str, Any]) -> dict[str, Any]:
+    """The user's claims: the ID token's protocol claims, and userinfo's word on everything else."""
+    return {**id_claims, **{k: v for k, v in userinfo.items() if k not in PROTOCOL_CLAIMS}}
 
 
 def _utf8(value: str) -> bytes:
