@@ -149,6 +149,12 @@ class PKCEConfig:
         "Where the provider POSTs back-channel logout tokens (register it as `backchannel_logout_uri`).",
         default="/auth/backchannel-logout",
     )
+    frontchannel_logout_path: str | None = _option(
+        "PKCE_FRONTCHANNEL_LOGOUT_PATH",
+        "Where the provider loads OpenID Connect Front-Channel Logout (`GET ?iss=...&sid=...`, in an iframe); "
+        "register it as `frontchannel_logout_uri`. Unset: off (anyone who knows a `sid` could end it).",
+        default=None,
+    )
     token_endpoint_auth_method: TokenEndpointAuthMethod | None = _option(
         "PKCE_TOKEN_ENDPOINT_AUTH_METHOD",
         "`client_secret_basic`, `client_secret_post` or `none`. Default: `none` without a secret, otherwise the "
@@ -269,6 +275,7 @@ class PKCEConfig:
             ("PKCE_LOGOUT_PATH", self.logout_path),
             ("PKCE_LOGIN_PATH", self.login_path),
             ("PKCE_BACKCHANNEL_LOGOUT_PATH", self.backchannel_logout_path),
+            ("PKCE_FRONTCHANNEL_LOGOUT_PATH", self.frontchannel_logout_path or "/"),
         ):
             _check_path(name, path)
         routes = [
@@ -276,11 +283,12 @@ class PKCEConfig:
             self.login_path,
             self.logout_path,
             self.backchannel_logout_path,
+            *([self.frontchannel_logout_path] if self.frontchannel_logout_path else []),
         ]
         if len(set(routes)) != len(routes):
             raise ConfigError(
-                "PKCE_REDIRECT_URI's path, PKCE_LOGIN_PATH, PKCE_LOGOUT_PATH and "
-                "PKCE_BACKCHANNEL_LOGOUT_PATH must all differ"
+                "PKCE_REDIRECT_URI's path, PKCE_LOGIN_PATH, PKCE_LOGOUT_PATH, PKCE_BACKCHANNEL_LOGOUT_PATH "
+                "and PKCE_FRONTCHANNEL_LOGOUT_PATH must all differ"
             )
         if "/" in self.public_paths:
             raise ConfigError("PKCE_PUBLIC_PATHS must not contain / (that would make every path public)")

@@ -47,7 +47,7 @@ from ._flow import (
 from ._guards import who
 from ._hooks import Hooks, log_refusal
 from ._origins import Origins
-from ._responses import NO_STORE, logout_page
+from ._responses import NO_STORE, logout_page, page
 from ._rules import Require
 
 __all__: list[str] = []
@@ -77,6 +77,8 @@ class Routes:
             config.logout_path: self.logout,
             config.backchannel_logout_path: self.backchannel_logout,
         }
+        if config.frontchannel_logout_path is not None:
+            self.paths[config.frontchannel_logout_path] = self.frontchannel_logout
 
     # -- login ---------------------------------------------------------------------------------
 
@@ -316,6 +318,48 @@ class Routes:
             logger.info("logout: sub=%r", session.sub)
             await self._hooks.logged_out(scope, receive, session.user())
         response = RedirectResponse(target or "/", 303, headers=NO_STORE)
+        response.raw_headers.extend(cookies.raw_headers)
+        await response(scope, receive, send)
+
+    async def frontchannel_logout(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """OpenID Connect Front-Channel Logout 1.0: the provider's iframe ends a session.
+
+        With `iss` and `sid` (section 2), every session of that provider session ends, in every
+        process (the revocation back-channel logout uses): a cross-site iframe does not carry our
+        `SameSite=Lax` cookie. Without them, the session of the cookie this request brought, if any.
+        The answer may be framed by the provider only, and is never cached (section 3).
+        """
+        parts = self._parts
+        if scope["method"] not in ("GET", "HEAD"):
+            await Response(status_code=405, headers={"Allow": "GET, HEAD", **NO_STORE})(scope, receive, send)
+            return
+        query = scope["query_string"]
+        params = dict(parse_qsl(query.decode("latin-1"))) if len(query) <= MAX_QUERY else {}
+        iss, sid = params.get("iss"), params.get("sid")
+        cookies = CookieWriter()
+        try:
+            if iss is None and sid is None:
+                session = await parts.lifecycle.live(scope)
+                await parts.store.discard(session, scope, cookies)
+                logger.info("front-channel logout: sub=%r", session.sub if session else None)
+            elif iss != parts.config.issuer or not sid:
+                raise LogoutError(
+                    "front-channel logout of another issuer, or without sid",
+                    error=Reason.LOGOUT_TOKEN_INVALID,
+                    status_code=400,
+                )
+            else:
+                await parts.store.revoke(sid=sid, sub=None, now=time.time())
+                logger.info("front-channel logout: sid=%r", sid)
+        except PKCEMiddlewareError as exc:
+            log_refusal(exc, scope)
+            status = 503 if isinstance(exc, StoreUnavailable) else 400
+            await JSONResponse({"error": exc.error}, status_code=status, headers=NO_STORE)(scope, receive, send)
+            return
+        issuer = urlsplit(parts.config.issuer)
+        framers = {f"{issuer.scheme}://{issuer.netloc}", parts.provider.end_session_origin or ""} - {""}
+        csp = f"default-src 'none'; style-src 'unsafe-inline'; frame-ancestors {' '.join(sorted(framers))}"
+        response = page("Signed out", "<p>Signed out.</p>", status_code=200, headers={"Content-Security-Policy": csp})
         response.raw_headers.extend(cookies.raw_headers)
         await response(scope, receive, send)
 
