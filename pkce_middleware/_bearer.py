@@ -34,6 +34,7 @@ from joserfc.jwk import JWKRegistry
 from joserfc.jws import JWSRegistry
 
 from ._exceptions import BearerError, BearerUnavailable, IDTokenError, Reason, UnknownKeyId
+from ._session import _frozen_claims
 from ._tokens import _is_text, _pick_key
 
 __all__: list[str] = []
@@ -139,7 +140,8 @@ def token_info(claims: Mapping[str, Any], *, jkt_bound: bool = False) -> TokenIn
         raise BearerError("bound to something other than a DPoP key", error=Reason.BEARER_INVALID)
     if jkt_bound and jkt is None:
         raise BearerError("introspection says DPoP but gives no cnf.jkt", error=Reason.BEARER_INVALID)
-    return TokenInfo(claims, client_id, tuple(scope.split()), float(claims["exp"]), jkt)
+    # Read-only all the way down: the same claims serve every request of a cached token.
+    return TokenInfo(_frozen_claims(claims), client_id, tuple(scope.split()), float(claims["exp"]), jkt)
 
 
 class AccessTokenValidator:
@@ -356,10 +358,16 @@ class ExpiringCache:
         while len(self._entries) > self._max_entries:
             self._entries.popitem(last=False)
 
-    def add_new(self, key: str, until: float, now: float) -> bool:
-        """Record `key` until `until`; `False` if it was recorded and is still live (a replay)."""
+    def add_new(self, key: str, until: float, now: float) -> bool | None:
+        """Record `key` until `until`; `False` if it was recorded and is still live (a replay), `None`
+        if it cannot be recorded: full of live entries. A replay record is never evicted early, or
+        a flood of fresh keys would make an old one new again."""
         if self.get(key, now) is not None:
             return False
+        while self._entries and next(iter(self._entries.values()))[0] <= now:
+            self._entries.popitem(last=False)  # expired ones first (oldest first, as they were added)
+        if len(self._entries) >= self._max_entries:
+            return None
         self.put(key, True, until)
         return True
 

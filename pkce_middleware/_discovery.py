@@ -60,7 +60,8 @@ class ProviderMetadata:
         }
         end_session = data.get("end_session_endpoint")
         introspection = data.get("introspection_endpoint")
-        userinfo = data.get("userinfo_endpoint")
+        # Read only when used: a provider's odd userinfo_endpoint must not break logins that never call it.
+        userinfo = data.get("userinfo_endpoint") if config.userinfo else None
         if userinfo is None and config.userinfo:
             raise DiscoveryMismatch("PKCE_USERINFO is on, but the provider's metadata names no userinfo_endpoint")
         # Discovery section 3 makes the algorithm list REQUIRED; RS256 is what Core section 15.1 says every OP supports.

@@ -105,6 +105,7 @@ class Reason(enum.StrEnum):
     DPOP_REQUIRED = "dpop_required", "A DPoP-bound token sent without its proof, or as a bearer token (401)."
     DPOP_INVALID = "dpop_invalid", "The DPoP proof is missing, malformed, or not for this request, token or key (401)."
     DPOP_REPLAYED = "dpop_replayed", "A DPoP proof (`jti`) used before (401)."
+    DPOP_CACHE_FULL = "dpop_cache_full", "Too many DPoP proofs in their window to remember another (503)."
     INTROSPECTION_UNAVAILABLE = "introspection_unavailable", "The provider cannot check the token right now (503)."
     # -- the callback (what the browser brought back)
     BAD_CALLBACK = "bad_callback", "The callback request is not one we accept."

@@ -26,9 +26,10 @@ from starlette.responses import RedirectResponse, Response
 from starlette.types import Receive, Scope
 from starlette.websockets import WebSocket
 
-from ._exceptions import AccessDenied, LoginRequired, PKCEMiddlewareError, StepUpRequired
+from ._exceptions import AccessDenied, BearerError, LoginRequired, PKCEMiddlewareError, StepUpRequired
 from ._flow import safe_return_path
 from ._hooks import Hooks, log_refusal
+from ._resource import TokenCredentials
 from ._responses import NO_STORE, is_navigation
 from ._rules import Require, RuleOptions
 from ._scope import get_user
@@ -52,10 +53,19 @@ def who(claims: Mapping[str, Any]) -> str:
 class Guard:
     """Checks a rule against a request's claims and answers a refusal the one way this app does."""
 
-    def __init__(self, hooks: Hooks, *, login_path: str, leeway: int) -> None:
+    def __init__(
+        self,
+        hooks: Hooks,
+        *,
+        login_path: str,
+        leeway: int,
+        token_challenges: Callable[[BearerError], list[str]] | None = None,
+    ) -> None:
         self._hooks = hooks
         self.login_path = login_path
         self.leeway = leeway
+        #: The `WWW-Authenticate` values for a token's caller (`_resource`), when bearer paths exist.
+        self._token_challenges = token_challenges
 
     def verdict(self, rule: Require, claims: Mapping[str, Any], scope: Scope) -> AccessDenied | StepUpRequired | None:
         """The refusal of `rule` for these claims, with its links filled in; `None` lets them in."""
@@ -83,13 +93,27 @@ class Guard:
         return f"{self.login_path}?{urlencode(params)}"
 
     async def response(self, refusal: PKCEMiddlewareError, scope: Scope, receive: Receive) -> Response:
-        """A step-up redirect for a browser loading a page, else the refusal's page or JSON."""
-        if isinstance(refusal, StepUpRequired | LoginRequired) and is_navigation(
-            scope["method"], HTTPConnection(scope).headers
+        """A step-up redirect for a browser loading a page, else the refusal's page or JSON.
+
+        A token's caller is never redirected (a step-up is the RFC 9470 401), and a 403 for it
+        carries the RFC 6750 `insufficient_scope` challenge.
+        """
+        token_caller = isinstance(scope.get("auth"), TokenCredentials)
+        if (
+            not token_caller
+            and isinstance(refusal, StepUpRequired | LoginRequired)
+            and is_navigation(scope["method"], HTTPConnection(scope).headers)
         ):
             log_refusal(refusal, scope)
             return RedirectResponse(refusal.login_url, 303, headers=NO_STORE)
-        return await self._hooks.error_response(refusal, scope, receive)
+        response = await self._hooks.error_response(refusal, scope, receive)
+        if token_caller and isinstance(refusal, AccessDenied) and self._token_challenges is not None:
+            said = BearerError(refusal.detail, error=refusal.error, status_code=403)
+            said.message = refusal.message
+            response.raw_headers.extend(
+                (b"www-authenticate", v.encode("latin-1")) for v in self._token_challenges(said)
+            )
+        return response
 
 
 def restrict(**options: Unpack[RuleOptions]) -> Callable[[_F], _F]:

@@ -95,13 +95,18 @@ class PKCEMiddleware:
             raise ValueError("session_cache_size must not be negative")
         self._parts = build(config, transport=transport, session_cache_size=session_cache_size, rules=rules)
         self._hooks = Hooks(on_error=on_error, on_login=on_login, on_logout=on_logout)
-        self._guard = Guard(self._hooks, login_path=config.login_path, leeway=config.clock_leeway)
+        self._resource = ResourceServer(config, self._parts.provider) if config.resource is not None else None
+        self._guard = Guard(
+            self._hooks,
+            login_path=config.login_path,
+            leeway=config.clock_leeway,
+            token_challenges=self._resource.challenges if self._resource is not None else None,
+        )
         self._routes = Routes(self._parts, self._hooks)
         try:
             self._modes = Modes(config.bearer_paths, modes or {})
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
-        self._resource = ResourceServer(config, self._parts.provider) if config.resource is not None else None
         if self._resource is not None:
             self._routes.paths.update(self._resource.paths)
         elif self._modes.active:
@@ -127,7 +132,7 @@ class PKCEMiddleware:
             if scope["type"] == "http" and (route := self._routes.paths.get(scope["path"])) is not None:
                 await route(scope, receive, send)
                 return
-            if self._modes.active and (mode := self._modes.for_request(scope["path"])) != "session":
+            if self._modes.active and (mode := self._modes.for_request(_routed_paths(scope)[-1])) != "session":
                 presented = presented_token(scope["headers"]) if mode is not None else None
                 if mode is None:
                     raise BearerError(
@@ -166,7 +171,9 @@ class PKCEMiddleware:
             scope["user"], scope["auth"] = current.user, current.credentials
             scope[GUARD_KEY] = self._guard
             if scope["type"] == "websocket":
-                await self._watched_websocket(current.session, scope, receive, send)
+                await self._watched_websocket(
+                    scope, receive, send, ends_at=current.session.expires_at, session=current.session
+                )
                 return
             await self.app(scope, receive, send)
         elif self._is_public(scope["path"]):
@@ -184,28 +191,19 @@ class PKCEMiddleware:
         except BearerError as exc:
             await self._refuse(exc, scope, receive, send)
             return
+        user, credentials = TokenUser(info), TokenCredentials(info, presented.token)
         if self._parts.rules.active:
             refusal = self._rule_refusal(info.claims, scope)
-            if isinstance(refusal, AccessDenied) and scope["type"] == "http":
-                # RFC 6750 section 3.1: a valid token its holder may not use here is a 403 whose
-                # challenge says so; the body is the middleware's usual refusal.
-                response = await self._guard.response(refusal, scope, receive)
-                said = BearerError(refusal.detail, error=refusal.error, status_code=403)
-                said.message = refusal.message
-                response.raw_headers.extend(
-                    (b"www-authenticate", value.encode("latin-1")) for value in self._resource.challenges(said)
-                )
-                await response(scope, receive, send)
-                return
-            if refusal is not None and scope["type"] == "http":
-                # Never a redirect for a token: a step-up is the RFC 9470 401, whatever `Accept` says.
-                await (await self._hooks.error_response(refusal, scope, receive))(scope, receive, send)
-                return
             if refusal is not None:
+                scope["auth"] = credentials  # the guard answers a token's caller as one: never a redirect
                 await self._answer_rule(refusal, scope, receive, send)
                 return
-        scope["user"], scope["auth"] = TokenUser(info), TokenCredentials(info, presented.token)
+        scope["user"], scope["auth"] = user, credentials
         scope[GUARD_KEY] = self._guard
+        if scope["type"] == "websocket":
+            # A socket lives no longer than the token that opened it.
+            await self._watched_websocket(scope, receive, send, ends_at=info.expires_at + self.config.clock_leeway)
+            return
         await self.app(scope, receive, send)
 
     async def _serve_anonymous(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -214,7 +212,10 @@ class PKCEMiddleware:
         await self.app(scope, receive, send)
 
     def _rule_refusal(self, claims: Mapping[str, Any], scope: Scope) -> AccessDenied | StepUpRequired | None:
-        for rule in self._parts.rules.for_request(scope["path"]):
+        # Under a mount (`Mount("/app", ...)`, `--root-path`) the app routes on the path without the
+        # prefix, which is what rules name; the full path's rules must pass too.
+        rules = [rule for path in _routed_paths(scope) for rule in self._parts.rules.for_request(path)]
+        for rule in rules:
             refusal = self._guard.verdict(rule, claims, scope)
             if refusal is not None:
                 return refusal
@@ -266,24 +267,29 @@ class PKCEMiddleware:
 
         return send_with_cookie
 
-    async def _watched_websocket(self, session: Session, scope: Scope, receive: Receive, send: Send) -> None:
-        """Run the app's WebSocket, closing it with 1008 once the session ends: at its absolute
-        expiry, or at the next check after a logout or revocation (every `websocket_check_interval`)."""
+    async def _watched_websocket(
+        self, scope: Scope, receive: Receive, send: Send, *, ends_at: float, session: Session | None = None
+    ) -> None:
+        """Run the app's WebSocket, closing it with 1008 once its caller's right ends: at `ends_at`
+        (the session's absolute expiry, or the token's), or, for a session, at the next check after
+        a logout or revocation (every `websocket_check_interval`)."""
         closed = False
 
         async def watch() -> None:
             nonlocal closed
             while True:
-                remaining = session.expires_at - time.time()
+                remaining = ends_at - time.time()
                 await asyncio.sleep(max(0.0, min(self.websocket_check_interval, remaining)))
                 try:
-                    ended = time.time() >= session.expires_at or not await self._parts.store.alive(session, scope)
+                    ended = time.time() >= ends_at or (
+                        session is not None and not await self._parts.store.alive(session, scope)
+                    )
                 except PKCEMiddlewareError as exc:
                     log_refusal(exc, scope)
                     continue  # an outage is not a logout; ask again at the next check
                 if ended:
                     closed = True
-                    logger.info("websocket closed: reason=session_ended sub=%r", session.sub)
+                    logger.info("websocket closed: reason=session_ended path=%r", scope["path"])
                     await send({"type": "websocket.close", "code": 1008, "reason": "session ended"})
                     return
 
@@ -338,6 +344,15 @@ class PKCEMiddleware:
     async def aclose(self) -> None:
         """Close the HTTP client and the store's connections (what the lifespan's shutdown does)."""
         await self._parts.aclose()
+
+
+def _routed_paths(scope: Scope) -> tuple[str, ...]:
+    """The request's path, and the path the app routes on when it is mounted under `root_path`."""
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    if root and path.startswith(root) and path[len(root) : len(root) + 1] in ("", "/"):
+        return (path, path[len(root) :] or "/")
+    return (path,)
 
 
 async def _refuse_websocket(scope: Scope, send: Send, error: Reason, message: str) -> None:

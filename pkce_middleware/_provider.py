@@ -288,11 +288,33 @@ class Provider:
                 error=Reason.REFRESH_ID_TOKEN_INVALID,
             )
         if self._config.userinfo:
-            # Read again, so the user's claims (groups, email) follow the provider, not the first login.
-            base = claims if claims is not None else {k: v for k, v in previous_claims.items() if k in PROTOCOL_CLAIMS}
-            sub = str(previous_claims.get("sub", ""))
-            claims = merged_claims(base, await self.userinfo(token["access_token"], sub=sub))
+            claims = await self._refreshed_userinfo(token["access_token"], claims, previous_claims)
         return token, claims
+
+    async def _refreshed_userinfo(
+        self, access_token: str, id_claims: dict[str, Any] | None, previous_claims: Mapping[str, Any]
+    ) -> dict[str, Any] | None:
+        """The claims after a refresh with `PKCE_USERINFO`: userinfo read again, so the user's claims
+        (groups, email) follow the provider, not the first login.
+
+        The refresh grant has already happened: its tokens (a rotated refresh token is the only one
+        left) must reach the session even when userinfo fails, so an outage keeps the session's user
+        claims over the new ID token's protocol claims (or `None`, all of them, without a new ID
+        token). A userinfo answer for another `sub`, or a signed one that does not verify, is an
+        `IDTokenError`: the session ends, as it does for such an ID token.
+        """
+        try:
+            info = await self.userinfo(access_token, sub=str(previous_claims.get("sub", "")))
+        except IDTokenError:
+            raise
+        except ProviderError as exc:
+            logger.warning(
+                "userinfo failed at refresh; keeping the session's claims: reason=%s detail=%s", exc.error, exc.detail
+            )
+            return None if id_claims is None else merged_claims(id_claims, previous_claims)
+        if id_claims is None:
+            id_claims = {k: v for k, v in previous_claims.items() if k in PROTOCOL_CLAIMS}
+        return merged_claims(id_claims, info)
 
     async def userinfo(self, access_token: str, *, sub: str) -> dict[str, Any]:
         """OIDC Core 5.3: the userinfo answer (JSON, or a JWT signed with the provider's keys)."""
@@ -320,6 +342,9 @@ class Provider:
         try:
             return check_userinfo(data, sub=sub)
         except IDTokenError as exc:
+            if exc.error == Reason.USERINFO_SUB_MISMATCH:
+                # A verdict, not an outage: this access token is another user's (at refresh: the session ends).
+                raise
             raise ProviderError(exc.detail, error=exc.error) from None
 
     async def validate_logout_token(self, raw: str, *, now: int) -> LogoutClaims:

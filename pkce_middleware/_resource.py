@@ -32,7 +32,7 @@ from ._bearer import (
     check_dpop_proof,
 )
 from ._config import PKCEConfig
-from ._exceptions import BearerError, InsufficientScope, Reason
+from ._exceptions import BearerError, BearerUnavailable, InsufficientScope, Reason
 from ._provider import Provider
 from ._rules import rule_path
 from ._session import OIDCCredentials, OIDCUser
@@ -170,8 +170,7 @@ class ResourceServer:
                 until = info.expires_at
             else:
                 # Each unknown opaque string costs the provider a call: only so many at once.
-                async with self._introspecting:
-                    info = await self._provider.introspect(token, resource=self.resource, now=now)
+                info = await self._introspected(token, now)
                 until = min(info.expires_at, now + self._config.introspection_cache_ttl)
             # Until `exp`: after it, the token is checked again (the leeway may still let it pass).
             self._verified.put(token, info, until)
@@ -186,6 +185,19 @@ class ResourceServer:
             # only the missing ones would have the client ask for a token that lacks the others.
             raise InsufficientScope(f"sub={info.subject!r} lacks {' '.join(missing)}", scopes=required)
         return info
+
+    async def _introspected(self, token: str, now: float) -> TokenInfo:
+        try:
+            # The wait for a slot has the same deadline as a call: a flood of junk tokens makes
+            # others wait at most that long, then answers 503, rather than queueing without end.
+            async with asyncio.timeout(self._config.http_timeout):
+                await self._introspecting.acquire()
+        except TimeoutError:
+            raise BearerUnavailable("every introspection slot busy", error=Reason.INTROSPECTION_UNAVAILABLE) from None
+        try:
+            return await self._provider.introspect(token, resource=self.resource, now=now)
+        finally:
+            self._introspecting.release()
 
     def _check_proof(self, scope: Scope, presented: Presented, info: TokenInfo, now: float) -> None:
         assert info.jkt is not None
@@ -208,7 +220,11 @@ class ResourceServer:
         )
         # Section 11.1: a proof is used once; it is remembered for as long as its iat is accepted.
         until = iat + DPOP_PROOF_WINDOW + 2 * self._config.clock_leeway
-        if not self._proofs.add_new(f"{info.jkt} {jti}", until, now):
+        recorded = self._proofs.add_new(f"{info.jkt} {jti}", until, now)
+        if recorded is None:
+            # Full of proofs still inside their window: forgetting one would let it be replayed.
+            raise BearerUnavailable("DPoP replay cache full", error=Reason.DPOP_CACHE_FULL)
+        if not recorded:
             raise BearerError("DPoP proof replayed", error=Reason.DPOP_REPLAYED)
 
     # -- answers ---------------------------------------------------------------------------------

@@ -229,7 +229,9 @@ class TokenValidator:
         claims = self._decode(raw, keys).claims
         if "iss" in claims and claims["iss"] != self.issuer:
             raise IDTokenError("userinfo iss: not our provider")
-        if "aud" in claims and self.client_id not in _audiences(claims["aud"]):
+        # Not `_audiences`: an `aud` of another JSON type (a number, a list of objects) is refused, not a crash.
+        aud = claims.get("aud")
+        if "aud" in claims and aud != self.client_id and not (isinstance(aud, list) and self.client_id in aud):
             raise IDTokenError("userinfo aud: not this client")
         return claims
 

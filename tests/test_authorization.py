@@ -1,7 +1,7 @@
 """Who may enter, through the middleware: email, group and step-up rules against a provider whose
 ID token says what each test needs, seen as the person in the browser (or a script) sees it.
 
-Each test builds the middleware with its `rules=` and options in front of `App`, which records
+Each test builds the middleware with its `rules=` and options in front of `RecordingApp`, which records
 every call: a refused request must never reach it. A refusal is a 403 (the page names the user,
 the reason and a way to sign in as someone else; JSON for scripts), a login that is not strong or
 recent enough is a step-up (a browser goes back to the provider, a script gets the RFC 9470 401),
@@ -28,7 +28,7 @@ from starlette.endpoints import HTTPEndpoint
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Scope
 from starlette.websockets import WebSocket
 
 from pkce_middleware import (
@@ -48,6 +48,7 @@ from tests.support.site import (
     APP_ORIGIN,
     ISSUER,
     SESSION_COOKIE,
+    RecordingApp,
     assert_logged,
     assert_refusal_page,
     begin_login,
@@ -56,6 +57,7 @@ from tests.support.site import (
     make_client,
     make_config,
 )
+from tests.support.websocket import handshake
 
 JSON = {"Accept": "application/json"}
 LOGIN = "/auth/login"
@@ -70,36 +72,6 @@ def _capture_middleware_logs(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="pkce_middleware")
 
 
-class App:
-    """The protected app: `hello <sub>` (or `hello anonymous`), recording the path of every call."""
-
-    def __init__(self) -> None:
-        self.calls: list[str] = []
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                if message["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                elif message["type"] == "lifespan.shutdown":
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
-        self.calls.append(scope["path"])
-        user = scope["user"]
-        text = f"hello {user.identity if user.is_authenticated else 'anonymous'}"
-        if scope["type"] == "websocket":
-            assert (await receive())["type"] == "websocket.connect"
-            await send({"type": "websocket.accept"})
-            await send({"type": "websocket.send", "text": text})
-            await send({"type": "websocket.close", "code": 1000})
-            return
-        body = text.encode()
-        headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", str(len(body)).encode())]
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
-
-
 @dataclasses.dataclass
 class Ruled:
     """The middleware with its rules in front of `app`, a hostile provider, and one browser."""
@@ -107,7 +79,7 @@ class Ruled:
     hostile: HostileProvider
     middleware: PKCEMiddleware
     client: httpx.AsyncClient
-    app: App
+    app: RecordingApp
 
     async def sign_in(self, path: str = "/", **claims: Any) -> httpx.Response:
         """A whole login from `path`, the ID token carrying `claims`; the callback's answer."""
@@ -135,7 +107,7 @@ async def ruled(
     **config: Any,
 ) -> AsyncIterator[Ruled]:
     hostile = HostileProvider()
-    recorder = App()
+    recorder = RecordingApp()
     middleware = PKCEMiddleware(
         app if app is not None else recorder,
         config=make_config(**config),
@@ -550,18 +522,18 @@ async def test_a_websocket_is_refused_before_it_opens() -> None:
         assert (await site.sign_in(groups=["users"])).status_code == 303
         cookie = site.client.cookies[SESSION_COOKIE]
 
-        sent = await handshake(site.middleware, cookie, denial_extension=True)
+        sent = await handshake(site.middleware, cookie=cookie, denial_extension=True)
         assert [m["type"] for m in sent] == ["websocket.http.response.start", "websocket.http.response.body"]
         assert sent[0]["status"] == 403
         assert sent[1]["body"] == (
             b'{"error":"group_not_allowed","message":"Your account is not in a group that may use this page."}'
         )
-        assert await handshake(site.middleware, cookie) == [
+        assert await handshake(site.middleware, cookie=cookie) == [
             {"type": "websocket.close", "code": 1008, "reason": "group not allowed"}
         ]
         assert site.app.calls == []
 
-        assert (await handshake(site.middleware, cookie, path="/other"))[:2] == [
+        assert (await handshake(site.middleware, "/other", cookie=cookie))[:2] == [
             {"type": "websocket.accept"},
             {"type": "websocket.send", "text": "hello alice"},
         ]
@@ -570,40 +542,9 @@ async def test_a_websocket_is_refused_before_it_opens() -> None:
 async def test_a_websocket_needing_a_step_up_is_refused_too() -> None:
     async with ruled(STEP_UP) as site:
         assert (await site.sign_in(acr="pwd")).status_code == 303
-        sent = await handshake(site.middleware, site.client.cookies[SESSION_COOKIE], path="/admin/ws")
+        sent = await handshake(site.middleware, "/admin/ws", cookie=site.client.cookies[SESSION_COOKIE])
         assert sent == [{"type": "websocket.close", "code": 1008, "reason": "acr not allowed"}]
         assert site.app.calls == []
-
-
-async def handshake(app: ASGIApp, cookie: str, *, path: str = "/ws", denial_extension: bool = False) -> list[Message]:
-    """One WebSocket handshake from this site's page, as a server would run it; what the app sent."""
-    scope: Scope = {
-        "type": "websocket",
-        "asgi": {"version": "3.0"},
-        "scheme": "wss",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": b"",
-        "root_path": "",
-        "headers": [
-            (b"host", b"app.test"),
-            (b"origin", APP_ORIGIN.encode()),
-            (b"cookie", f"{SESSION_COOKIE}={cookie}".encode()),
-        ],
-        "subprotocols": [],
-        "extensions": {"websocket.http.response": {}} if denial_extension else {},
-    }
-    incoming: list[Message] = [{"type": "websocket.connect"}]
-    sent: list[Message] = []
-
-    async def receive() -> Message:
-        return incoming.pop(0) if incoming else {"type": "websocket.disconnect", "code": 1000}
-
-    async def send(message: Message) -> None:
-        sent.append(message)
-
-    await app(scope, receive, send)
-    return sent
 
 
 # -- the login path -----------------------------------------------------------------------------
@@ -771,7 +712,7 @@ async def test_restrict_lets_a_member_in_and_refuses_others_with_the_middlewares
                 "access_denied",
                 "group_not_allowed",
             )
-            assert await handshake(site.middleware, other.cookies[SESSION_COOKIE], path="/feed") == [
+            assert await handshake(site.middleware, "/feed", cookie=other.cookies[SESSION_COOKIE]) == [
                 {"type": "websocket.close", "code": 1008, "reason": "group not allowed"}
             ]
         assert routes.served == ["reports", "ledger", "budget"]

@@ -37,6 +37,8 @@ from pkce_middleware._bearer import (
 from pkce_middleware._config import DEFAULT_ID_TOKEN_ALGORITHMS
 from pkce_middleware._resource import Modes
 from tests.support.hostile_provider import (
+    REMOVE,
+    access_token_claims,
     b64url,
     hs256_with_public_key,
     rsa_key,
@@ -56,19 +58,9 @@ HEADER = {"alg": "RS256", "typ": "at+jwt", "kid": "op-key-1"}
 
 
 def claims(**overrides: Any) -> dict[str, Any]:
-    now = int(time.time())
-    values: dict[str, Any] = {
-        "iss": ISSUER,
-        "aud": RESOURCE,
-        "exp": now + 300,
-        "iat": now,
-        "sub": "alice",
-        "client_id": "agent",
-        "scope": "api:read api:write",
-        "jti": "token-1",
-    }
-    values.update(overrides)
-    return {name: value for name, value in values.items() if value is not ...}
+    """The access token's claims; an override of `...` leaves that claim out."""
+    overrides = {name: REMOVE if value is ... else value for name, value in overrides.items()}
+    return access_token_claims(ISSUER, RESOURCE, "token-1", overrides)
 
 
 def access_token(header: dict[str, Any] | None = None, key: Any = KEY, **overrides: Any) -> str:

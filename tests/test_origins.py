@@ -12,7 +12,8 @@ import pytest
 from pkce_middleware import ConfigError
 from pkce_middleware._origins import Origins, normalise_origin
 from tests.support.site import SESSION_COOKIE, Site, login, open_site, seal_session
-from tests.test_websocket import Socket, run
+from tests.support.websocket import Socket
+from tests.test_websocket import run
 
 
 @pytest.mark.parametrize(
@@ -89,7 +90,7 @@ async def test_the_libraries_pages_keep_the_origin_in_the_referrer_and_cannot_be
 
 
 def _socket(site: Site, origin: bytes | None) -> Socket:
-    socket = Socket(seal_session(site.middleware), denial_extension=True)
+    socket = Socket(cookie=seal_session(site.middleware), denial_extension=True)
     headers = [(k, v) for k, v in socket.scope["headers"] if k != b"origin"]
     socket.scope["headers"] = headers + ([(b"origin", origin)] if origin is not None else [])
     return socket

@@ -30,7 +30,7 @@ from starlette.authentication import requires
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from pkce_middleware import (
     ConfigError,
@@ -48,6 +48,7 @@ from tests.support.hostile_provider import (
     REMOVE,
     HostileProvider,
     TokenRequest,
+    access_token_claims,
     hs256_with_public_key,
     rsa_key,
     sign_compact,
@@ -56,6 +57,7 @@ from tests.support.hostile_provider import (
 )
 from tests.support.oauth_clients import dpop_key, dpop_proof
 from tests.support.site import APP_ORIGIN, CLIENT_ID, CLIENT_SECRET, SESSION_COOKIE, make_config, seal_session
+from tests.support.websocket import handshake
 
 RESOURCE = "https://app.test/api"
 METADATA_PATH = "/.well-known/oauth-protected-resource"
@@ -100,23 +102,7 @@ class AuthServer(HostileProvider):
         await super().__call__(scope, receive, send)
 
     def claims(self, **overrides: Any) -> dict[str, Any]:
-        now = int(time.time())
-        claims: dict[str, Any] = {
-            "iss": self.issuer,
-            "aud": RESOURCE,
-            "exp": now + 300,
-            "iat": now,
-            "sub": "alice",
-            "client_id": "agent",
-            "scope": "api:read api:write",
-            "jti": secrets.token_urlsafe(12),
-        }
-        for name, value in overrides.items():
-            if value is REMOVE:
-                claims.pop(name, None)
-            else:
-                claims[name] = value
-        return claims
+        return access_token_claims(self.issuer, RESOURCE, secrets.token_urlsafe(12), overrides)
 
     def access_token(self, *, header: Mapping[str, Any] | None = None, key: Key | None = None, **claims: Any) -> str:
         """A JWT access token (RFC 9068), signed with the provider's key unless `key` is given."""
@@ -1013,71 +999,41 @@ async def test_a_step_up_rule_is_an_rfc9470_401_never_a_redirect(headers: dict[s
 # -- WebSockets ---------------------------------------------------------------------------------------
 
 
-class Socket:
-    """One WebSocket handshake driven by hand, as a server would."""
-
-    def __init__(self, path: str, headers: list[tuple[bytes, bytes]], *, denial_extension: bool = True) -> None:
-        self.scope: Scope = {
-            "type": "websocket",
-            "asgi": {"version": "3.0"},
-            "scheme": "wss",
-            "path": path,
-            "raw_path": path.encode(),
-            "query_string": b"",
-            "root_path": "",
-            "headers": [(b"host", b"app.test"), (b"origin", APP_ORIGIN.encode()), *headers],
-            "subprotocols": [],
-            "extensions": {"websocket.http.response": {}} if denial_extension else {},
-        }
-        self.to_app: asyncio.Queue[Message] = asyncio.Queue()
-        self.to_app.put_nowait({"type": "websocket.connect"})
-        self.sent: list[Message] = []
-
-    async def receive(self) -> Message:
-        return await self.to_app.get()
-
-    async def send(self, message: Message) -> None:
-        self.sent.append(message)
-
-
 async def test_a_websocket_without_a_token_is_refused_before_it_opens(api: Api) -> None:
-    socket = Socket("/api/stream", [])
-    await asyncio.wait_for(api.middleware(socket.scope, socket.receive, socket.send), 5)
-    assert socket.sent[0]["type"] == "websocket.http.response.start"
-    assert socket.sent[0]["status"] == 403
-    assert json.loads(socket.sent[1]["body"])["error"] == "bearer_missing"
-    assert not [m for m in socket.sent if m["type"] == "websocket.accept"]
+    sent = await handshake(api.middleware, "/api/stream", denial_extension=True)
+    assert sent[0]["type"] == "websocket.http.response.start"
+    assert sent[0]["status"] == 403
+    assert json.loads(sent[1]["body"])["error"] == "bearer_missing"
+    assert not [m for m in sent if m["type"] == "websocket.accept"]
     assert api.seen == []
 
-    closed = Socket("/api/stream", [], denial_extension=False)
-    await asyncio.wait_for(api.middleware(closed.scope, closed.receive, closed.send), 5)
-    assert closed.sent == [{"type": "websocket.close", "code": 1008, "reason": "bearer missing"}]
+    closed = await handshake(api.middleware, "/api/stream")
+    assert closed == [{"type": "websocket.close", "code": 1008, "reason": "bearer missing"}]
 
 
 async def test_a_websocket_with_a_session_cookie_only_is_refused(api: Api) -> None:
     cookie = api.session_cookie()["Cookie"].encode()
-    socket = Socket("/api/stream", [(b"cookie", cookie)])
-    await asyncio.wait_for(api.middleware(socket.scope, socket.receive, socket.send), 5)
-    assert socket.sent[0]["status"] == 403
+    sent = await handshake(api.middleware, "/api/stream", [(b"cookie", cookie)], denial_extension=True)
+    assert sent[0]["status"] == 403
     assert api.seen == []
 
 
 async def test_a_websocket_with_a_token_opens_for_its_caller(api: Api) -> None:
     token = api.server.access_token()
-    socket = Socket("/api/stream", [(b"authorization", f"Bearer {token}".encode())])
-    await asyncio.wait_for(api.middleware(socket.scope, socket.receive, socket.send), 5)
-    assert socket.sent[0] == {"type": "websocket.accept"}
-    seen = json.loads(socket.sent[1]["text"])
+    authorization = (b"authorization", f"Bearer {token}".encode())
+    sent = await handshake(api.middleware, "/api/stream", [authorization], denial_extension=True)
+    assert sent[0] == {"type": "websocket.accept"}
+    seen = json.loads(sent[1]["text"])
     assert (seen["user"], seen["identity"], seen["client_id"]) == ("TokenUser", "alice", "agent")
 
 
 async def test_a_websocket_refused_by_a_rule_never_opens() -> None:
     async with open_api(rules={"/api": Require(groups=["admins"])}) as api:
         token = api.server.access_token()
-        socket = Socket("/api/stream", [(b"authorization", f"Bearer {token}".encode())])
-        await asyncio.wait_for(api.middleware(socket.scope, socket.receive, socket.send), 5)
-        assert socket.sent[0]["status"] == 403
-        assert json.loads(socket.sent[1]["body"])["error"] == "group_not_allowed"
+        authorization = (b"authorization", f"Bearer {token}".encode())
+        sent = await handshake(api.middleware, "/api/stream", [authorization], denial_extension=True)
+        assert sent[0]["status"] == 403
+        assert json.loads(sent[1]["body"])["error"] == "group_not_allowed"
         assert api.seen == []
 
 

@@ -6,9 +6,10 @@ import asyncio
 import time
 
 import pytest
-from starlette.types import Message, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from tests.support.site import APP_ORIGIN, SESSION_COOKIE, Site, login, seal_session
+from tests.support.websocket import Socket
 
 
 @pytest.fixture
@@ -16,36 +17,6 @@ def ws_site(site: Site) -> Site:
     """The shared `site`, checking open sockets' sessions every 0.05 s."""
     site.middleware.websocket_check_interval = 0.05
     return site
-
-
-class Socket:
-    """One WebSocket connection driven by hand, as a server would."""
-
-    def __init__(self, cookie: str | None, *, denial_extension: bool = False) -> None:
-        headers = [(b"host", b"app.test"), (b"origin", APP_ORIGIN.encode())]
-        if cookie is not None:
-            headers.append((b"cookie", f"{SESSION_COOKIE}={cookie}".encode()))
-        self.scope: Scope = {
-            "type": "websocket",
-            "asgi": {"version": "3.0"},
-            "scheme": "wss",
-            "path": "/ws",
-            "raw_path": b"/ws",
-            "query_string": b"",
-            "root_path": "",
-            "headers": headers,
-            "subprotocols": [],
-            "extensions": {"websocket.http.response": {}} if denial_extension else {},
-        }
-        self.to_app: asyncio.Queue[Message] = asyncio.Queue()
-        self.to_app.put_nowait({"type": "websocket.connect"})
-        self.sent: list[Message] = []
-
-    async def receive(self) -> Message:
-        return await self.to_app.get()
-
-    async def send(self, message: Message) -> None:
-        self.sent.append(message)
 
 
 async def chatty_app(scope: Scope, receive: Receive, send: Send) -> None:
@@ -68,20 +39,20 @@ async def run(site: Site, socket: Socket) -> asyncio.Task[None]:
 
 
 async def test_without_session_the_handshake_gets_a_403_where_the_server_allows(ws_site: Site) -> None:
-    socket = Socket(None, denial_extension=True)
+    socket = Socket(denial_extension=True)
     await (await run(ws_site, socket))
     assert socket.sent[0]["type"] == "websocket.http.response.start" and socket.sent[0]["status"] == 403
     assert b"login_required" in socket.sent[1]["body"]
 
 
 async def test_without_session_and_without_the_extension_it_is_closed_1008(ws_site: Site) -> None:
-    socket = Socket(None)
+    socket = Socket()
     await (await run(ws_site, socket))
     assert socket.sent == [{"type": "websocket.close", "code": 1008, "reason": "login required"}]
 
 
 async def test_with_a_session_the_app_sees_the_user(ws_site: Site) -> None:
-    socket = Socket(seal_session(ws_site.middleware))
+    socket = Socket(cookie=seal_session(ws_site.middleware))
     task = await run(ws_site, socket)
     assert socket.sent[:2] == [{"type": "websocket.accept"}, {"type": "websocket.send", "text": "hello carol"}]
     socket.to_app.put_nowait({"type": "websocket.disconnect", "code": 1000})
@@ -89,7 +60,7 @@ async def test_with_a_session_the_app_sees_the_user(ws_site: Site) -> None:
 
 
 async def test_the_socket_is_closed_when_the_session_reaches_its_end(ws_site: Site) -> None:
-    socket = Socket(seal_session(ws_site.middleware, expires_at=int(time.time()) + 1))
+    socket = Socket(cookie=seal_session(ws_site.middleware, expires_at=int(time.time()) + 1))
     task = await run(ws_site, socket)
     started = time.monotonic()
     while not any(m["type"] == "websocket.close" for m in socket.sent):
@@ -104,7 +75,7 @@ async def test_the_socket_is_closed_when_the_session_reaches_its_end(ws_site: Si
 
 async def test_logging_out_in_another_tab_closes_the_socket(ws_site: Site) -> None:
     await login(ws_site.client, ws_site.hostile)
-    socket = Socket(ws_site.client.cookies[SESSION_COOKIE])
+    socket = Socket(cookie=ws_site.client.cookies[SESSION_COOKIE])
     task = await run(ws_site, socket)
     assert socket.sent[1] == {"type": "websocket.send", "text": "hello alice"}
     ws_site.middleware.app = chatty_app  # the logout below goes through the same middleware
@@ -118,7 +89,7 @@ async def test_logging_out_in_another_tab_closes_the_socket(ws_site: Site) -> No
 async def test_a_backchannel_logout_closes_the_socket(ws_site: Site) -> None:
     ws_site.hostile.sid = "op-session-9"
     await login(ws_site.client, ws_site.hostile)
-    socket = Socket(ws_site.client.cookies[SESSION_COOKIE])
+    socket = Socket(cookie=ws_site.client.cookies[SESSION_COOKIE])
     task = await run(ws_site, socket)
     token = ws_site.hostile.logout_token(sid="op-session-9")
     response = await ws_site.client.post("/auth/backchannel-logout", data={"logout_token": token})

@@ -6,4 +6,5 @@
 * `servers`: the examples under real uvicorn, hypercorn and granian (`AppServer`, `serve_all`, `app_server`);
 * `hostile_provider`: an in-process OpenID Provider that misbehaves on request (`HostileProvider`);
 * `site`: the middleware in front of it, and a browser that logs in (`open_site`, `login`, ...).
+* `websocket`: a WebSocket handshake driven by hand, as a server would (`Socket`, `handshake`).
 """

@@ -17,9 +17,24 @@ PKCE and single-use codes); each test then sets a few attributes to make it lie:
   appends raw JWK members (keys that do not import), `jwks_behaviour` (`"ok"`, `"error_500"`)
   makes the JWKS endpoint fail;
 * `raw_bodies`: a body to serve (HTTP 200, JSON media type) instead of the real answer of
-  `"discovery"`, `"jwks"`, `"token"` or `"refresh"` (e.g. `deeply_nested()`);
+  `"discovery"`, `"jwks"`, `"token"`, `"refresh"` or `"userinfo"` (e.g. `deeply_nested()`);
 * `token_behaviour` (`"ok"`, `"error_500"`, `"garbage"`, `"hang"`, `"invalid_grant"`) and
   `token_overrides`: a failing or incomplete token endpoint.
+
+The userinfo endpoint (OIDC Core 5.3, `/userinfo`, named in discovery as `userinfo_endpoint`)
+answers for the user of the access token it is given (HTTP 401 for an unknown one): `sub`,
+`name` ("Alice Example") and `email` (`<sub>@example.test`) by default, then
+`userinfo_overrides` (e.g. another `sub`, or an `acr` it has no business sending; `REMOVE`
+deletes one). Its knobs:
+
+* `userinfo_format`: `"json"` (default), `"jwt"` (`application/jwt`, signed with
+  `userinfo_signing_key` or else the provider's key, `iss` and `aud` added, header
+  `userinfo_header_overrides`; `userinfo_jwt_encoder` builds it by hand like `id_token_encoder`)
+  or `"jwe"` (`application/jwt`, five parts: encrypted to a client key, as a client that registered
+  `userinfo_encrypted_response_alg` would get it);
+* `userinfo_behaviour` (`"ok"`, `"error_500"`, `"error_401"`, `"garbage"`, `"hang"`);
+* `userinfo_requests` records the `Authorization` header of every userinfo request, and
+  `calls["userinfo"]` counts them.
 
 Refresh (`grant_type=refresh_token`) has its own knobs, so a test can log in normally and then
 make only the refresh fail. Every login answer carries a refresh token (`issue_refresh_tokens`);
@@ -48,11 +63,12 @@ import json
 import secrets
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Literal
 from urllib.parse import parse_qs
 
 from authlib.oidc.core.util import create_half_hash
+from joserfc import jwe
 from joserfc.jwk import Key, RSAKey
 from joserfc.jws import JWSRegistry
 from starlette.applications import Starlette
@@ -71,6 +87,9 @@ __all__ = [
     "JWKSBehaviour",
     "TokenBehaviour",
     "TokenRequest",
+    "UserinfoBehaviour",
+    "UserinfoFormat",
+    "access_token_claims",
     "b64url",
     "deeply_nested",
     "hs256_with_public_key",
@@ -87,6 +106,8 @@ BACKCHANNEL_LOGOUT_EVENT = "http://schemas.openid.net/event/backchannel-logout"
 
 TokenBehaviour = Literal["ok", "error_500", "garbage", "hang", "invalid_grant"]
 JWKSBehaviour = Literal["ok", "error_500"]
+UserinfoBehaviour = Literal["ok", "error_500", "error_401", "garbage", "hang"]
+UserinfoFormat = Literal["json", "jwt", "jwe"]
 #: Builds the compact ID token from the (already overridden) header and claims.
 IDTokenEncoder = Callable[[dict[str, Any], dict[str, Any]], str]
 
@@ -104,6 +125,12 @@ REMOVE: Any = _Remove()
 def rsa_key(kid: str) -> RSAKey:
     """A 2048-bit RSA signing key, generated once per process for each `kid` (keygen is slow)."""
     return RSAKey.generate_key(2048, parameters={"kid": kid, "use": "sig", "alg": "RS256"}, private=True)
+
+
+@functools.cache
+def _client_encryption_key() -> RSAKey:
+    """The key a client would have registered for encrypted userinfo answers (never ours to read)."""
+    return RSAKey.generate_key(2048, parameters={"kid": "client-enc", "use": "enc"}, private=True)
 
 
 def b64url(data: bytes) -> str:
@@ -161,11 +188,33 @@ def tamper_signature(token: str) -> str:
     return f"{signing_input}.{first}{signature[1:]}"
 
 
+def access_token_claims(
+    issuer: str, audience: str, jti: str, overrides: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """The claims of an RFC 9068 access token from `issuer` for `audience`: `alice`'s, through the
+    client `agent`, with the scope `api:read api:write`, issued now for five minutes.
+
+    `overrides` replace claims or add others; `REMOVE` deletes one.
+    """
+    now = int(time.time())
+    claims: dict[str, Any] = {
+        "iss": issuer,
+        "aud": audience,
+        "exp": now + 300,
+        "iat": now,
+        "sub": "alice",
+        "client_id": "agent",
+        "scope": "api:read api:write",
+        "jti": jti,
+    }
+    return _apply(claims, overrides or {})
+
+
 def _json(value: dict[str, Any]) -> bytes:
     return json.dumps(value, separators=(",", ":")).encode()
 
 
-def _apply(target: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+def _apply(target: dict[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
     result = dict(target)
     for name, value in overrides.items():
         if value is REMOVE:
@@ -240,6 +289,15 @@ class HostileProvider:
         self.refresh_issues_id_token = True
         self.refresh_claim_overrides: dict[str, Any] = {}
         self.refresh_overrides: dict[str, Any] = {}
+        # Userinfo
+        self.userinfo_overrides: dict[str, Any] = {}
+        self.userinfo_format: UserinfoFormat = "json"
+        self.userinfo_behaviour: UserinfoBehaviour = "ok"
+        #: Signs `"jwt"` answers; `None`: the provider's `signing_key` (so a test may pass a foreign key).
+        self.userinfo_signing_key: Key | None = None
+        self.userinfo_header_overrides: dict[str, Any] = {}
+        self.userinfo_jwt_encoder: IDTokenEncoder | None = None
+        self.userinfo_requests: list[str | None] = []
         # Records
         self.calls: Counter[str] = Counter()
         self.token_requests: list[TokenRequest] = []
@@ -248,12 +306,15 @@ class HostileProvider:
         self.issued_refresh_tokens: list[str] = []
         self._grants: dict[str, _Grant] = {}
         self._refresh_grants: dict[str, _RefreshGrant] = {}
+        #: access token -> the `sub` it was issued for (what the userinfo endpoint answers about).
+        self._access_subjects: dict[str, str] = {}
         self._app = Starlette(
             routes=[
                 Route("/.well-known/openid-configuration", self._discovery, methods=["GET"]),
                 Route("/jwks", self._jwks, methods=["GET"]),
                 Route("/token", self._token, methods=["POST"]),
                 Route("/authorize", self._authorize, methods=["GET"]),
+                Route("/userinfo", self._userinfo, methods=["GET"]),
             ]
         )
 
@@ -330,6 +391,7 @@ class HostileProvider:
             "authorization_endpoint": self.authorization_endpoint,
             "token_endpoint": f"{self.issuer}/token",
             "jwks_uri": f"{self.issuer}/jwks",
+            "userinfo_endpoint": f"{self.issuer}/userinfo",
             "end_session_endpoint": f"{self.issuer}/logout",
             "response_types_supported": ["code"],
             "subject_types_supported": ["public"],
@@ -425,6 +487,7 @@ class HostileProvider:
         auth_time = int(time.time()) - 5
         id_token = self.id_token_for(grant.nonce, grant.sub, access_token, auth_time=auth_time)
         self.issued_access_tokens.append(access_token)
+        self._access_subjects[access_token] = grant.sub
         self.issued_id_tokens.append(id_token)
         answer = {"access_token": access_token, "token_type": "Bearer", "expires_in": 300, "id_token": id_token}
         if self.issue_refresh_tokens:
@@ -448,6 +511,7 @@ class HostileProvider:
             return _oauth_error("invalid_grant", "unknown, revoked or already used refresh token")
         access_token = secrets.token_urlsafe(32)
         self.issued_access_tokens.append(access_token)
+        self._access_subjects[access_token] = grant.sub
         answer: dict[str, Any] = {"access_token": access_token, "token_type": "Bearer", "expires_in": 300}
         if self.rotate_refresh_tokens:
             del self._refresh_grants[presented]  # single use: a second redemption is a replay
@@ -459,6 +523,41 @@ class HostileProvider:
             self.issued_id_tokens.append(id_token)
             answer["id_token"] = id_token
         return JSONResponse(_apply(answer, self.refresh_overrides), headers={"Cache-Control": "no-store"})
+
+    async def _userinfo(self, request: Request) -> Response:
+        self.calls["userinfo"] += 1
+        authorization = request.headers.get("authorization")
+        self.userinfo_requests.append(authorization)
+        if self.userinfo_behaviour == "hang":
+            await asyncio.sleep(self.hang_seconds)
+        elif self.userinfo_behaviour == "error_500":
+            return PlainTextResponse("Internal Server Error", status_code=500)
+        elif self.userinfo_behaviour == "garbage":
+            return Response(b"<html>\x00\xff not json", status_code=200, media_type="application/json")
+        raw = self._raw("userinfo")
+        if raw is not None:
+            return raw
+        scheme, _, token = (authorization or "").partition(" ")
+        sub = self._access_subjects.get(token) if scheme.lower() == "bearer" else None
+        if sub is None or self.userinfo_behaviour == "error_401":
+            # RFC 6750 section 3.1: what a provider answers for a missing, unknown or expired token.
+            return Response(status_code=401, headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+        claims: dict[str, Any] = {"sub": sub, "name": "Alice Example", "email": f"{sub}@example.test"}
+        if self.userinfo_format == "json":
+            return JSONResponse(_apply(claims, self.userinfo_overrides))
+        if self.userinfo_format == "jwe":
+            protected = {"alg": "RSA-OAEP-256", "enc": "A256GCM", "cty": "JWT"}
+            plaintext = _json(_apply(claims, self.userinfo_overrides))
+            return Response(
+                jwe.encrypt_compact(protected, plaintext, _client_encryption_key()), media_type="application/jwt"
+            )
+        # Core 5.3.2: a signed answer SHOULD carry iss and aud (overridable, or REMOVE-able, like the rest).
+        signed = _apply({"iss": self.issuer, "aud": self.client_id, **claims}, self.userinfo_overrides)
+        key = self.userinfo_signing_key if self.userinfo_signing_key is not None else self.signing_key
+        header = _apply({"alg": "RS256", "typ": "JWT", "kid": key.kid}, self.userinfo_header_overrides)
+        encoder = self.userinfo_jwt_encoder
+        body = encoder(header, signed) if encoder is not None else sign_compact(header, signed, key)
+        return Response(body, media_type="application/jwt")
 
     async def _misbehave(self, behaviour: TokenBehaviour, description: str) -> Response | None:
         """The scripted failure of `behaviour`, or `None` to answer normally (after a hang)."""

@@ -41,6 +41,7 @@ __all__ = [
     "FLOW_COOKIE_PREFIX",
     "ISSUER",
     "SESSION_COOKIE",
+    "RecordingApp",
     "Site",
     "assert_logged",
     "assert_no_session",
@@ -71,7 +72,8 @@ _DEFAULT = object()
 
 
 async def hello_app(scope: Scope, receive: Receive, send: Send) -> None:
-    """The protected app: `hello <sub>` over HTTP, and a well-behaved lifespan."""
+    """The protected app: `hello <sub>` (`hello anonymous` without a login) over HTTP or a WebSocket
+    (accepted, greeted once and closed), and a well-behaved lifespan."""
     if scope["type"] == "lifespan":
         while True:
             message = await receive()
@@ -80,16 +82,31 @@ async def hello_app(scope: Scope, receive: Receive, send: Send) -> None:
             elif message["type"] == "lifespan.shutdown":
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+    user = scope["user"]
+    text = f"hello {user.identity if user.is_authenticated else 'anonymous'}"
+    if scope["type"] == "websocket":
+        assert (await receive())["type"] == "websocket.connect"
+        await send({"type": "websocket.accept"})
+        await send({"type": "websocket.send", "text": text})
+        await send({"type": "websocket.close", "code": 1000})
+        return
     assert scope["type"] == "http"
-    body = f"hello {scope['user'].identity}".encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 200,
-            "headers": [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", str(len(body)).encode())],
-        }
-    )
+    body = text.encode()
+    headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
     await send({"type": "http.response.body", "body": body})
+
+
+class RecordingApp:
+    """`hello_app`, recording the path of every call in `calls` (a refused request never gets here)."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "lifespan":
+            self.calls.append(scope["path"])
+        await hello_app(scope, receive, send)
 
 
 def strong_secret_key() -> str:
