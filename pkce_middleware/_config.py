@@ -149,6 +149,12 @@ class PKCEConfig:
         "Where the provider POSTs back-channel logout tokens (register it as `backchannel_logout_uri`).",
         default="/auth/backchannel-logout",
     )
+    response_mode: str = _option(
+        "PKCE_RESPONSE_MODE",
+        "`query` (the code comes back in the callback's URL) or `form_post` (the provider's page POSTs it; "
+        "the flow cookie is then `SameSite=None; Secure`, for providers that require form_post).",
+        default="query",
+    )
     frontchannel_logout_path: str | None = _option(
         "PKCE_FRONTCHANNEL_LOGOUT_PATH",
         "Where the provider loads OpenID Connect Front-Channel Logout (`GET ?iss=...&sid=...`, in an iframe); "
@@ -290,6 +296,8 @@ class PKCEConfig:
                 "PKCE_REDIRECT_URI's path, PKCE_LOGIN_PATH, PKCE_LOGOUT_PATH, PKCE_BACKCHANNEL_LOGOUT_PATH "
                 "and PKCE_FRONTCHANNEL_LOGOUT_PATH must all differ"
             )
+        if self.response_mode not in ("query", "form_post"):
+            raise ConfigError("PKCE_RESPONSE_MODE must be query or form_post")
         if "/" in self.public_paths:
             raise ConfigError("PKCE_PUBLIC_PATHS must not contain / (that would make every path public)")
         if self.session_max_age < 60:

@@ -8,6 +8,8 @@ because the callback is a cross-site top-level navigation from the provider.
 
 from __future__ import annotations
 
+from typing import Literal
+
 from starlette.responses import Response
 from starlette.types import Message, Scope
 
@@ -28,8 +30,14 @@ class CookiePolicy:
         self.session_name = f"{prefix}pkce_session"
         self.flow_prefix = f"{prefix}pkce_flow_"
 
-    def set(self, response: Response | CookieWriter, name: str, value: str, *, max_age: int) -> None:
-        response.set_cookie(name, value, max_age=max_age, path="/", secure=self.secure, httponly=True, samesite="lax")
+    def set(
+        self, response: Response | CookieWriter, name: str, value: str, *, max_age: int, cross_site: bool = False
+    ) -> None:
+        """`cross_site`: `SameSite=None` (and always `Secure`, which browsers require with it), for
+        the flow cookie that must reach a form_post callback; every other cookie is `Lax`."""
+        samesite: Literal["lax", "none"] = "none" if cross_site else "lax"
+        secure = self.secure or cross_site
+        response.set_cookie(name, value, max_age=max_age, path="/", secure=secure, httponly=True, samesite=samesite)
 
     def delete(self, response: Response | CookieWriter, name: str) -> None:
         response.delete_cookie(name, path="/", secure=self.secure, httponly=True, samesite="lax")

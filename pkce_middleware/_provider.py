@@ -213,6 +213,8 @@ class Provider:
             params.append(("acr_values", " ".join(flow.acr_values)))
         if flow.max_age is not None:
             params.append(("max_age", str(flow.max_age)))
+        if self._config.response_mode == "form_post":
+            params.append(("response_mode", "form_post"))
         return str(add_params_to_uri(metadata.authorization_endpoint, params))
 
     @property

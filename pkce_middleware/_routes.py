@@ -160,7 +160,9 @@ class Routes:
             # A session that did not open is dead; a fresh login must not build on it (fixation).
             await self.forget_session(scope, response)
         name = self._cookies.flow_prefix + flow.cookie_suffix
-        self._cookies.set(response, name, self._parts.flows.seal(flow), max_age=FLOW_MAX_AGE)
+        # A form_post callback is a cross-site POST: only a SameSite=None cookie goes along with it.
+        cross_site = config.response_mode == "form_post"
+        self._cookies.set(response, name, self._parts.flows.seal(flow), max_age=FLOW_MAX_AGE, cross_site=cross_site)
         await response(scope, receive, send)
 
     def _rule_of(self, return_to: str) -> Require | None:
@@ -221,7 +223,14 @@ class Routes:
         cookies = request_cookies(scope)
         flow_name: str | None = None
         try:
-            callback = Callback.parse(scope["method"], scope["query_string"])
+            if self._parts.config.response_mode == "form_post":
+                # The provider's page posts the answer (OAuth 2.0 Form Post Response Mode).
+                if scope["method"] != "POST":
+                    raise CallbackError("callback must be a POST (form_post)", error=Reason.METHOD_NOT_ALLOWED)
+                body = await _read_form(scope, receive, limit=MAX_QUERY, refused=_callback_refused)
+                callback = Callback.parse("GET", body)
+            else:
+                callback = Callback.parse(scope["method"], scope["query_string"])
             suffix = callback.flow_cookie_suffix
             flow_name = self._cookies.flow_prefix + suffix if suffix else None
             response = await self._finish_login(scope, receive, callback, cookies.get(flow_name or ""))
@@ -416,22 +425,36 @@ def _demand(params: Mapping[str, str]) -> Demand | None:
     return Demand(acr_values=tuple(acr), max_age=max_age, prompt=prompt)
 
 
-async def _read_logout_token(scope: Scope, receive: Receive) -> str:
-    """The `logout_token` of a form POST, reading at most MAX_LOGOUT_BODY bytes."""
+async def _read_form(scope: Scope, receive: Receive, *, limit: int, refused: Callable[[str, int], Exception]) -> bytes:
+    """The body of a form POST, reading at most `limit` bytes; `refused(detail, status)` otherwise."""
     # RFC 9110 section 8.3.1: the media type is case-insensitive.
     content_type = Headers(scope=scope).get("content-type", "").split(";")[0].strip().lower()
     if content_type != "application/x-www-form-urlencoded":
-        raise LogoutError("not a form post", error=Reason.LOGOUT_TOKEN_INVALID, status_code=400)
+        raise refused("not a form post", 400)
     body = b""
     more = True
     while more:
         message = await receive()
         if message["type"] == "http.disconnect":
-            raise LogoutError("client went away", error=Reason.LOGOUT_TOKEN_INVALID, status_code=400)
+            raise refused("client went away", 400)
         body += message.get("body", b"")
         more = message.get("more_body", False)
-        if len(body) > MAX_LOGOUT_BODY:
-            raise LogoutError("body too large", error=Reason.LOGOUT_TOKEN_INVALID, status_code=413)
+        if len(body) > limit:
+            raise refused("body too large", 413)
+    return body
+
+
+def _logout_refused(detail: str, status: int) -> Exception:
+    return LogoutError(detail, error=Reason.LOGOUT_TOKEN_INVALID, status_code=status)
+
+
+def _callback_refused(detail: str, status: int) -> Exception:
+    return CallbackError(detail, error=Reason.BAD_CALLBACK, status_code=status)
+
+
+async def _read_logout_token(scope: Scope, receive: Receive) -> str:
+    """The `logout_token` of a form POST, reading at most MAX_LOGOUT_BODY bytes."""
+    body = await _read_form(scope, receive, limit=MAX_LOGOUT_BODY, refused=_logout_refused)
     tokens = [
         value for name, value in parse_qsl(body.decode("latin-1"), keep_blank_values=True) if name == "logout_token"
     ]

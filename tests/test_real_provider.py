@@ -7,7 +7,9 @@ example app's page; then they log out through the provider's end-session confirm
 from __future__ import annotations
 
 import contextlib
+import http.cookiejar
 import secrets
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from urllib.parse import parse_qs, urlsplit
@@ -160,3 +162,56 @@ def test_other_framework_examples_log_in_too(
         assert page.text == f"hello {client_name}-user"
         assert browser.get(f"{apps[client_name].url}/").text == f"hello {client_name}-user"
     assert provider.grant_count("authorization_code", client_id=client_name) == 1
+
+
+class TrustworthyLoopback(httpx.HTTPTransport):
+    """Cookies as a browser keeps them for http://127.0.0.1, a potentially trustworthy origin:
+    `Secure` ones included. Python's cookie jar (and so httpx's) sends those over https only, so
+    this transport keeps the jar itself and writes each request's Cookie header from it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.jar = http.cookiejar.CookieJar(http.cookiejar.DefaultCookiePolicy(secure_protocols=("https", "http")))
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        shim = urllib.request.Request(str(request.url), method=request.method)
+        self.jar.add_cookie_header(shim)
+        if shim.has_header("Cookie"):
+            request.headers["cookie"] = shim.get_header("Cookie") or ""
+        response = super().handle_request(request)
+        self.jar.extract_cookies(_Headers(response.headers.multi_items()), shim)  # type: ignore[arg-type]
+        return response
+
+
+class _Headers:
+    """What `CookieJar.extract_cookies` reads of a response: `info().get_all("set-cookie")`."""
+
+    def __init__(self, items: list[tuple[str, str]]) -> None:
+        self._items = items
+
+    def info(self) -> _Headers:
+        return self
+
+    def get_all(self, name: str, default: list[str] | None = None) -> list[str]:
+        found = [value for key, value in self._items if key.lower() == name.lower()]
+        return found or (default or [])
+
+
+def test_form_post_response_mode_against_the_real_provider() -> None:
+    """oidc-provider answers with its self-submitting form; the callback takes the POST.
+
+    The flow cookie is `SameSite=None; Secure` in this mode; a browser sends it to
+    http://127.0.0.1 (see `TrustworthyLoopback`).
+    """
+    port = free_port()
+    client = _client("formpost", port, public=False)
+    with LocalProvider([client]) as provider:
+        env = {**_env(provider, client, port), "PKCE_RESPONSE_MODE": "form_post"}
+        with (
+            app_server("examples.starlette_app:app", port, env) as url,
+            httpx.Client(transport=TrustworthyLoopback()) as browser,
+        ):
+            page, visited = login_with_forms(browser, f"{url}/", "poster")
+            assert "hello poster" in page.text
+            authorize = next(u for u in visited if urlsplit(u).path == "/auth")
+            assert parse_qs(urlsplit(authorize).query)["response_mode"] == ["form_post"]
