@@ -95,7 +95,7 @@ def bound_purpose(purpose: str, config: PKCEConfig) -> str:
     keys and authenticate different data: a session of one is no session of the other, so a user
     admitted to one client cannot walk into the other past the provider's per-client rules.
     """
-    return f"{purpose} {config.issuer} {config.client_id}"
+    return f"{purpose} {config.provider_id} {config.client_id}"
 
 
 def _store(

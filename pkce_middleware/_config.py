@@ -57,7 +57,10 @@ class PKCEConfig:
     """
 
     issuer: str = _option(
-        "PKCE_ISSUER", "Issuer URL; metadata is read from `<issuer>/.well-known/openid-configuration`."
+        "PKCE_ISSUER",
+        "Issuer URL; metadata is read from `<issuer>/.well-known/openid-configuration`. Required, unless the "
+        "provider is plain OAuth 2.0 (`PKCE_AUTHORIZATION_ENDPOINT`).",
+        default="",
     )
     client_id: str = _option("PKCE_CLIENT_ID", "OAuth client id registered at the provider.")
     secret_key: str | Secret | Sequence[str | Secret] = _option(
@@ -65,6 +68,25 @@ class PKCEConfig:
         "Cookie key(s), comma-separated, each at least 32 characters of random text: the first seals, all open.",
         "secrets",
         hint=f"make one with: {_MAKE_A_KEY}",
+    )
+    authorization_endpoint: str | None = _option(
+        "PKCE_AUTHORIZATION_ENDPOINT",
+        "A plain OAuth 2.0 provider (no discovery, no ID token; GitHub): its authorization endpoint, "
+        "instead of `PKCE_ISSUER`; needs `PKCE_TOKEN_ENDPOINT` and `PKCE_USERINFO_ENDPOINT`.",
+        default=None,
+    )
+    token_endpoint: str | None = _option(
+        "PKCE_TOKEN_ENDPOINT", "A plain OAuth 2.0 provider's token endpoint.", default=None
+    )
+    userinfo_endpoint: str | None = _option(
+        "PKCE_USERINFO_ENDPOINT",
+        "A plain OAuth 2.0 provider's profile endpoint (GitHub: `https://api.github.com/user`): the user's claims.",
+        default=None,
+    )
+    user_id_claim: str = _option(
+        "PKCE_USER_ID_CLAIM",
+        "With a plain OAuth 2.0 provider: the profile member that identifies the user (GitHub: `id`, a number).",
+        default="sub",
     )
     client_secret: str | Secret | None = _option(
         "PKCE_CLIENT_SECRET", "Client secret; unset means a public client (auth method `none`).", "secret", default=None
@@ -265,7 +287,31 @@ class PKCEConfig:
         set_(self, "secret_key", _check_secret_keys(self.secret_key))
         if isinstance(self.client_secret, str):
             set_(self, "client_secret", Secret(self.client_secret) if self.client_secret else None)
-        _check_url("PKCE_ISSUER", self.issuer)
+        endpoints = (self.authorization_endpoint, self.token_endpoint, self.userinfo_endpoint)
+        if any(endpoints):
+            # Plain OAuth 2.0: the endpoints are the provider; there is no issuer to discover.
+            if self.issuer:
+                raise ConfigError("PKCE_ISSUER and PKCE_AUTHORIZATION_ENDPOINT exclude each other: set one")
+            for name, value in zip(
+                ("PKCE_AUTHORIZATION_ENDPOINT", "PKCE_TOKEN_ENDPOINT", "PKCE_USERINFO_ENDPOINT"), endpoints, strict=True
+            ):
+                if value is None:
+                    raise ConfigError(f"{name} is required for a plain OAuth 2.0 provider")
+                _check_url(name, value)
+            if not self.user_id_claim:
+                raise ConfigError("PKCE_USER_ID_CLAIM must name a member of the profile")
+            for name, set_value in (("PKCE_RESOURCE", self.resource), ("PKCE_BEARER_PATHS", self.bearer_paths)):
+                if set_value:
+                    raise ConfigError(
+                        f"{name} needs an OpenID provider (PKCE_ISSUER): tokens are checked with its keys"
+                    )
+        elif not self.issuer:
+            raise ConfigError(
+                "PKCE_ISSUER is required but not set (or, for a plain OAuth 2.0 provider, PKCE_AUTHORIZATION_ENDPOINT, "
+                "PKCE_TOKEN_ENDPOINT and PKCE_USERINFO_ENDPOINT)"
+            )
+        else:
+            _check_url("PKCE_ISSUER", self.issuer)
         if not self.client_id:
             raise ConfigError("PKCE_CLIENT_ID must not be empty")
         if self.redirect_uri is not None:
@@ -274,7 +320,9 @@ class PKCEConfig:
                 raise ConfigError("PKCE_REDIRECT_URI needs a path of its own (e.g. /auth/callback) and no query")
         if self.post_logout_redirect_uri is not None:
             _check_url("PKCE_POST_LOGOUT_REDIRECT_URI", self.post_logout_redirect_uri)
-        scopes = tuple(dict.fromkeys(("openid", *self.scopes)))
+        # `openid` makes it OpenID Connect; a plain OAuth 2.0 provider may not know the scope at all.
+        first = () if self.plain_oauth else ("openid",)
+        scopes = tuple(dict.fromkeys((*first, *(s for s in self.scopes if not (self.plain_oauth and s == "openid")))))
         set_(self, "scopes", scopes)
         set_(self, "public_paths", tuple(_check_path("PKCE_PUBLIC_PATHS", p) for p in self.public_paths))
         for name, path in (
@@ -357,6 +405,16 @@ class PKCEConfig:
             set_(self, field, checked if isinstance(checked, str) else tuple(checked))
 
     @property
+    def plain_oauth(self) -> bool:
+        """A plain OAuth 2.0 provider: endpoints from the configuration, identity from its profile."""
+        return self.authorization_endpoint is not None
+
+    @property
+    def provider_id(self) -> str:
+        """What names the provider in sealed cookies and flows: its issuer, or its authorization endpoint."""
+        return self.issuer or self.authorization_endpoint or ""
+
+    @property
     def require(self) -> Require:
         """The global authorization rule (the `PKCE_ALLOWED_*` and `PKCE_ACR_VALUES` options)."""
         return Require(
@@ -432,6 +490,8 @@ _RULE_OPTIONS = (
 
 
 def _show(value: object, parse: str) -> str:
+    if value == "":
+        return "unset"
     if isinstance(value, bool):
         return f"`{str(value).lower()}`"
     if isinstance(value, tuple):

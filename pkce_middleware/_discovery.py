@@ -45,6 +45,23 @@ class ProviderMetadata:
     userinfo_endpoint: str | None = None
 
     @classmethod
+    def configured(cls, config: PKCEConfig) -> ProviderMetadata:
+        """A plain OAuth 2.0 provider's endpoints, from the configuration (there is no discovery)."""
+        assert config.authorization_endpoint and config.token_endpoint and config.userinfo_endpoint
+        return cls(
+            issuer="",
+            authorization_endpoint=config.authorization_endpoint,
+            token_endpoint=config.token_endpoint,
+            jwks_uri="",
+            end_session_endpoint=None,
+            id_token_algorithms=(),
+            # RFC 6749 section 2.3.1: basic is the method every provider must take.
+            token_endpoint_auth_methods=("client_secret_basic",),
+            iss_parameter_supported=False,
+            userinfo_endpoint=config.userinfo_endpoint,
+        )
+
+    @classmethod
     def parse(cls, data: Any, config: PKCEConfig) -> ProviderMetadata:
         """Checked metadata; `DiscoveryMismatch` for a contradiction, else `ProviderError` (`discovery_invalid`)."""
         if not isinstance(data, dict):

@@ -52,6 +52,7 @@ from ._exceptions import (
 from ._flow import LoginFlow
 from ._tokens import (
     CODE_GRANT,
+    PLAIN_CODE_GRANT,
     PROTOCOL_CLAIMS,
     REFRESH_GRANT,
     Grant,
@@ -60,6 +61,7 @@ from ._tokens import (
     check_token_answer,
     check_userinfo,
     merged_claims,
+    plain_profile,
 )
 
 __all__: list[str] = []
@@ -135,7 +137,8 @@ class Provider:
         self._open_client()
         try:
             await self.metadata()
-            await self._load_keys(force=False)
+            if not self._config.plain_oauth:  # no ID tokens, so no keys
+                await self._load_keys(force=False)
         except DiscoveryMismatch as exc:
             # The lifespan fails and will not shut down, so nothing else would close the client.
             await self.aclose()
@@ -172,6 +175,9 @@ class Provider:
                 raise ProviderError(
                     f"discovery failed moments ago ({self._metadata_failure})", error=Reason.PROVIDER_UNAVAILABLE
                 )
+            if self._config.plain_oauth:
+                self._metadata = ProviderMetadata.configured(self._config)
+                return self._metadata
             url = self._config.issuer.rstrip("/") + "/.well-known/openid-configuration"
             try:
                 metadata = ProviderMetadata.parse(await self._get_json(url, _DISCOVERY), self._config)
@@ -200,10 +206,11 @@ class Provider:
             ("redirect_uri", flow.redirect_uri),
             ("scope", " ".join(self._config.scopes)),
             ("state", flow.state),
-            ("nonce", flow.nonce),
             ("code_challenge", flow.code_challenge),
             ("code_challenge_method", "S256"),
         ]
+        if not self._config.plain_oauth:  # OIDC Core 3.1.2.1; a plain OAuth 2.0 provider issues no ID token
+            params.insert(5, ("nonce", flow.nonce))
         prompts = [flow.prompt] if flow.prompt else []
         if _OFFLINE_ACCESS in self._config.scopes:
             prompts.append("consent")
@@ -247,11 +254,16 @@ class Provider:
     async def redeem(self, flow: LoginFlow, code: str, *, now: int) -> tuple[dict[str, Any], dict[str, Any]]:
         """Exchange `code` for tokens and validate the ID token: `(token response, ID token claims)`."""
         metadata = await self.metadata()
-        validator = self._validator
-        assert validator is not None  # set together with the metadata just awaited
         body = prepare_token_request(
             "authorization_code", code=code, redirect_uri=flow.redirect_uri, code_verifier=flow.code_verifier
         )
+        if self._config.plain_oauth:
+            # No ID token: who signed in is what the profile endpoint says for this access token.
+            token = await self._post_token(metadata, body, PLAIN_CODE_GRANT)
+            token.pop("id_token", None)  # nothing here could validate one, so none is kept or sent on
+            return token, await self.userinfo(token["access_token"], sub=None)
+        validator = self._validator
+        assert validator is not None  # set together with the metadata just awaited
         token = await self._post_token(metadata, body, CODE_GRANT)
         claims = await self._verify(
             lambda keys: validator.validate(
@@ -277,19 +289,21 @@ class Provider:
             raise SessionEnded("no refresh token", error=Reason.REFRESH_REJECTED)
         metadata = await self.metadata()
         validator = self._validator
-        assert validator is not None  # set together with the metadata just awaited
         body = prepare_token_request("refresh_token", refresh_token=refresh_token)
         token = await self._post_token(metadata, body, REFRESH_GRANT)
+        if validator is None:  # a plain OAuth 2.0 provider: no keys to check an ID token with
+            token.pop("id_token", None)
         raw = token.get("id_token")
         claims: dict[str, Any] | None = None
         if raw is not None:
+            assert validator is not None
             claims = await self._verify(
                 lambda keys: validator.validate_refreshed(
                     raw, keys, previous_claims=previous_claims, access_token=token["access_token"], now=now
                 ),
                 error=Reason.REFRESH_ID_TOKEN_INVALID,
             )
-        if self._config.userinfo:
+        if self._config.userinfo or self._config.plain_oauth:
             claims = await self._refreshed_userinfo(token["access_token"], claims, previous_claims)
         return token, claims
 
@@ -314,15 +328,19 @@ class Provider:
                 "userinfo failed at refresh; keeping the session's claims: reason=%s detail=%s", exc.error, exc.detail
             )
             return None if id_claims is None else merged_claims(id_claims, previous_claims)
+        if self._config.plain_oauth:
+            return info  # the profile is all a plain provider says of its user
         if id_claims is None:
             id_claims = {k: v for k, v in previous_claims.items() if k in PROTOCOL_CLAIMS}
         return merged_claims(id_claims, info)
 
-    async def userinfo(self, access_token: str, *, sub: str) -> dict[str, Any]:
-        """OIDC Core 5.3: the userinfo answer (JSON, or a JWT signed with the provider's keys)."""
+    async def userinfo(self, access_token: str, *, sub: str | None) -> dict[str, Any]:
+        """OIDC Core 5.3: the userinfo answer (JSON, or a JWT signed with the provider's keys), whose
+        `sub` must be `sub`. For a plain OAuth 2.0 provider its profile, with `sub` taken from
+        `PKCE_USER_ID_CLAIM` (`sub=None`: whoever it is, at login)."""
         metadata = await self.metadata()
         validator = self._validator
-        assert validator is not None and metadata.userinfo_endpoint is not None  # discovery checked it
+        assert metadata.userinfo_endpoint is not None  # discovery, or the configuration, checked it
         response, body = await self._call_raw(
             "GET", metadata.userinfo_endpoint, _USERINFO, headers={"Authorization": f"Bearer {access_token}"}
         )
@@ -333,6 +351,8 @@ class Provider:
             raw = body.decode("ascii", "replace").strip()
             if raw.count(".") == 4:
                 raise ProviderError("encrypted userinfo (JWE) is not supported", error=Reason.USERINFO_INVALID)
+            if validator is None:
+                raise ProviderError("a signed profile from a provider without keys", error=Reason.USERINFO_INVALID)
             data: Any = await self._verify(
                 lambda keys: validator.validate_userinfo(raw, keys), error=Reason.USERINFO_INVALID
             )
@@ -342,6 +362,9 @@ class Provider:
             except (ValueError, RecursionError):
                 raise ProviderError("userinfo answer is not JSON", error=Reason.USERINFO_INVALID) from None
         try:
+            if self._config.plain_oauth:
+                return plain_profile(data, id_claim=self._config.user_id_claim, sub=sub)
+            assert sub is not None
             return check_userinfo(data, sub=sub)
         except IDTokenError as exc:
             if exc.error == Reason.USERINFO_SUB_MISMATCH:
@@ -357,7 +380,10 @@ class Provider:
         """
         await self.metadata()
         validator = self._validator
-        assert validator is not None  # set together with the metadata just awaited
+        if validator is None:
+            raise IDTokenError(
+                "a plain OAuth 2.0 provider sends no logout tokens", error=Reason.LOGOUT_TOKEN_INVALID, status_code=400
+            )
         return await self._verify(
             lambda keys: validator.validate_logout_token(raw, keys, now=now),
             error=Reason.LOGOUT_TOKEN_INVALID,

@@ -140,7 +140,7 @@ class Routes:
                 demand, acr_values=demand.acr_values or wanted.acr_values, max_age=min(ages) if ages else None
             )
         flow = LoginFlow.start(
-            issuer=config.issuer,
+            issuer=config.provider_id,
             redirect_uri=redirect_uri,
             return_to=return_to,
             acr_values=demand.acr_values,
@@ -251,7 +251,7 @@ class Routes:
             # Another tab already finished this login; nothing to do but carry on.
             return RedirectResponse("/", 303, headers=NO_STORE)
         now = int(time.time())
-        flow = check_callback(callback, flow_value, parts.flows, issuer=parts.config.issuer, now=now)
+        flow = check_callback(callback, flow_value, parts.flows, issuer=parts.config.provider_id, now=now)
         metadata = await parts.provider.metadata()
         code = check_issuer(callback, issuer=metadata.issuer, iss_supported=metadata.iss_parameter_supported)
         if not parts.used_states.claim(flow.state, now):

@@ -113,7 +113,8 @@ class Session:
             id=secrets.token_urlsafe(24),
             claims=_kept(claims),
             access_token=token["access_token"],
-            id_token=token["id_token"],
+            # A plain OAuth 2.0 provider issues none.
+            id_token=token.get("id_token", ""),
             refresh_token=_refresh_token(token, None),
             access_expires_at=_access_expiry(token, seconds),
             # RFC 6749 section 5.1: `scope` is in the answer only when it differs from the request.
@@ -133,7 +134,8 @@ class Session:
             self,
             claims=claims if claims is not None else self.claims,
             access_token=token["access_token"],
-            id_token=token["id_token"] if claims is not None and self.id_token else self.id_token,
+            # A refresh answer may hold no new ID token (Core 12.2), even when the claims changed (userinfo).
+            id_token=token.get("id_token", self.id_token) if claims is not None and self.id_token else self.id_token,
             # RFC 6749 section 6: without a new refresh token the old one stays valid.
             refresh_token=_refresh_token(token, self.refresh_token),
             access_expires_at=_access_expiry(token, now),

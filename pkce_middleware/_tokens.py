@@ -99,6 +99,8 @@ CODE_GRANT = Grant(
     response_invalid=Reason.TOKEN_RESPONSE_INVALID,
     timeout=Reason.TOKEN_TIMEOUT,
 )
+#: A plain OAuth 2.0 provider (RFC 6749 section 5.1): an access token, and no ID token.
+PLAIN_CODE_GRANT = dataclasses.replace(CODE_GRANT, required=("access_token", "token_type"))
 #: OIDC Core section 12.2: a refresh answer "might not contain an id_token", nor a new refresh token.
 REFRESH_GRANT = Grant(
     "refresh",
@@ -344,6 +346,20 @@ def check_userinfo(data: Any, *, sub: str) -> dict[str, Any]:
     if not isinstance(data.get("sub"), str) or not secrets.compare_digest(_utf8(data["sub"]), _utf8(sub)):
         raise IDTokenError("userinfo sub differs from the ID token's", error=Reason.USERINFO_SUB_MISMATCH)
     return data
+
+
+def plain_profile(data: Any, *, id_claim: str, sub: str | None) -> dict[str, Any]:
+    """A plain OAuth 2.0 provider's profile as the user's claims: `sub` is the member `id_claim`
+    names (a string, or a whole number such as GitHub's `id`), and must be `sub` when given."""
+    if not isinstance(data, dict) or not _is_text(data):
+        raise IDTokenError("the profile is not a JSON object", error=Reason.USERINFO_INVALID)
+    value = data.get(id_claim)
+    if isinstance(value, bool) or not isinstance(value, str | int) or value == "":
+        raise IDTokenError(f"the profile has no usable {id_claim!r}", error=Reason.USERINFO_INVALID)
+    user = str(value)
+    if sub is not None and not secrets.compare_digest(_utf8(user), _utf8(sub)):
+        raise IDTokenError("the profile is another user's", error=Reason.USERINFO_SUB_MISMATCH)
+    return {**data, "sub": user}
 
 
 def merged_claims(id_claims: Mapping[str, Any], userinfo: Mapping[str, Any]) -> dict[str, Any]:

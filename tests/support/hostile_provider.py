@@ -548,9 +548,9 @@ class HostileProvider:
         if self.userinfo_format == "jwe":
             protected = {"alg": "RSA-OAEP-256", "enc": "A256GCM", "cty": "JWT"}
             plaintext = _json(_apply(claims, self.userinfo_overrides))
-            return Response(
-                jwe.encrypt_compact(protected, plaintext, _client_encryption_key()), media_type="application/jwt"
-            )
+            registry = jwe.JWERegistry(algorithms=["RSA-OAEP-256", "A256GCM"])
+            body = jwe.encrypt_compact(protected, plaintext, _client_encryption_key(), registry=registry)
+            return Response(body, media_type="application/jwt")
         # Core 5.3.2: a signed answer SHOULD carry iss and aud (overridable, or REMOVE-able, like the rest).
         signed = _apply({"iss": self.issuer, "aud": self.client_id, **claims}, self.userinfo_overrides)
         key = self.userinfo_signing_key if self.userinfo_signing_key is not None else self.signing_key
