@@ -39,18 +39,26 @@ class Components:
     cookies: CookiePolicy
     flows: FlowCodec
     used_states: UsedStates
-    provider: Provider
+    #: Every provider by name ("" for the only one); the first is the one bearer tokens come from.
+    providers: Mapping[str, Provider]
     store: SessionStore
     lifecycle: SessionManager
     rules: Rules
 
+    @property
+    def provider(self) -> Provider:
+        """The first provider: the only one, unless `PKCE_PROVIDERS` names several."""
+        return next(iter(self.providers.values()))
+
     async def startup(self) -> None:
         """Load discovery and keys, connect the store; a `ConfigError` fails the startup."""
-        await self.provider.startup()
+        for provider in self.providers.values():
+            await provider.startup()
         await self.store.startup()
 
     async def aclose(self) -> None:
-        await self.provider.aclose()
+        for provider in self.providers.values():
+            await provider.aclose()
         await self.store.aclose()
 
     async def start_session(self, session: Session, scope: Scope, cookies: CookieWriter) -> None:
@@ -73,7 +81,7 @@ def build(
     keys = [str(key) for key in config.secret_keys]
     cookies = CookiePolicy(secure=config.cookie_secure)
     codec = SessionCodec(Sealer(keys, bound_purpose("session", config)), cache_size=session_cache_size)
-    provider = Provider(config, transport=transport)
+    providers = {name: Provider(own, transport=transport) for name, _, own in config.each_provider}
     id_sealer = Sealer(keys, bound_purpose("session-id", config))
     store = _store(config, codec, cookies, id_sealer, cache_size=session_cache_size)
     return Components(
@@ -81,9 +89,9 @@ def build(
         cookies=cookies,
         flows=FlowCodec(Sealer(keys, bound_purpose("flow", config))),
         used_states=UsedStates(),
-        provider=provider,
+        providers=providers,
         store=store,
-        lifecycle=SessionManager(config, store, provider),
+        lifecycle=SessionManager(config, store, providers),
         rules=Rules(config.require, rules or {}),
     )
 
@@ -95,7 +103,7 @@ def bound_purpose(purpose: str, config: PKCEConfig) -> str:
     keys and authenticate different data: a session of one is no session of the other, so a user
     admitted to one client cannot walk into the other past the provider's per-client rules.
     """
-    return f"{purpose} {config.provider_id} {config.client_id}"
+    return f"{purpose} {config.binding}"
 
 
 def _store(

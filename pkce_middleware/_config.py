@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Literal, cast
@@ -62,12 +63,19 @@ class PKCEConfig:
         "provider is plain OAuth 2.0 (`PKCE_AUTHORIZATION_ENDPOINT`).",
         default="",
     )
-    client_id: str = _option("PKCE_CLIENT_ID", "OAuth client id registered at the provider.")
+    client_id: str = _option(
+        "PKCE_CLIENT_ID",
+        "OAuth client id registered at the provider. Required, unless `PKCE_PROVIDERS` is set.",
+        default="",
+    )
     secret_key: str | Secret | Sequence[str | Secret] = _option(
         "PKCE_SECRET_KEY",
         "Cookie key(s), comma-separated, each at least 32 characters of random text: the first seals, all open.",
         "secrets",
         hint=f"make one with: {_MAKE_A_KEY}",
+    )
+    client_secret: str | Secret | None = _option(
+        "PKCE_CLIENT_SECRET", "Client secret; unset means a public client (auth method `none`).", "secret", default=None
     )
     authorization_endpoint: str | None = _option(
         "PKCE_AUTHORIZATION_ENDPOINT",
@@ -88,8 +96,13 @@ class PKCEConfig:
         "With a plain OAuth 2.0 provider: the profile member that identifies the user (GitHub: `id`, a number).",
         default="sub",
     )
-    client_secret: str | Secret | None = _option(
-        "PKCE_CLIENT_SECRET", "Client secret; unset means a public client (auth method `none`).", "secret", default=None
+    providers: tuple[ProviderConfig, ...] = _option(
+        "PKCE_PROVIDERS",
+        "Several providers: comma-separated short lower-case names (`corp,partner`), each configured by "
+        "`PKCE_PROVIDER_<NAME>_<OPTION>` (`_ISSUER`, `_CLIENT_ID`, `_CLIENT_SECRET`, `_SCOPES`, `_USERINFO`, "
+        "`_DISPLAY_NAME`, ...) instead of the single-provider options; the others stay global.",
+        "providers",
+        default=(),
     )
     redirect_uri: str | None = _option(
         "PKCE_REDIRECT_URI",
@@ -288,7 +301,14 @@ class PKCEConfig:
         if isinstance(self.client_secret, str):
             set_(self, "client_secret", Secret(self.client_secret) if self.client_secret else None)
         endpoints = (self.authorization_endpoint, self.token_endpoint, self.userinfo_endpoint)
-        if any(endpoints):
+        if self.providers:
+            set_(self, "providers", tuple(self.providers))
+            if self.issuer or self.client_id or any(endpoints):
+                raise ConfigError(
+                    "PKCE_PROVIDERS is set: each provider is configured by PKCE_PROVIDER_<NAME>_ISSUER, "
+                    "_CLIENT_ID, ..., not by PKCE_ISSUER or PKCE_CLIENT_ID"
+                )
+        elif any(endpoints):
             # Plain OAuth 2.0: the endpoints are the provider; there is no issuer to discover.
             if self.issuer:
                 raise ConfigError("PKCE_ISSUER and PKCE_AUTHORIZATION_ENDPOINT exclude each other: set one")
@@ -305,15 +325,15 @@ class PKCEConfig:
                     raise ConfigError(
                         f"{name} needs an OpenID provider (PKCE_ISSUER): tokens are checked with its keys"
                     )
-        elif not self.issuer:
+        elif not self.issuer and not self.providers:
             raise ConfigError(
                 "PKCE_ISSUER is required but not set (or, for a plain OAuth 2.0 provider, PKCE_AUTHORIZATION_ENDPOINT, "
                 "PKCE_TOKEN_ENDPOINT and PKCE_USERINFO_ENDPOINT)"
             )
-        else:
+        elif self.issuer:
             _check_url("PKCE_ISSUER", self.issuer)
-        if not self.client_id:
-            raise ConfigError("PKCE_CLIENT_ID must not be empty")
+        if not self.client_id and not self.providers:
+            raise ConfigError("PKCE_CLIENT_ID is required but not set")
         if self.redirect_uri is not None:
             _check_url("PKCE_REDIRECT_URI", self.redirect_uri)
             if urlsplit(self.redirect_uri).path in ("", "/") or urlsplit(self.redirect_uri).query:
@@ -379,6 +399,7 @@ class PKCEConfig:
         if any(normalise_origin(origin) is None for origin in origins):
             raise ConfigError("PKCE_WEBSOCKET_ORIGINS must hold origins such as https://app.example (no path)")
         set_(self, "websocket_origins", origins)
+        set_(self, "_per_provider", self._each_provider())
         set_(self, "bearer_paths", tuple(_check_path("PKCE_BEARER_PATHS", p) for p in self.bearer_paths))
         if self.resource is not None:
             _check_url("PKCE_RESOURCE", self.resource)
@@ -403,6 +424,43 @@ class PKCEConfig:
             except (TypeError, ValueError) as exc:
                 raise ConfigError(f"{name}: {exc}") from None
             set_(self, field, checked if isinstance(checked, str) else tuple(checked))
+
+    def _each_provider(self) -> tuple[tuple[str, str, PKCEConfig], ...]:
+        if not self.providers:
+            return (("", "", self),)
+        names = [provider.name for provider in self.providers]
+        if len(set(names)) != len(names):
+            raise ConfigError("PKCE_PROVIDERS names a provider twice")
+        configs = []
+        for provider in self.providers:
+            if not _PROVIDER_NAME.fullmatch(provider.name):
+                raise ConfigError(f"PKCE_PROVIDERS: {provider.name!r} is not a short lower-case name (a-z, 0-9)")
+            unknown = set(provider.options) - set(PROVIDER_OPTIONS)
+            if unknown:
+                raise ConfigError(f"provider {provider.name!r}: no such per-provider option {sorted(unknown)}")
+            try:
+                own = dataclasses.replace(self, providers=(), **provider.options)
+            except ConfigError as exc:
+                # Name the variable this provider's value came from.
+                detail = exc.detail
+                for option in PROVIDER_OPTIONS:
+                    detail = re.sub(
+                        rf"\bPKCE_{option.upper()}\b", f"PKCE_PROVIDER_{provider.name.upper()}_{option.upper()}", detail
+                    )
+                raise ConfigError(detail) from None
+            configs.append((provider.name, provider.display_name or provider.name, own))
+        return tuple(configs)
+
+    @property
+    def each_provider(self) -> tuple[tuple[str, str, PKCEConfig], ...]:
+        """`(name, display name, configuration)` per provider: the configuration is this one with the
+        provider's own options. One provider without `PKCE_PROVIDERS`, named ""."""
+        return cast(tuple[tuple[str, str, PKCEConfig], ...], self._per_provider)  # type: ignore[attr-defined]
+
+    @property
+    def binding(self) -> str:
+        """The providers and clients cookies are bound to (`_components.bound_purpose`)."""
+        return " ".join(f"{config.provider_id} {config.client_id}" for _, _, config in self.each_provider)
 
     @property
     def plain_oauth(self) -> bool:
@@ -448,6 +506,10 @@ class PKCEConfig:
             env = field.metadata["env"]
             required = field.default is dataclasses.MISSING
             raw = config(env, default=None)
+            if field.metadata["parse"] == "providers":
+                if raw is not None and raw.strip():
+                    values[field.name] = _providers_from(config, raw)
+                continue
             if raw is None or (raw.strip() == "" and not required):
                 if required:
                     hint = field.metadata["hint"]
@@ -487,6 +549,56 @@ _RULE_OPTIONS = (
     ("PKCE_GROUPS_CLAIM", "groups_claim", "groups_claim"),
     ("PKCE_ACR_VALUES", "acr_values", "acr_values"),
 )
+
+
+#: What one provider of several sets for itself: `PKCE_PROVIDER_<NAME>_<OPTION>`, OPTION being the
+#: single-provider variable without `PKCE_`.
+PROVIDER_OPTIONS = (
+    "issuer",
+    "client_id",
+    "client_secret",
+    "scopes",
+    "token_endpoint_auth_method",
+    "userinfo",
+    "id_token_algorithms",
+    "authorization_endpoint",
+    "token_endpoint",
+    "userinfo_endpoint",
+    "user_id_claim",
+)
+_PROVIDER_NAME = re.compile(r"[a-z][a-z0-9]{0,31}")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ProviderConfig:
+    """One of several providers (`PKCE_PROVIDERS`): its name (in `?provider=` and logs), the name
+    people see on the choice page, and its own options (`PKCEConfig` field names of `PROVIDER_OPTIONS`)."""
+
+    name: str
+    display_name: str = ""
+    options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+
+def _providers_from(config: Config, raw: str) -> tuple[ProviderConfig, ...]:
+    fields = {field.name: field for field in dataclasses.fields(PKCEConfig)}
+    providers = []
+    for name in (item.strip() for item in raw.split(",")):
+        if not name:
+            continue
+        prefix = f"PKCE_PROVIDER_{name.upper()}_"
+        options: dict[str, Any] = {}
+        for option in PROVIDER_OPTIONS:
+            value = config(prefix + option.upper(), default=None)
+            if value is None or not value.strip():
+                continue
+            parse = fields[option].metadata["parse"]
+            try:
+                options[option] = _PARSERS[parse](value)
+            except ValueError:
+                raise ConfigError(f"{prefix}{option.upper()} is not a valid {parse}") from None
+        display = config(prefix + "DISPLAY_NAME", default=None)
+        providers.append(ProviderConfig(name=name, display_name=(display or "").strip(), options=options))
+    return tuple(providers)
 
 
 def _show(value: object, parse: str) -> str:

@@ -44,6 +44,7 @@ __all__ = [
     "BearerError",
     "BearerUnavailable",
     "CallbackError",
+    "ChooseProvider",
     "ConfigError",
     "DiscoveryMismatch",
     "IDTokenError",
@@ -118,6 +119,8 @@ class Reason(enum.StrEnum):
     STATE_MISMATCH = "state_mismatch", "The `state` differs from the flow's."
     STATE_REPLAYED = "state_replayed", "This `state` was redeemed before (a replayed callback)."
     ISSUER_MISMATCH = "issuer_mismatch", "The flow went to another provider."
+    UNKNOWN_PROVIDER = "unknown_provider", "`?provider=` names no provider of `PKCE_PROVIDERS` (400)."
+    CHOOSE_PROVIDER = "choose_provider", "Not an error: several providers, and the page asking which (200)."
     ISS_MISSING = "iss_missing", "No `iss` though the provider promises it (RFC 9207)."
     ISS_MISMATCH = "iss_mismatch", "`iss` is not our provider (RFC 9207 mix-up defence)."
     CODE_MISSING = "code_missing", "The callback has no `code`."
@@ -319,6 +322,24 @@ class BearerUnavailable(BearerError):
 
     error = Reason.INTROSPECTION_UNAVAILABLE
     status_code = 503
+
+
+class ChooseProvider(PKCEMiddlewareError):
+    """Not a failure: with several providers (`PKCE_PROVIDERS`), the login path's page that asks
+    which one. It goes through `on_error` so that the app can render its own (status 200);
+    `providers` are `(name, display name)` pairs, and each choice is
+    `GET <login_path>?provider=<name>&next=<next_path>`."""
+
+    error = Reason.CHOOSE_PROVIDER
+    status_code = 200
+    title = "Sign in"
+    message = "Choose how to sign in."
+
+    def __init__(self, *, login_path: str, providers: tuple[tuple[str, str], ...], next_path: str) -> None:
+        super().__init__("several providers")
+        self.login_path = login_path
+        self.providers = providers
+        self.next_path = next_path
 
 
 class LoginError(PKCEMiddlewareError):

@@ -29,6 +29,7 @@ import secrets
 import string
 import time
 from collections import OrderedDict
+from collections.abc import Mapping
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from authlib.oauth2.rfc7636 import create_s256_code_challenge
@@ -70,6 +71,8 @@ class LoginFlow:
     acr_values: tuple[str, ...] = ()
     max_age: int | None = None
     prompt: str | None = None
+    #: Which of several providers (`PKCE_PROVIDERS`) it went to; "" with one.
+    provider: str = ""
 
     @classmethod
     def start(
@@ -82,6 +85,7 @@ class LoginFlow:
         acr_values: tuple[str, ...] = (),
         max_age: int | None = None,
         prompt: str | None = None,
+        provider: str = "",
     ) -> LoginFlow:
         return cls(
             state=secrets.token_urlsafe(32),
@@ -95,6 +99,7 @@ class LoginFlow:
             acr_values=acr_values,
             max_age=max_age,
             prompt=prompt,
+            provider=provider,
         )
 
     @property
@@ -199,7 +204,9 @@ class Callback:
         return flow_cookie_suffix(self.state or "")
 
 
-def check_callback(callback: Callback, flow_value: str | None, flows: FlowCodec, *, issuer: str, now: int) -> LoginFlow:
+def check_callback(
+    callback: Callback, flow_value: str | None, flows: FlowCodec, *, issuers: Mapping[str, str], now: int
+) -> LoginFlow:
     """The flow this callback finishes, after every check that needs neither network nor store.
 
     `flow_value` is the flow cookie named after the callback's `state` (`None` if the browser has
@@ -229,7 +236,8 @@ def check_callback(callback: Callback, flow_value: str | None, flows: FlowCodec,
         raise CallbackError("flow cookie does not open", error=Reason.FLOW_INVALID)
     if not _same_state(flow, callback.state):
         raise CallbackError("state differs from the flow's", error=Reason.STATE_MISMATCH)
-    if flow.issuer != issuer:
+    # RFC 9700 section 4.4.2: the flow is bound to the provider it went to (`issuers`: name -> id).
+    if flow.issuer != issuers.get(flow.provider):
         raise CallbackError("the flow went to another provider", error=Reason.ISSUER_MISMATCH)
     if flow.expired(now):
         raise CallbackError("the flow is too old", error=Reason.FLOW_EXPIRED)

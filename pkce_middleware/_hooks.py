@@ -28,7 +28,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope
 
-from ._exceptions import PKCEMiddlewareError
+from ._exceptions import ChooseProvider, PKCEMiddlewareError
 from ._responses import error_response, wants_html
 from ._session import OIDCUser
 
@@ -74,7 +74,8 @@ class Hooks:
 
     async def error_response(self, exc: PKCEMiddlewareError, scope: Scope, receive: Receive) -> Response:
         """Log the refusal, and answer it: the app's page if it gives one, else ours."""
-        log_refusal(exc, scope)
+        if not isinstance(exc, ChooseProvider):  # a question, not a refusal
+            log_refusal(exc, scope)
         request = Request(scope, receive)
         if self._on_error is not None:
             response = await _call(self._on_error, request, exc)

@@ -47,10 +47,10 @@ class Current:
 
 
 class SessionManager:
-    def __init__(self, config: PKCEConfig, store: SessionStore, provider: Provider) -> None:
+    def __init__(self, config: PKCEConfig, store: SessionStore, providers: Mapping[str, Provider]) -> None:
         self._config = config
         self._store = store
-        self._provider = provider
+        self._providers = providers
         self._idle = config.session_idle_timeout
         self._margin = config.refresh_margin
 
@@ -91,20 +91,33 @@ class SessionManager:
         return loaded.session if loaded is not None and self._usable(loaded.session, int(time.time())) else None
 
     def _usable(self, session: Session, now: int) -> bool:
-        return session.expires_at > now and now - session.last_seen < self._idle and not self._store.is_revoked(session)
+        return (
+            session.expires_at > now
+            and now - session.last_seen < self._idle
+            # A provider taken out of the configuration takes its sessions with it.
+            and session.provider in self._providers
+            and not self._store.is_revoked(session)
+        )
 
     async def _refresh(self, session: Session) -> Session:
         assert session.refresh_token is not None
         now = int(time.time())
-        token, claims = await self._provider.refresh(session.refresh_token, previous_claims=session.claims, now=now)
+        provider = self._providers[session.provider]  # `_usable` made sure it is still configured
+        token, claims = await provider.refresh(session.refresh_token, previous_claims=session.claims, now=now)
         logger.info("session refreshed: sub=%r", session.sub)
         return self.keep(session.refreshed(token, claims, now))
 
-    def start(self, claims: Mapping[str, Any], token: Mapping[str, Any]) -> Session:
+    def start(self, claims: Mapping[str, Any], token: Mapping[str, Any], provider: str = "") -> Session:
         """The session of a finished login (or of `PKCEMiddleware.create_session`), as it is stored."""
         config = self._config
+        scopes = next(own.scopes for name, _, own in config.each_provider if name == provider)
         session = Session.new(
-            claims=claims, token=token, scopes=config.scopes, now=time.time(), max_age=config.session_max_age
+            claims=claims,
+            token=token,
+            scopes=scopes,
+            now=time.time(),
+            max_age=config.session_max_age,
+            provider=provider,
         )
         return self.keep(session)
 

@@ -225,6 +225,16 @@ class Provider:
         return str(add_params_to_uri(metadata.authorization_endpoint, params))
 
     @property
+    def origins(self) -> set[str]:
+        """The provider's own origins (its issuer, its end-session endpoint): who may frame our
+        front-channel logout page."""
+        found = {self.end_session_origin or ""}
+        if self._config.issuer:
+            parts = urlsplit(self._config.issuer)
+            found.add(f"{parts.scheme}://{parts.netloc}")
+        return found - {""}
+
+    @property
     def end_session_origin(self) -> str | None:
         """The origin of the end-session endpoint, once discovery has named one."""
         endpoint = self._metadata.end_session_endpoint if self._metadata is not None else None

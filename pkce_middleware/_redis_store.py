@@ -180,9 +180,9 @@ class RedisStore:
     # -- keys ----------------------------------------------------------------------------------
 
     def _indexes(self, session: Session) -> list[str]:
-        keys = [redis_key("sub", session.sub)]
-        if session.sid is not None:
-            keys.insert(0, redis_key("sid", session.sid))
+        keys = [redis_key("sub", session.sub_key)]
+        if session.sid_key is not None:
+            keys.insert(0, redis_key("sid", session.sid_key))
         return keys
 
     def _cookie_id(self, scope: Scope) -> tuple[str, str, str] | None:

@@ -16,6 +16,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from ._exceptions import (
     AccessDenied,
     BearerError,
+    ChooseProvider,
     LoginError,
     LoginRequired,
     PKCEMiddlewareError,
@@ -86,6 +87,16 @@ def error_response(exc: PKCEMiddlewareError, *, browser: bool) -> Response:
     body: dict[str, str] = {"error": exc.error, "message": exc.message}
     if isinstance(exc, BearerError):
         return bearer_error_response(exc, headers)
+    if isinstance(exc, ChooseProvider):
+        return (
+            choice_page(exc)
+            if browser
+            else JSONResponse(
+                {"error": exc.error, "message": exc.message, "providers": [name for name, _ in exc.providers]},
+                status_code=401,
+                headers=headers,
+            )
+        )
     if isinstance(exc, LoginRequired):
         body["login_url"] = exc.login_url
         headers["WWW-Authenticate"] = (
@@ -130,6 +141,21 @@ def bearer_error_response(exc: BearerError, headers: dict[str, str]) -> Response
     response = JSONResponse(body, status_code=exc.status_code, headers=headers)
     response.raw_headers.extend((b"www-authenticate", value.encode("latin-1")) for value in exc.challenges)
     return response
+
+
+def choice_page(choice: ChooseProvider) -> Response:
+    """One button per provider, in one form: `GET <login path>?provider=<name>&next=<target>`."""
+    buttons = "".join(
+        f'<li><button type="submit" name="provider" value="{html.escape(name)}">'
+        f"Sign in with {html.escape(display)}</button></li>"
+        for name, display in choice.providers
+    )
+    body = (
+        f'<form method="get" action="{html.escape(choice.login_path)}">'
+        f'<input type="hidden" name="next" value="{html.escape(choice.next_path)}">'
+        f'<ul style="list-style:none;padding:0;display:grid;gap:.6em">{buttons}</ul></form>'
+    )
+    return page(choice.title, body, status_code=200)
 
 
 def step_up_challenge(exc: StepUpRequired) -> str:

@@ -155,10 +155,10 @@ class MemoryRevocations:
             return False
         if f"id:{session.id}" in ended:
             return True
-        sid = session.sid
+        sid = session.sid_key
         if sid is not None and f"sid:{sid}" in ended:
             return True
-        at = ended.at(f"sub:{session.sub}")
+        at = ended.at(f"sub:{session.sub_key}")
         return at is not None and session.created_at <= at + self.skew_margin
 
     def remember_jti(self, jti: str, *, ttl: float) -> bool:

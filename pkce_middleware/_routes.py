@@ -11,7 +11,9 @@ References:
 
 from __future__ import annotations
 
+import base64
 import dataclasses
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -27,6 +29,7 @@ from ._cookies import CookieWriter, request_cookies
 from ._exceptions import (
     AccessDenied,
     CallbackError,
+    ChooseProvider,
     LoginError,
     LogoutError,
     PKCEMiddlewareError,
@@ -49,6 +52,7 @@ from ._hooks import Hooks, log_refusal
 from ._origins import Origins
 from ._responses import NO_STORE, logout_page, page
 from ._rules import Require
+from ._session import revocation_key
 
 __all__: list[str] = []
 
@@ -71,6 +75,8 @@ class Routes:
         self._cookies = components.cookies
         redirect = urlsplit(config.redirect_uri) if config.redirect_uri else None
         self.origins = Origins(f"{redirect.scheme}://{redirect.netloc}" if redirect else None, config.websocket_origins)
+        #: Each provider's identity in flows (its issuer, or a plain provider's authorization endpoint).
+        self._issuers = {name: own.provider_id for name, _, own in config.each_provider}
         self.paths: dict[str, Callable[[Scope, Receive, Send], Awaitable[None]]] = {
             config.callback_path or DEFAULT_CALLBACK_PATH: self.callback,
             config.login_path: self.login,
@@ -98,7 +104,12 @@ class Routes:
         target = params.get("next", "/")
         demand = _demand(params)
         session = await self._parts.lifecycle.live(scope)
-        if session is not None and demand is None:
+        provider = params.get("provider")
+        if provider is not None and provider not in self._parts.providers:
+            exc = LoginError("no such provider", error=Reason.UNKNOWN_PROVIDER, retry_url=safe_return_path(target))
+            await (await self._hooks.error_response(exc, scope, receive))(scope, receive, send)
+            return
+        if session is not None and demand is None and provider is None:
             # Sent back to a target whose rule refuses this session, the browser would come here again
             # (a public page sees a refused user as anonymous, and its "Sign in" or `restrict` links
             # here): the refusal is said instead, and a step-up is started.
@@ -109,8 +120,12 @@ class Routes:
             if isinstance(refusal, AccessDenied):
                 await (await self._hooks.error_response(refusal, scope, receive))(scope, receive, send)
                 return
+        if provider is None and session is not None:
+            provider = session.provider  # a step-up or an account switch stays with the session's provider
         live = session is not None
-        await self.start_login(scope, receive, send, return_to=target, demand=demand, keep_session=live)
+        await self.start_login(
+            scope, receive, send, return_to=target, demand=demand, keep_session=live, provider=provider
+        )
 
     async def start_login(
         self,
@@ -121,13 +136,21 @@ class Routes:
         return_to: str,
         demand: Demand | None = None,
         keep_session: bool = False,
+        provider: str | None = None,
     ) -> None:
         """Send the browser to the provider, with a new flow cookie.
 
         Without an explicit `demand`, the login asks for what the rule of `return_to` needs (its
-        `acr_values` and `max_age`), so that landing there does not need a second login.
+        `acr_values` and `max_age`), so that landing there does not need a second login. With
+        several providers and none chosen, the browser is shown the choice first.
         """
         config = self._parts.config
+        if provider is None:
+            if len(self._parts.providers) > 1:
+                await self._choice(scope, receive, send, return_to=return_to)
+                return
+            provider = next(iter(self._parts.providers))
+        own = self._parts.providers[provider]
         redirect_uri = config.redirect_uri or self.origin(scope) + DEFAULT_CALLBACK_PATH
         wanted = self._demand_of(return_to)
         if demand is None:
@@ -140,15 +163,16 @@ class Routes:
                 demand, acr_values=demand.acr_values or wanted.acr_values, max_age=min(ages) if ages else None
             )
         flow = LoginFlow.start(
-            issuer=config.provider_id,
+            issuer=self._issuers[provider],
             redirect_uri=redirect_uri,
             return_to=return_to,
             acr_values=demand.acr_values,
             max_age=demand.max_age,
             prompt=demand.prompt,
+            provider=provider,
         )
         try:
-            url = await self._parts.provider.authorization_url(flow)
+            url = await own.authorization_url(flow)
         except LoginError as exc:
             exc.retry_url = flow.return_to
             await (await self._hooks.error_response(exc, scope, receive))(scope, receive, send)
@@ -164,6 +188,30 @@ class Routes:
         cross_site = config.response_mode == "form_post"
         self._cookies.set(response, name, self._parts.flows.seal(flow), max_age=FLOW_MAX_AGE, cross_site=cross_site)
         await response(scope, receive, send)
+
+    async def _choice(self, scope: Scope, receive: Receive, send: Send, *, return_to: str) -> None:
+        """Several providers and no choice yet: the page that asks (through `on_error`, so the app
+        can render its own; `ChooseProvider` carries the names and the target)."""
+        target = safe_return_path(return_to)
+        if scope.get("path") != self._parts.config.login_path:
+            # Elsewhere (a protected page), to the login path, which shows the choice and keeps `next`.
+            query = urlencode([("next", target)])
+            await RedirectResponse(f"{self._parts.config.login_path}?{query}", 302, headers=NO_STORE)(
+                scope, receive, send
+            )
+            return
+        choice = ChooseProvider(
+            login_path=self._parts.config.login_path,
+            providers=tuple((name, display) for name, display, _ in self._parts.config.each_provider),
+            next_path=target,
+        )
+        await (await self._hooks.error_response(choice, scope, receive))(scope, receive, send)
+
+    def _provider_named_by(self, issuer: str | None) -> str | None:
+        """The provider whose issuer is `issuer` (plain OAuth 2.0 providers have none)."""
+        return next(
+            (name for name, _, own in self._parts.config.each_provider if issuer and own.issuer == issuer), None
+        )
 
     def _rule_of(self, return_to: str) -> Require | None:
         return self._parts.rules.for_path(unquote(urlsplit(safe_return_path(return_to)).path))
@@ -251,15 +299,17 @@ class Routes:
             # Another tab already finished this login; nothing to do but carry on.
             return RedirectResponse("/", 303, headers=NO_STORE)
         now = int(time.time())
-        flow = check_callback(callback, flow_value, parts.flows, issuer=parts.config.provider_id, now=now)
-        metadata = await parts.provider.metadata()
+        flow = check_callback(callback, flow_value, parts.flows, issuers=self._issuers, now=now)
+        # The provider this flow went to, and no other: its metadata, its `iss`, its token endpoint.
+        provider = parts.providers[flow.provider]
+        metadata = await provider.metadata()
         code = check_issuer(callback, issuer=metadata.issuer, iss_supported=metadata.iss_parameter_supported)
         if not parts.used_states.claim(flow.state, now):
             raise CallbackError("state already used", error=Reason.STATE_REPLAYED)
-        token, claims = await parts.provider.redeem(flow, code, now=now)
+        token, claims = await provider.redeem(flow, code, now=now)
         self._check_rules(flow, claims)
         writer = CookieWriter()
-        session = parts.lifecycle.start(claims, token)
+        session = parts.lifecycle.start(claims, token, flow.provider)
         await self._hooks.logged_in(scope, receive, session.user())
         await parts.start_session(session, scope, writer)
         response = RedirectResponse(flow.return_to, 303, headers=NO_STORE)
@@ -295,12 +345,12 @@ class Routes:
         parts = self._parts
         if scope["method"] in ("GET", "HEAD"):
             # Also the default post-logout landing: with no session left it says so and offers a new login.
-            signed_in = await parts.lifecycle.live(scope) is not None
+            current = await parts.lifecycle.live(scope)
             page = logout_page(
                 parts.config.logout_path,
                 parts.config.login_path,
-                signed_in=signed_in,
-                provider_origin=parts.provider.end_session_origin,
+                signed_in=current is not None,
+                provider_origin=parts.providers[current.provider].end_session_origin if current else None,
             )
             await page(scope, receive, send)
             return
@@ -318,12 +368,13 @@ class Routes:
         await parts.store.discard(session, scope, cookies)
         target: str | None = "/"
         if session is not None:
+            provider = parts.providers[session.provider]  # the provider this session signed in at, only
             try:
-                await parts.provider.metadata()
+                await provider.metadata()
             except PKCEMiddlewareError as exc:
                 log_refusal(exc, scope)  # the local logout still happens
             post_logout = parts.config.post_logout_redirect_uri or self.origin(scope) + parts.config.logout_path
-            target = parts.provider.end_session_url(id_token=session.id_token, post_logout_redirect_uri=post_logout)
+            target = provider.end_session_url(id_token=session.id_token, post_logout_redirect_uri=post_logout)
             logger.info("logout: sub=%r", session.sub)
             await self._hooks.logged_out(scope, receive, session.user())
         response = RedirectResponse(target or "/", 303, headers=NO_STORE)
@@ -351,22 +402,21 @@ class Routes:
                 session = await parts.lifecycle.live(scope)
                 await parts.store.discard(session, scope, cookies)
                 logger.info("front-channel logout: sub=%r", session.sub if session else None)
-            elif iss != parts.config.issuer or not sid:
+            elif (name := self._provider_named_by(iss)) is None or not sid:
                 raise LogoutError(
                     "front-channel logout of another issuer, or without sid",
                     error=Reason.LOGOUT_TOKEN_INVALID,
                     status_code=400,
                 )
             else:
-                await parts.store.revoke(sid=sid, sub=None, now=time.time())
-                logger.info("front-channel logout: sid=%r", sid)
+                await parts.store.revoke(sid=revocation_key(name, sid), sub=None, now=time.time())
+                logger.info("front-channel logout: provider=%r sid=%r", name, sid)
         except PKCEMiddlewareError as exc:
             log_refusal(exc, scope)
             status = 503 if isinstance(exc, StoreUnavailable) else 400
             await JSONResponse({"error": exc.error}, status_code=status, headers=NO_STORE)(scope, receive, send)
             return
-        issuer = urlsplit(parts.config.issuer)
-        framers = {f"{issuer.scheme}://{issuer.netloc}", parts.provider.end_session_origin or ""} - {""}
+        framers = {origin for own in parts.providers.values() for origin in own.origins} - {""}
         csp = f"default-src 'none'; style-src 'unsafe-inline'; frame-ancestors {' '.join(sorted(framers))}"
         response = page("Signed out", "<p>Signed out.</p>", status_code=200, headers={"Content-Security-Policy": csp})
         response.raw_headers.extend(cookies.raw_headers)
@@ -381,10 +431,17 @@ class Routes:
                     "back-channel logout must be a POST", error=Reason.METHOD_NOT_ALLOWED, status_code=405
                 )
             token = await _read_logout_token(scope, receive)
-            claims = await parts.provider.validate_logout_token(token, now=int(time.time()))
-            if not await parts.store.claim_jti(claims.jti, ttl=parts.config.session_max_age):
+            # Which provider's token it claims to be decides whose keys check it (and whose
+            # sessions it can end); a token of B cannot end sessions made at A.
+            name = self._provider_named_by(_unverified_issuer(token))
+            if name is None:
+                raise LogoutError("logout token of no configured provider", error=Reason.LOGOUT_TOKEN_INVALID)
+            claims = await parts.providers[name].validate_logout_token(token, now=int(time.time()))
+            if not await parts.store.claim_jti(revocation_key(name, claims.jti), ttl=parts.config.session_max_age):
                 raise LogoutError("logout token replayed", error=Reason.LOGOUT_TOKEN_REPLAYED, status_code=400)
-            await parts.store.revoke(sid=claims.sid, sub=claims.sub, now=time.time())
+            sid = None if claims.sid is None else revocation_key(name, claims.sid)
+            sub = None if claims.sub is None else revocation_key(name, claims.sub)
+            await parts.store.revoke(sid=sid, sub=sub, now=time.time())
         except PKCEMiddlewareError as exc:
             log_refusal(exc, scope)
             # Section 2.8: 400 for a token we refuse; a provider or store outage is not the token's fault.
@@ -393,6 +450,17 @@ class Routes:
             return
         logger.info("back-channel logout: sid=%r sub=%r", claims.sid, claims.sub)
         await Response(status_code=200, headers=NO_STORE)(scope, receive, send)
+
+
+def _unverified_issuer(token: str) -> str | None:
+    """The `iss` a JWT claims, read without checking anything: only to pick whose keys check it."""
+    try:
+        payload = token.split(".")[1]
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    except (IndexError, ValueError, RecursionError):
+        return None
+    iss = claims.get("iss") if isinstance(claims, dict) else None
+    return iss if isinstance(iss, str) else None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -91,6 +91,8 @@ class Session:
     expires_at: int
     #: Last time the session was written back; the idle timeout counts from here.
     last_seen: int
+    #: The provider it was made with, of several (`PKCE_PROVIDERS`); "" with one.
+    provider: str = ""
 
     def __repr__(self) -> str:
         return f"Session(sub={self.claims.get('sub')!r}, expires_at={self.expires_at})"
@@ -104,9 +106,26 @@ class Session:
         sid = self.claims.get("sid")
         return sid if isinstance(sid, str) else None
 
+    @property
+    def sid_key(self) -> str | None:
+        """`sid` as logouts name it: two providers may hand out the same one."""
+        return None if self.sid is None else revocation_key(self.provider, self.sid)
+
+    @property
+    def sub_key(self) -> str:
+        """`sub` as logouts name it: `sub` is unique per provider only."""
+        return revocation_key(self.provider, self.sub)
+
     @classmethod
     def new(
-        cls, *, claims: Mapping[str, Any], token: Mapping[str, Any], scopes: Sequence[str], now: float, max_age: int
+        cls,
+        *,
+        claims: Mapping[str, Any],
+        token: Mapping[str, Any],
+        scopes: Sequence[str],
+        now: float,
+        max_age: int,
+        provider: str = "",
     ) -> Session:
         seconds = int(now)
         return cls(
@@ -122,6 +141,7 @@ class Session:
             created_at=now,
             expires_at=seconds + max_age,
             last_seen=seconds,
+            provider=provider,
         )
 
     def refreshed(self, token: Mapping[str, Any], claims: Mapping[str, Any] | None, now: int) -> Session:
@@ -150,6 +170,11 @@ class Session:
         return OIDCCredentials(
             self.scopes, access_token=self.access_token, id_token=self.id_token, expires_at=self.access_expires_at
         )
+
+
+def revocation_key(provider: str, value: str) -> str:
+    """A `sid` or `sub` of `provider`, as revocations name it ("" for the only provider: as before)."""
+    return f"{provider}\x1f{value}" if provider else value
 
 
 class _FrozenDict(dict[str, Any]):
@@ -256,6 +281,8 @@ class SessionCodec:
             "ex": session.expires_at,
             "ls": session.last_seen,
         }
+        if session.provider:
+            payload["pv"] = session.provider
         return self._sealer.seal(json.dumps(payload, separators=(",", ":")).encode())
 
     def is_current(self, value: str) -> bool:
@@ -288,6 +315,7 @@ class SessionCodec:
                 created_at=data["ct"],
                 expires_at=data["ex"],
                 last_seen=data["ls"],
+                provider=data.get("pv", ""),
             )
         except (ValueError, KeyError, TypeError, AttributeError, IndexError):
             # Only we can seal, so this is a cookie from an incompatible version: treat it as absent.
