@@ -2,6 +2,8 @@
 
 * `processes`: the one launcher (`Process`) for external processes, with `free_port()`;
 * `oidc_provider`: panva's oidc-provider (`LocalProvider`) and form-walking browser helpers;
+* `django_providers`: django-oauth-toolkit and django-oidc-provider (`DjangoOAuthToolkitProvider`,
+  `DjangoOIDCProvider`), the Django project of `django_op`; `django_forms` answers their forms;
 * `redis_server`: a real `redis-server` (`RedisServer`);
 * `servers`: the examples under real uvicorn, hypercorn and granian (`AppServer`, `serve_all`, `app_server`);
 * `hostile_provider`: an in-process OpenID Provider that misbehaves on request (`HostileProvider`);

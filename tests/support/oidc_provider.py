@@ -22,6 +22,7 @@ from urllib.parse import urljoin, urlsplit
 import httpx
 
 from pkce_middleware.testing import BROWSER_HEADERS
+from tests.support.django_forms import answer_django_form
 from tests.support.processes import REPO_ROOT, PortTaken, Process, free_port
 
 __all__ = [
@@ -425,7 +426,9 @@ def login_with_forms(
 
     The provider's devInteractions login form is answered with ``username``/``password`` and
     its consent form with "Continue"; forms are found by their hidden ``prompt`` input on
-    ``/interaction/<uid>`` pages, so no uid is assumed. Cookies persist in ``client``'s jar;
+    ``/interaction/<uid>`` pages, so no uid is assumed. The Django providers' login and consent
+    forms (``tests.support.django_providers``) are answered too (``tests.support.django_forms``).
+    Cookies persist in ``client``'s jar;
     redirects are followed by hand whatever ``client.follow_redirects`` says.
 
     Returns ``(final_response, visited_urls)``: the first response that is neither a redirect
@@ -455,7 +458,8 @@ def login_with_forms(
             and _is_html(response)
             and urlsplit(str(response.url)).path.startswith("/interaction/")
         ):
-            return None
+            # The Django providers' login and consent forms (tests.support.django_op), else None.
+            return answer_django_form(response, username, password)
         for form in _parse_forms(response.text):
             prompt = form.fields.get("prompt")
             action = urljoin(str(response.url), form.action or str(response.url))
@@ -496,7 +500,8 @@ def logout_with_forms(
 
     The app is expected to redirect to the provider's end_session endpoint; its confirm page
     (the form carrying a hidden ``xsrf``) is submitted with ``logout=yes``, which ends the
-    provider session and redirects to the client's post_logout_redirect_uri.
+    provider session and redirects to the client's post_logout_redirect_uri. The Django
+    providers' logout confirmations are submitted with their ``allow`` button.
 
     Returns ``(final_response, visited_urls)`` like ``login_with_forms``: the first response
     that is neither a redirect nor the confirm page, and every URL requested, in order.
@@ -509,7 +514,8 @@ def logout_with_forms(
             if "xsrf" in form.fields:
                 action = urljoin(str(response.url), form.action or str(response.url))
                 return "POST", action, {**form.fields, "logout": "yes"}
-        return None
+        # The Django providers' logout confirmations (tests.support.django_op), else None.
+        return answer_django_form(response, None, None)
 
     return _walk(
         client,
