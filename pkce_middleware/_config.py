@@ -175,7 +175,8 @@ class PKCEConfig:
     )
     refresh_margin: int = _option(
         "PKCE_REFRESH_MARGIN",
-        "Refresh the access token this many seconds before it expires (needs a refresh token: `offline_access`).",
+        "Refresh the access token this many seconds before it expires (when the provider issued a refresh "
+        "token; some only do for the `offline_access` scope).",
         "int",
         default=60,
     )
@@ -303,10 +304,11 @@ class PKCEConfig:
         endpoints = (self.authorization_endpoint, self.token_endpoint, self.userinfo_endpoint)
         if self.providers:
             set_(self, "providers", tuple(self.providers))
-            if self.issuer or self.client_id or any(endpoints):
+            # A global client secret would go to every provider without one of its own.
+            if self.issuer or self.client_id or self.client_secret is not None or any(endpoints):
                 raise ConfigError(
                     "PKCE_PROVIDERS is set: each provider is configured by PKCE_PROVIDER_<NAME>_ISSUER, "
-                    "_CLIENT_ID, ..., not by PKCE_ISSUER or PKCE_CLIENT_ID"
+                    "_CLIENT_ID, _CLIENT_SECRET, ..., not by PKCE_ISSUER, PKCE_CLIENT_ID or PKCE_CLIENT_SECRET"
                 )
         elif any(endpoints):
             # Plain OAuth 2.0: the endpoints are the provider; there is no issuer to discover.

@@ -125,6 +125,7 @@ class Reason(enum.StrEnum):
     ISS_MISMATCH = "iss_mismatch", "`iss` is not our provider (RFC 9207 mix-up defence)."
     CODE_MISSING = "code_missing", "The callback has no `code`."
     CODE_REJECTED = "code_rejected", "The provider refused the code (used, expired, wrong verifier)."
+    CLIENT_REJECTED = "client_rejected", "The provider refused our client id or secret (`invalid_client`): a setting."
     LOGIN_FAILED = "login_failed", "A sign-in or sign-out request that cannot be served."
     # -- the provider's answers
     PROVIDER_ERROR = "provider_error", "The provider sent the browser back with `error=`, or answered unusably."

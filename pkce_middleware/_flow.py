@@ -222,6 +222,9 @@ def check_callback(
             and callback.state is not None
             and secrets.compare_digest(flow.state.encode(), callback.state.encode("utf-8", "surrogatepass"))
         )
+        if ours and flow is not None and callback.iss is not None and callback.iss != issuers.get(flow.provider):
+            # RFC 9207 section 2.4: an error answer is checked too; another issuer's words are not shown.
+            raise CallbackError("iss of an error answer is not our issuer (RFC 9207)", error=Reason.ISS_MISMATCH)
         raise ProviderRefused(
             f"the provider answered error={callback.error[:100]!r} ours={ours}",
             provider_error=callback.error,

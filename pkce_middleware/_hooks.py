@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Protocol, TypeVar
 
 from starlette.requests import Request
@@ -72,8 +72,11 @@ class Hooks:
         self._on_login = on_login
         self._on_logout = on_logout
 
-    async def error_response(self, exc: PKCEMiddlewareError, scope: Scope, receive: Receive) -> Response:
-        """Log the refusal, and answer it: the app's page if it gives one, else ours."""
+    async def error_response(
+        self, exc: PKCEMiddlewareError, scope: Scope, receive: Receive, *, form_targets: Iterable[str] = ()
+    ) -> Response:
+        """Log the refusal, and answer it: the app's page if it gives one, else ours (`form_targets`:
+        see `error_response`)."""
         if not isinstance(exc, ChooseProvider):  # a question, not a refusal
             log_refusal(exc, scope)
         request = Request(scope, receive)
@@ -81,7 +84,7 @@ class Hooks:
             response = await _call(self._on_error, request, exc)
             if response is not None:
                 return response
-        return error_response(exc, browser=wants_html(request))
+        return error_response(exc, browser=wants_html(request), form_targets=form_targets)
 
     async def logged_in(self, scope: Scope, receive: Receive, user: OIDCUser) -> None:
         if self._on_login is not None:

@@ -95,7 +95,9 @@ class PKCEMiddleware:
             raise ValueError("session_cache_size must not be negative")
         self._parts = build(config, transport=transport, session_cache_size=session_cache_size, rules=rules)
         self._hooks = Hooks(on_error=on_error, on_login=on_login, on_logout=on_logout)
-        self._resource = ResourceServer(config, self._parts.provider) if config.resource is not None else None
+        # Bearer tokens come from the first provider: checked against its issuer (of several, its own configuration).
+        first = config.each_provider[0][2]
+        self._resource = ResourceServer(first, self._parts.provider) if config.resource is not None else None
         self._guard = Guard(
             self._hooks,
             login_path=config.login_path,
@@ -322,12 +324,14 @@ class PKCEMiddleware:
         `claims` are the user's validated ID token claims (`sub` is required), `token` a token
         endpoint answer (`access_token`, `id_token`, optional `refresh_token`, `expires_in`,
         `scope`); nothing here checks them again. Returns the `Set-Cookie` header values to send
-        (the test kit, `pkce_middleware.testing`, is built on this).
+        (the test kit, `pkce_middleware.testing`, is built on this). With several providers, the
+        session is one of the first provider's.
         """
         if not isinstance(claims.get("sub"), str) or not claims["sub"]:
             raise ValueError("claims need a non-empty string 'sub'")
         writer = CookieWriter()
-        session = self._parts.lifecycle.start(claims, token)
+        # Of several providers (`PKCE_PROVIDERS`), a session of the first: "" names no provider there.
+        session = self._parts.lifecycle.start(claims, token, next(iter(self._parts.providers)))
         # A request that carries no cookie: nothing to replace or delete, as on a first login.
         await self._parts.start_session(session, {"type": "http", "headers": []}, writer)
         return [value.decode("latin-1") for name, value in writer.raw_headers if name == b"set-cookie"]

@@ -235,6 +235,19 @@ class Provider:
         return found - {""}
 
     @property
+    def authorization_origin(self) -> str | None:
+        """The origin of the authorization endpoint (discovery's once loaded, else the configured
+        endpoint's or the issuer's): where a login form's answer redirects the browser."""
+        if self._metadata is not None:
+            endpoint = self._metadata.authorization_endpoint
+        else:
+            endpoint = self._config.authorization_endpoint or self._config.issuer
+        if not endpoint:
+            return None
+        parts = urlsplit(endpoint)
+        return f"{parts.scheme}://{parts.netloc}"
+
+    @property
     def end_session_origin(self) -> str | None:
         """The origin of the end-session endpoint, once discovery has named one."""
         endpoint = self._metadata.end_session_endpoint if self._metadata is not None else None

@@ -7,6 +7,7 @@ nothing from the request except what is escaped. None of them is ever cached.
 from __future__ import annotations
 
 import html
+from collections.abc import Iterable
 from urllib.parse import quote
 
 from starlette.datastructures import Headers
@@ -81,15 +82,18 @@ def wants_html(connection: HTTPConnection) -> bool:
     return is_navigation("GET", connection.headers)
 
 
-def error_response(exc: PKCEMiddlewareError, *, browser: bool) -> Response:
-    """The default answer for `exc`: a page for a browser, JSON for everything else."""
+def error_response(exc: PKCEMiddlewareError, *, browser: bool, form_targets: Iterable[str] = ()) -> Response:
+    """The default answer for `exc`: a page for a browser, JSON for everything else.
+
+    `form_targets`: origins the choice page's form may lead to (the providers' authorization endpoints).
+    """
     headers = dict(NO_STORE)
     body: dict[str, str] = {"error": exc.error, "message": exc.message}
     if isinstance(exc, BearerError):
         return bearer_error_response(exc, headers)
     if isinstance(exc, ChooseProvider):
         return (
-            choice_page(exc)
+            choice_page(exc, form_targets)
             if browser
             else JSONResponse(
                 {"error": exc.error, "message": exc.message, "providers": [name for name, _ in exc.providers]},
@@ -143,8 +147,12 @@ def bearer_error_response(exc: BearerError, headers: dict[str, str]) -> Response
     return response
 
 
-def choice_page(choice: ChooseProvider) -> Response:
-    """One button per provider, in one form: `GET <login path>?provider=<name>&next=<target>`."""
+def choice_page(choice: ChooseProvider, form_targets: Iterable[str] = ()) -> Response:
+    """One button per provider, in one form: `GET <login path>?provider=<name>&next=<target>`.
+
+    The form's answer redirects to the provider, and browsers hold that redirect to `form-action`
+    (as for the sign-out page): `form_targets`, the providers' origins, are allowed beside ours.
+    """
     buttons = "".join(
         f'<li><button type="submit" name="provider" value="{html.escape(name)}">'
         f"Sign in with {html.escape(display)}</button></li>"
@@ -155,7 +163,9 @@ def choice_page(choice: ChooseProvider) -> Response:
         f'<input type="hidden" name="next" value="{html.escape(choice.next_path)}">'
         f'<ul style="list-style:none;padding:0;display:grid;gap:.6em">{buttons}</ul></form>'
     )
-    return page(choice.title, body, status_code=200)
+    targets = " ".join(["'self'", *sorted(set(form_targets))])
+    csp = f"default-src 'none'; style-src 'unsafe-inline'; form-action {targets}; frame-ancestors 'none'"
+    return page(choice.title, body, status_code=200, headers={"Content-Security-Policy": csp})
 
 
 def step_up_challenge(exc: StepUpRequired) -> str:

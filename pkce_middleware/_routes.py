@@ -11,6 +11,7 @@ References:
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import dataclasses
 import json
@@ -205,7 +206,13 @@ class Routes:
             providers=tuple((name, display) for name, display, _ in self._parts.config.each_provider),
             next_path=target,
         )
-        await (await self._hooks.error_response(choice, scope, receive))(scope, receive, send)
+        # Each button's answer redirects to its provider's authorization endpoint, which the page's
+        # `form-action` must allow: discovery names it (loaded at startup; for a provider down, its issuer's).
+        providers = self._parts.providers.values()
+        await asyncio.gather(*(own.metadata() for own in providers), return_exceptions=True)
+        targets = {origin for own in providers if (origin := own.authorization_origin) is not None}
+        response = await self._hooks.error_response(choice, scope, receive, form_targets=targets)
+        await response(scope, receive, send)
 
     def _provider_named_by(self, issuer: str | None) -> str | None:
         """The provider whose issuer is `issuer` (plain OAuth 2.0 providers have none)."""

@@ -149,7 +149,10 @@ class Session:
         if claims is not None:
             # A refreshed ID token may leave out what only the first one had to carry; back-channel
             # logout still matches on `sid`, and `auth_time` still dates the original login.
-            claims = _kept({**{k: self.claims[k] for k in ("sid", "auth_time") if k in self.claims}, **claims})
+            claims = {**{k: self.claims[k] for k in ("sid", "auth_time") if k in self.claims}, **claims}
+            if "auth_time" in self.claims:
+                claims["auth_time"] = self.claims["auth_time"]  # the original login's, whatever a refresh says
+            claims = _kept(claims)
         return dataclasses.replace(
             self,
             claims=claims if claims is not None else self.claims,

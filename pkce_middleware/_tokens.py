@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import re
 import secrets
 from collections.abc import Callable, Collection, Mapping
@@ -120,6 +121,11 @@ def check_token_answer(status_code: int, data: Any, grant: Grant) -> dict[str, A
     if status_code != 200:
         error = data.get("error") if isinstance(data, dict) else None
         reason = _printable(error) if isinstance(error, str) else f"HTTP {status_code}"
+        if error == "invalid_client":
+            # RFC 6749 section 5.2: our client id or secret, not the user's code or session: a setting to fix.
+            raise ProviderError(
+                "token endpoint refused the client's credentials (invalid_client)", error=Reason.CLIENT_REJECTED
+            )
         # RFC 6749 section 5.2 answers errors with 400 (401 for client authentication); an OAuth
         # error under another status (403, 429 from a gateway) is not a verdict on the grant.
         if status_code in (400, 401) and isinstance(error, str):
@@ -142,6 +148,11 @@ def check_token_answer(status_code: int, data: Any, grant: Grant) -> dict[str, A
     if data["token_type"].lower() != "bearer":
         raise ProviderError("token_type is not Bearer", error=grant.response_invalid)
     return data
+
+
+def _number(value: Any) -> float:
+    """A numeric date, or NaN (which compares false with everything) for anything else."""
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else math.nan
 
 
 def _printable(value: str) -> str:
@@ -201,13 +212,15 @@ class TokenValidator:
         # 12.2: iat is the new token's issue time; one older than the session's is a token replayed.
         if "iat" in previous_claims and claims["iat"] < previous_claims["iat"]:
             raise IDTokenError("iat: older than the session's")
-        # auth_time is the original authentication's time; a new value would claim a login that never happened.
+        # auth_time is the original authentication's time (12.2); an earlier one would claim a login that
+        # never happened. A later one is what django-oauth-toolkit and django-oidc-provider send (the
+        # user's latest login anywhere): tolerated, and the session keeps its own (`Session.refreshed`).
         if (
             "auth_time" in claims
             and "auth_time" in previous_claims
-            and claims["auth_time"] != previous_claims["auth_time"]
+            and not _number(claims["auth_time"]) >= _number(previous_claims["auth_time"])
         ):
-            raise IDTokenError("auth_time: changed")
+            raise IDTokenError("auth_time: earlier than the session's login")
         # Errata 2: "if it is present, its value MUST be the same" as at login; comparable only if kept.
         if "nonce" in claims and "nonce" in previous_claims and claims["nonce"] != previous_claims["nonce"]:
             raise IDTokenError("nonce: differs from the session's")

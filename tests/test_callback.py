@@ -463,6 +463,25 @@ async def test_provider_error_is_shown_escaped_and_ends_the_flow(site: Site, cap
     await assert_no_session(site)
 
 
+async def test_an_error_answer_from_another_issuer_is_not_shown(site: Site, caplog: pytest.LogCaptureFixture) -> None:
+    """RFC 9207 section 2.4: an error answer is checked against our issuer too; another's words
+    (a phishing text, say) are never shown as the provider's."""
+    _, params = await begin_login(site.client, "/")
+    response = await callback(
+        site.client,
+        [
+            ("error", "access_denied"),
+            ("error_description", "Your account is locked: call +1 555 0100"),
+            ("state", params["state"]),
+            ("iss", "https://evil.example"),
+        ],
+    )
+    assert_refusal_page(response, status=400, reason="iss_mismatch", site=site)
+    assert "555 0100" not in response.text
+    assert_logged(caplog, "iss_mismatch")
+    await assert_no_session(site)
+
+
 async def test_callback_without_the_flow_cookie_is_refused(site: Site, caplog: pytest.LogCaptureFixture) -> None:
     """The callback URL opened in another browser (or planted by an attacker: login CSRF)."""
     _, params = await begin_login(site.client, "/")

@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from pkce_middleware._revocations import SKEW_MARGIN
+from pkce_middleware._session import Session
 from tests.support.site import (
     SESSION_COOKIE,
     Site,
@@ -216,3 +217,17 @@ async def test_backchannel_endpoint_refuses_what_is_not_a_logout_form(carol_site
             headers={"Content-Type": "application/x-www-form-urlencoded"},
         )
         assert huge.status_code == 400
+
+
+def test_a_refresh_keeps_the_original_login_time() -> None:
+    """Whatever `auth_time` a refreshed ID token says (some providers send the latest login), the
+    session's stays the first login's: `max_age` rules then date the login that made the session."""
+    session = Session.new(
+        claims={"sub": "alice", "auth_time": 1000, "sid": "s1"},
+        token={"access_token": "a", "id_token": "i"},
+        scopes=("openid",),
+        now=1000.0,
+        max_age=3600,
+    )
+    refreshed = session.refreshed({"access_token": "b", "id_token": "j"}, {"sub": "alice", "auth_time": 1500}, 1600)
+    assert refreshed.claims["auth_time"] == 1000 and refreshed.claims["sid"] == "s1"

@@ -360,7 +360,8 @@ async def test_incomplete_refresh_answer_is_refresh_response_invalid(
     [
         pytest.param(400, {"error": "invalid_grant"}, "refresh_rejected", id="400-invalid_grant"),
         pytest.param(400, {"error": "invalid_request"}, "refresh_rejected", id="400-other-oauth-error"),
-        pytest.param(401, {"error": "invalid_client"}, "refresh_rejected", id="401-invalid_client"),
+        # Our client's credentials, not the session's token: a setting to fix, ridden out like an outage.
+        pytest.param(401, {"error": "invalid_client"}, "client_rejected", id="401-invalid_client"),
         pytest.param(400, None, "refresh_endpoint_error", id="400-html"),
         pytest.param(400, {"message": "bad"}, "refresh_endpoint_error", id="400-not-oauth"),
         pytest.param(403, {"error": "access_denied"}, "refresh_endpoint_error", id="403-gateway"),
@@ -415,7 +416,7 @@ async def test_unreachable_token_endpoint_is_provider_unreachable(hostile: Hosti
         pytest.param({"aud": "other-client"}, "aud", id="other-aud"),
         pytest.param({"aud": [CLIENT_ID, "https://untrusted.test"]}, "aud", id="extra-aud"),
         pytest.param({"azp": "other-client"}, "azp", id="other-azp"),
-        pytest.param({"auth_time": int(time.time())}, "auth_time", id="new-auth_time"),
+        pytest.param({"auth_time": AUTH_TIME - 60}, "auth_time", id="earlier-auth_time"),
         pytest.param({"exp": int(time.time()) - 3600}, "exp", id="expired"),
         pytest.param({"at_hash": "AAAAAAAAAAAAAAAAAAAAAA"}, "at_hash", id="at_hash-of-another-token"),
     ],

@@ -431,7 +431,7 @@ async def test_a_wrong_client_secret_fails_the_login() -> None:
         page = await browser.get("/")
     await middleware.aclose()
     assert page.status_code != 200
-    assert "code_rejected" in page.text
+    assert "client_rejected" in page.text  # a setting to fix, not a bad link
 
 
 async def test_an_unregistered_redirect_uri_is_not_redirected_to() -> None:

@@ -401,7 +401,8 @@ def test_session_keeping_only_sub_is_enough() -> None:
         pytest.param("sub", {}, {k: v for k, v in SESSION_CLAIMS.items() if k != "sub"}, id="session-without-sub"),
         pytest.param("iss", {}, {**SESSION_CLAIMS, "iss": "https://old-op.test"}, id="iss-changed"),
         pytest.param("aud", {}, {**SESSION_CLAIMS, "aud": "old-client"}, id="aud-changed"),
-        pytest.param("auth_time", {"auth_time": NOW - 10}, SESSION_CLAIMS, id="auth_time-changed"),
+        pytest.param("auth_time", {"auth_time": AUTH_TIME - 10}, SESSION_CLAIMS, id="auth_time-earlier"),
+        pytest.param("auth_time", {"auth_time": "later"}, SESSION_CLAIMS, id="auth_time-not-a-number"),
         pytest.param("iat", {"iat": NOW - 301}, SESSION_CLAIMS, id="iat-older-than-the-session"),
         pytest.param("nonce", {"nonce": "other"}, {**SESSION_CLAIMS, "nonce": NONCE}, id="nonce-changed"),
         # The login rules still apply.
@@ -416,6 +417,12 @@ def test_session_keeping_only_sub_is_enough() -> None:
 def test_refreshed_id_token_rule_refuses(rule: str, overrides: dict[str, Any], previous: dict[str, Any]) -> None:
     error = refused_refresh(signed(refreshed_claims(**overrides)), previous)
     assert error.detail.startswith(f"{rule}:"), error.detail
+
+
+def test_a_later_auth_time_at_refresh_is_tolerated() -> None:
+    # django-oauth-toolkit and django-oidc-provider send the user's latest login (against Core 12.2);
+    # the session keeps its own (Session.refreshed), so nothing claims a login that did not happen.
+    assert validate_refreshed(signed(refreshed_claims(auth_time=AUTH_TIME + 600)))["auth_time"] == AUTH_TIME + 600
 
 
 def test_refreshed_id_token_signature_is_checked() -> None:
