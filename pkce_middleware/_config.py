@@ -150,7 +150,8 @@ class PKCEConfig:
     )
     session_idle_timeout: int = _option(
         "PKCE_SESSION_IDLE_TIMEOUT",
-        "Seconds without a request after which the session ends (sliding; re-issued at most once a minute).",
+        "Seconds without a request after which the session ends (sliding: the cookie is re-issued once half of "
+        "it has passed, so a session ends after between half and all of it without requests).",
         "int",
         default=3600,
     )

@@ -33,8 +33,11 @@ __all__: list[str] = []
 
 logger = logging.getLogger("pkce_middleware")
 
-#: The idle clock is kept to the minute, so a busy session is not rewritten on every request.
+#: The idle clock is written back at most once a minute, even with the shortest idle timeout.
 IDLE_RESOLUTION = 60
+#: Re-issues remembered (by the session they replace), so that concurrent requests carrying the
+#: same old cookie share one new session and one sealing.
+MAX_REISSUES = 1024
 
 
 @dataclasses.dataclass(slots=True)
@@ -53,6 +56,11 @@ class SessionManager:
         self._providers = providers
         self._idle = config.session_idle_timeout
         self._margin = config.refresh_margin
+        # ASP.NET Core's sliding rule: write the idle clock back once half of the window has passed.
+        # A session then ends after between half and all of the idle timeout without requests,
+        # and a busy one is re-issued twice per window, not on every request (no Set-Cookie).
+        self._reissue_after = max(IDLE_RESOLUTION, self._idle // 2)
+        self._reissued: dict[int, tuple[Session, int, Session]] = {}
 
     async def current(self, scope: Scope) -> Current | None:
         """The live session of this request, refreshed if due; `None` if it has none or it ended."""
@@ -77,12 +85,28 @@ class SessionManager:
                 if now >= expiry:
                     raise SessionUnavailable(f"refresh failed ({exc.error}) and the access token expired") from exc
                 logger.warning("refresh failed, serving with the current access token: reason=%s", exc.error)
-        if write or now - session.last_seen >= IDLE_RESOLUTION:
-            write = True
+        if write:
             if session.last_seen != now:
                 session = dataclasses.replace(session, last_seen=now)
+        elif now - session.last_seen >= self._reissue_after:
+            write = True
+            session = self._reissue(session, now)
         # Built per request: the app may change its copies without touching anyone else's.
         return Current(session, session.user(), session.credentials(), write=write)
+
+    def _reissue(self, session: Session, now: int) -> Session:
+        """`session` with its idle clock moved to now, the same object for every request that
+        brings the same old session within a minute (so it is sealed once: `SessionCodec.seal`)."""
+        slot = now // IDLE_RESOLUTION
+        known = self._reissued.get(id(session))
+        if known is not None and known[0] is session and known[1] == slot:
+            return known[2]
+        renewed = dataclasses.replace(session, last_seen=now)
+        if len(self._reissued) >= MAX_REISSUES:
+            self._reissued.clear()
+        # The old session is kept with the entry, so its id cannot be reused while the entry lives.
+        self._reissued[id(session)] = (session, slot, renewed)
+        return renewed
 
     async def live(self, scope: Scope) -> Session | None:
         """The request's session if it is still valid (not expired, idle or logged out), without

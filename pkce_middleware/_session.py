@@ -268,8 +268,23 @@ class SessionCodec:
         self._sealer = sealer
         self._cache: OrderedDict[str, tuple[str, Session]] = OrderedDict()
         self._cache_size = cache_size
+        #: Sessions sealed lately, by identity (each kept with its entry, so its id stays its own).
+        self._sealed: dict[int, tuple[Session, str]] = {}
 
     def seal(self, session: Session) -> str:
+        """The cookie value of `session`; the same `Session` object is sealed once (concurrent
+        requests re-issuing one session share it), and what is sealed here opens from the cache."""
+        known = self._sealed.get(id(session))
+        if known is not None and known[0] is session:
+            return known[1]
+        value = self._seal(session)
+        if len(self._sealed) >= self._cache_size:
+            self._sealed.clear()
+        self._sealed[id(session)] = (session, value)
+        self._remember(value, session)
+        return value
+
+    def _seal(self, session: Session) -> str:
         payload = {
             "id": session.id,
             # The claims are usually the ID token's payload; storing both would double the cookie.
@@ -323,7 +338,12 @@ class SessionCodec:
         except (ValueError, KeyError, TypeError, AttributeError, IndexError):
             # Only we can seal, so this is a cookie from an incompatible version: treat it as absent.
             return None
-        self._cache[key] = (value, session)
+        self._remember(value, session)
+        return session
+
+    def _remember(self, value: str, session: Session) -> None:
+        if self._cache_size <= 0:
+            return
+        self._cache[value[-_CACHE_KEY_CHARS:]] = (value, session)
         if len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
-        return session

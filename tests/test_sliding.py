@@ -1,0 +1,65 @@
+"""Sliding expiry without a write per request: the idle clock goes back into the cookie only once
+half of `PKCE_SESSION_IDLE_TIMEOUT` has passed (ASP.NET Core's rule), and concurrent requests
+carrying the same old cookie share one re-issued cookie."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import httpx
+
+from pkce_middleware import PKCEMiddleware
+from tests.support.site import SESSION_COOKIE, login, make_client, open_site, seal_session
+
+IDLE = 3600
+
+
+async def old_cookie_request(app: PKCEMiddleware, cookie: str) -> httpx.Response:
+    """One request with `cookie`, from a client that never stores what it gets back."""
+    async with make_client(app) as client:
+        client.headers["Cookie"] = f"{SESSION_COOKIE}={cookie}"
+        return await client.get("/")
+
+
+def session_cookies(response: httpx.Response) -> list[str]:
+    return [v for v in response.headers.get_list("set-cookie") if v.startswith(SESSION_COOKIE + "=")]
+
+
+async def test_no_set_cookie_while_the_session_is_young() -> None:
+    async with open_site(session_idle_timeout=IDLE) as site:
+        assert (await login(site.client, site.hostile)).status_code == 303
+        for _ in range(5):
+            answer = await site.client.get("/")
+            assert answer.text.startswith("hello")
+            assert session_cookies(answer) == []
+            assert "no-store" not in answer.headers.get("cache-control", "")
+
+
+async def test_a_minute_old_session_is_not_rewritten_any_more() -> None:
+    async with open_site(session_idle_timeout=IDLE) as site:
+        site.client.cookies.set(SESSION_COOKIE, seal_session(site.middleware, last_seen=int(time.time()) - 600))
+        answer = await site.client.get("/")
+        assert answer.text == "hello carol"
+        assert session_cookies(answer) == []  # 10 minutes of a 60-minute window: nothing to write
+
+
+async def test_past_half_the_window_the_cookie_is_reissued_once_for_concurrent_requests() -> None:
+    async with open_site(session_idle_timeout=IDLE) as site:
+        aged = seal_session(site.middleware, last_seen=int(time.time()) - IDLE // 2 - 5)
+        # A page firing parallel requests with the same old cookie, before it stores the new one.
+        answers = await asyncio.gather(*(old_cookie_request(site.middleware, aged) for _ in range(8)))
+        assert all(answer.text == "hello carol" for answer in answers)
+        issued = {cookie for answer in answers for cookie in session_cookies(answer)}
+        assert len(issued) == 1  # one re-issued cookie (one sealing), shared by all eight
+        new_value = issued.pop().split(";", 1)[0].split("=", 1)[1]
+        assert new_value != aged
+        site.client.cookies.set(SESSION_COOKIE, new_value)
+        after = await site.client.get("/")
+        assert after.text == "hello carol" and session_cookies(after) == []
+
+
+async def test_a_session_idle_longer_than_the_window_ends() -> None:
+    async with open_site(session_idle_timeout=IDLE) as site:
+        site.client.cookies.set(SESSION_COOKIE, seal_session(site.middleware, last_seen=int(time.time()) - IDLE - 1))
+        assert (await site.client.get("/", headers={"Accept": "application/json"})).status_code == 401
