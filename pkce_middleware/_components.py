@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
+import os
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 
 import httpx
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -29,6 +32,8 @@ from ._session import Session, SessionCodec
 from ._store import RevocationLog, SessionStore
 
 __all__: list[str] = []
+
+logger = logging.getLogger("pkce_middleware")
 
 _REDIS_EXTRA = "pip install 'pkce_middleware[redis]'"
 
@@ -55,6 +60,13 @@ class Components:
         for provider in self.providers.values():
             await provider.startup()
         await self.store.startup()
+        workers = worker_count()
+        if workers > 1 and self.config.session_store == "cookie" and self.config.revocation_store == "memory":
+            logger.warning(
+                "%d workers share no revocation store: a session cookie replayed after its logout is still "
+                "accepted by the other workers; set PKCE_REVOCATION_STORE to a Redis URL (README, Deployment)",
+                workers,
+            )
 
     async def aclose(self) -> None:
         for provider in self.providers.values():
@@ -69,6 +81,26 @@ class Components:
         old = await self.store.load(scope)
         await self.store.discard(old.session if old else None, scope, cookies)
         await self.store.save(session, scope, cookies)
+
+
+def worker_count(environ: Mapping[str, str] | None = None, parent_cmdline: bytes | None = None) -> int:
+    """How many worker processes the server runs, as far as can be told: `WEB_CONCURRENCY` (read by
+    uvicorn and gunicorn), or `--workers N` / `-w N` on the command line of the process that
+    started this one (the server's master). 1 when nothing says more."""
+    env = os.environ if environ is None else environ
+    counts = [env.get("WEB_CONCURRENCY", "")]
+    if parent_cmdline is None:
+        try:
+            parent_cmdline = Path(f"/proc/{os.getppid()}/cmdline").read_bytes()
+        except OSError:
+            parent_cmdline = b""
+    args = parent_cmdline.decode("utf-8", "replace").split("\0")
+    for index, arg in enumerate(args):
+        if arg in ("--workers", "-w") and index + 1 < len(args):
+            counts.append(args[index + 1])
+        elif arg.startswith("--workers="):
+            counts.append(arg.partition("=")[2])
+    return max([int(count) for count in counts if count.strip().isdigit()] or [1])
 
 
 def build(
