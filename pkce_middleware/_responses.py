@@ -159,6 +159,7 @@ def choice_page(choice: ChooseProvider, form_targets: Iterable[str] = ()) -> Res
         for name, display in choice.providers
     )
     body = (
+        f"<p>{html.escape(choice.message)}</p>"
         f'<form method="get" action="{html.escape(choice.login_path)}">'
         f'<input type="hidden" name="next" value="{html.escape(choice.next_path)}">'
         f'<ul style="list-style:none;padding:0;display:grid;gap:.6em">{buttons}</ul></form>'
