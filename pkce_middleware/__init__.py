@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ._config import PKCEConfig
+from ._config import PKCEConfig, ProviderConfig
 from ._exceptions import (
     AccessDenied,
     BearerError,
@@ -62,6 +62,7 @@ __all__ = [
     "PKCEConfig",
     "PKCEMiddleware",
     "PKCEMiddlewareError",
+    "ProviderConfig",
     "ProviderError",
     "ProviderRefused",
     "ProviderTimeout",

@@ -112,7 +112,11 @@ def build(
 ) -> Components:
     keys = [str(key) for key in config.secret_keys]
     cookies = CookiePolicy(secure=config.cookie_secure)
-    codec = SessionCodec(Sealer(keys, bound_purpose("session", config)), cache_size=session_cache_size)
+    codec = SessionCodec(
+        Sealer(keys, bound_purpose("session", config)),
+        cache_size=session_cache_size,
+        bindings=config.provider_bindings,
+    )
     providers = {name: Provider(own, transport=transport) for name, _, own in config.each_provider}
     id_sealer = Sealer(keys, bound_purpose("session-id", config))
     store = _store(config, codec, cookies, id_sealer, cache_size=session_cache_size)

@@ -442,7 +442,11 @@ class PKCEConfig:
             if unknown:
                 raise ConfigError(f"provider {provider.name!r}: no such per-provider option {sorted(unknown)}")
             try:
-                own = dataclasses.replace(self, providers=(), **provider.options)
+                # Bearer tokens come from the first provider only: the others need not be OpenID ones.
+                overrides: dict[str, Any] = {"providers": (), **provider.options}
+                if provider is not self.providers[0]:
+                    overrides.update(resource=None, bearer_paths=())
+                own = dataclasses.replace(self, **overrides)
             except ConfigError as exc:
                 # Name the variable this provider's value came from.
                 detail = exc.detail
@@ -462,8 +466,19 @@ class PKCEConfig:
 
     @property
     def binding(self) -> str:
-        """The providers and clients cookies are bound to (`_components.bound_purpose`)."""
-        return " ".join(f"{config.provider_id} {config.client_id}" for _, _, config in self.each_provider)
+        """The provider and client cookies are bound to (`_components.bound_purpose`); with several,
+        each session is bound to its own inside the sealed payload (`provider_bindings`), so adding
+        or removing a provider ends only the sessions of the one removed."""
+        if self.providers:
+            return "several providers"
+        return f"{self.provider_id} {self.client_id}"
+
+    @property
+    def provider_bindings(self) -> dict[str, str] | None:
+        """With several providers: name -> the provider and client a session of it is bound to."""
+        if not self.providers:
+            return None
+        return {name: f"{own.provider_id} {own.client_id}" for name, _, own in self.each_provider}
 
     @property
     def plain_oauth(self) -> bool:

@@ -264,8 +264,10 @@ class SessionCodec:
     expiry is still checked on every request.
     """
 
-    def __init__(self, sealer: Sealer, *, cache_size: int = 1024) -> None:
+    def __init__(self, sealer: Sealer, *, cache_size: int = 1024, bindings: Mapping[str, str] | None = None) -> None:
         self._sealer = sealer
+        #: With several providers: the provider and client each provider's sessions are bound to.
+        self._bindings = bindings
         self._cache: OrderedDict[str, tuple[str, Session]] = OrderedDict()
         self._cache_size = cache_size
         #: Sessions sealed lately, by identity (each kept with its entry, so its id stays its own).
@@ -301,6 +303,8 @@ class SessionCodec:
         }
         if session.provider:
             payload["pv"] = session.provider
+        if self._bindings is not None:
+            payload["pb"] = self._bindings.get(session.provider, "")
         return self._sealer.seal(json.dumps(payload, separators=(",", ":")).encode())
 
     def is_current(self, value: str) -> bool:
@@ -335,6 +339,9 @@ class SessionCodec:
                 last_seen=data["ls"],
                 provider=data.get("pv", ""),
             )
+            if self._bindings is not None and data.get("pb") != self._bindings.get(session.provider):
+                # Sealed for a provider (or client) that is no longer this one under that name.
+                return None
         except (ValueError, KeyError, TypeError, AttributeError, IndexError):
             # Only we can seal, so this is a cookie from an incompatible version: treat it as absent.
             return None

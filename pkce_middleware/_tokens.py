@@ -265,6 +265,8 @@ class TokenValidator:
         except (ValueError, TypeError, KeyError, RecursionError) as exc:
             # RecursionError: joserfc's json.loads, on a (validly signed) payload nested a thousand deep.
             raise IDTokenError(f"malformed: {type(exc).__name__}") from None
+        if "crit" in token.header and not token.header["crit"]:
+            raise IDTokenError("crit: an empty list (RFC 7515 section 4.1.11 forbids it)")
         if not isinstance(token.claims, dict) or not _is_text(token.claims):
             # "\ud800" is legal JSON but no Unicode text: as a `sub`, `sid` or `jti` it would break every
             # step that encodes it (keys, hashes, logs), so it is refused here, at the border.

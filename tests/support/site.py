@@ -279,5 +279,7 @@ def seal_session(middleware: PKCEMiddleware, **overrides: Any) -> str:
 def session_codec(config: PKCEConfig) -> SessionCodec:
     """A codec with the cookie keys of `config`: it opens and seals what that middleware does."""
     return SessionCodec(
-        Sealer([str(key) for key in config.secret_keys], bound_purpose("session", config)), cache_size=0
+        Sealer([str(key) for key in config.secret_keys], bound_purpose("session", config)),
+        cache_size=0,
+        bindings=config.provider_bindings,
     )
