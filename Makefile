@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install test-deps redis-server chromium test fuzz lint demo bench readme clean
+.PHONY: install test-deps redis-server chromium test fuzz lint demo bench bench-server readme clean
 
 install: $(VENV)/.installed provider/node_modules/.package-lock.json
 
@@ -54,6 +54,12 @@ readme: install
 
 bench: install
 	$(BIN)/python -m benchmarks.bench_request
+
+# Requests per second through real uvicorn processes (benchmarks/README.md, "bench_server"). The load
+# comes from Debian's wrk, installed here when missing (the script falls back to a Python client).
+bench-server: install redis-server
+	@command -v wrk >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }
+	$(BIN)/python -m benchmarks.bench_server
 
 clean:
 	rm -rf $(VENV) provider/node_modules .mypy_cache .ruff_cache .pytest_cache build

@@ -53,10 +53,14 @@ class CookieWriter(Response):
     def __init__(self) -> None:
         self.raw_headers = []
 
-    def apply(self, message: Message) -> None:
-        """Add the cookies to an `http.response.start` message, and make it uncacheable."""
+    def applied(self, message: Message) -> Message:
+        """An `http.response.start` message with the cookies added, made uncacheable.
+
+        A new message: an app may send the same message object on every response, and must not
+        find our cookies in it the next time.
+        """
         headers = [(k, v) for k, v in message.get("headers", ()) if k.lower() != b"cache-control"]
-        message["headers"] = [*headers, *self.raw_headers, (b"cache-control", b"no-store")]
+        return {**message, "headers": [*headers, *self.raw_headers, (b"cache-control", b"no-store")]}
 
 
 def read_cookie(scope: Scope, name: bytes) -> str | None:

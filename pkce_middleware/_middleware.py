@@ -264,7 +264,7 @@ class PKCEMiddleware:
 
         async def send_with_cookie(message: Message) -> None:
             if message["type"] == "http.response.start":
-                cookies.apply(message)
+                message = cookies.applied(message)
             await send(message)
 
         return send_with_cookie

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 import httpx
 
@@ -63,3 +64,22 @@ async def test_a_session_idle_longer_than_the_window_ends() -> None:
     async with open_site(session_idle_timeout=IDLE) as site:
         site.client.cookies.set(SESSION_COOKIE, seal_session(site.middleware, last_seen=int(time.time()) - IDLE - 1))
         assert (await site.client.get("/", headers={"Accept": "application/json"})).status_code == 401
+
+
+START = {"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]}
+
+
+async def reusing_app(scope: Any, receive: Any, send: Any) -> None:
+    """An app that sends the same start message object every time (a module-level constant)."""
+    await send(START)
+    await send({"type": "http.response.body", "body": b"ok"})
+
+
+async def test_an_app_reusing_its_start_message_does_not_collect_our_cookies() -> None:
+    async with open_site(session_idle_timeout=IDLE) as site:
+        site.middleware.app = reusing_app
+        aged = seal_session(site.middleware, last_seen=int(time.time()) - IDLE // 2 - 5)
+        for _ in range(3):
+            answer = await old_cookie_request(site.middleware, aged)
+            assert len(session_cookies(answer)) == 1
+        assert START["headers"] == [(b"content-type", b"text/plain")]
