@@ -60,7 +60,8 @@ class PKCEConfig:
     issuer: str = _option(
         "PKCE_ISSUER",
         "Issuer URL; metadata is read from `<issuer>/.well-known/openid-configuration`. Required, unless the "
-        "provider is plain OAuth 2.0 (`PKCE_AUTHORIZATION_ENDPOINT`).",
+        "provider is plain OAuth 2.0 (`PKCE_AUTHORIZATION_ENDPOINT`): there it is optional, and only the `iss` "
+        "its answers carry (RFC 9207).",
         default="",
     )
     client_id: str = _option(
@@ -312,9 +313,10 @@ class PKCEConfig:
                     "_CLIENT_ID, _CLIENT_SECRET, ..., not by PKCE_ISSUER, PKCE_CLIENT_ID or PKCE_CLIENT_SECRET"
                 )
         elif any(endpoints):
-            # Plain OAuth 2.0: the endpoints are the provider; there is no issuer to discover.
+            # Plain OAuth 2.0: the endpoints are the provider; there is no discovery. A `PKCE_ISSUER`
+            # beside them is only the issuer it names in RFC 9207's `iss` (checked when sent).
             if self.issuer:
-                raise ConfigError("PKCE_ISSUER and PKCE_AUTHORIZATION_ENDPOINT exclude each other: set one")
+                _check_url("PKCE_ISSUER", self.issuer)
             for name, value in zip(
                 ("PKCE_AUTHORIZATION_ENDPOINT", "PKCE_TOKEN_ENDPOINT", "PKCE_USERINFO_ENDPOINT"), endpoints, strict=True
             ):

@@ -49,7 +49,8 @@ class ProviderMetadata:
         """A plain OAuth 2.0 provider's endpoints, from the configuration (there is no discovery)."""
         assert config.authorization_endpoint and config.token_endpoint and config.userinfo_endpoint
         return cls(
-            issuer="",
+            # An issuer only if configured: the `iss` of RFC 9207 answers then has one to match.
+            issuer=config.issuer,
             authorization_endpoint=config.authorization_endpoint,
             token_endpoint=config.token_endpoint,
             jwks_uri="",

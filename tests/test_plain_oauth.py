@@ -138,10 +138,29 @@ async def test_a_callback_naming_an_issuer_is_refused() -> None:
         assert refused.status_code == 400 and "reason: iss_mismatch" in refused.text
 
 
+async def test_a_configured_issuer_is_the_iss_its_answers_must_carry() -> None:
+    """RFC 9207 at a plain provider that sends `iss` (django-oauth-toolkit does): `PKCE_ISSUER`
+    beside the endpoints names it, without any discovery."""
+    async with plain_site(issuer="https://op.test") as (hostile, _, client, _):
+        _, params = await begin_login(client)
+        code = hostile.issue_code(nonce="", challenge=params["code_challenge"])
+        landed = await client.get(CALLBACK_PATH, params={"code": code, "state": params["state"], "iss": hostile.issuer})
+        assert landed.status_code == 303
+        assert (await client.get("/")).text == "hello 583231"
+        assert hostile.calls.get("discovery", 0) == 0
+    async with plain_site(issuer="https://op.test") as (hostile, _, client, _):
+        _, params = await begin_login(client)
+        code = hostile.issue_code(nonce="", challenge=params["code_challenge"])
+        refused = await client.get(
+            CALLBACK_PATH, params={"code": code, "state": params["state"], "iss": "https://other.test"}
+        )
+        assert refused.status_code == 400 and "reason: iss_mismatch" in refused.text
+
+
 @pytest.mark.parametrize(
     ("overrides", "variable"),
     [
-        ({"issuer": "https://op.test"}, "PKCE_ISSUER"),
+        ({"issuer": "http://op.example"}, "PKCE_ISSUER"),
         ({"token_endpoint": None}, "PKCE_TOKEN_ENDPOINT"),
         ({"userinfo_endpoint": None}, "PKCE_USERINFO_ENDPOINT"),
         ({"token_endpoint": "http://evil.example/token"}, "PKCE_TOKEN_ENDPOINT"),

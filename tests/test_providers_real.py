@@ -5,7 +5,10 @@
   project of ``tests.support.django_op``; ``tests.support.django_providers``).
 
 Each provider is started once for this module, with its clients, and the example Starlette app is
-served in front of it once per client configuration (``tests.support.servers``). A browser
+served in front of it once per client configuration (``tests.support.servers``). At
+django-oauth-toolkit the app is also served as the client of a plain OAuth 2.0 provider
+(``PKCE_AUTHORIZATION_ENDPOINT``...: no ``openid``, no ID token), the user read from the
+GitHub-like profile endpoint that ``tests.support.django_op`` adds to it (``GET /api/user``). A browser
 (``httpx`` with ``BROWSER_HEADERS``) walks the provider's real login, consent and logout forms.
 Access tokens live ``TTL`` seconds and the apps refresh them only once expired
 (``PKCE_REFRESH_MARGIN=0``), so a request after that refreshes.
@@ -41,8 +44,18 @@ PROVIDERS = ("oidc-provider", "django-oauth-toolkit", "django-oidc-provider")
 #: Seconds an access token lives: short, so that the refresh tests wait little.
 TTL = 2
 #: The users of the Django providers (oidc-provider signs in any name); one or two per test, so no
-#: test's logins touch another's sessions.
-USERS = ("ada", "bea", "cyd", "dan", "eve", "fay", "gus", "hal", "ivy")
+#: test's logins touch another's sessions. The last ones sign in only at the plain OAuth 2.0 apps,
+#: with a name of their own, which the profile endpoint answers.
+USERS: tuple[str | dict[str, str], ...] = (
+    *("ada", "bea", "cyd", "dan", "eve", "fay", "gus", "hal", "ivy"),
+    {"username": "jon", "name": "Jon Plain", "email": "jon@example.test"},
+    {"username": "kim", "name": "Kim Plain", "email": "kim@example.test"},
+    {"username": "lou", "name": "Lou Plain", "email": "lou@example.test"},
+    {"username": "max", "name": "Max Plain", "email": "max@example.test"},
+    {"username": "ned", "name": "Ned Plain", "email": "ned@example.test"},
+)
+#: The provider whose project has the plain OAuth 2.0 profile endpoint (``tests.support.django_op.dot_plain``).
+PLAIN_PROVIDER = "django-oauth-toolkit"
 #: Characters that client_secret_basic must form-encode (RFC 6749 section 2.3.1).
 ENCODED_SECRET = "s3cr3t+/=:%&?"
 #: Where the plain OAuth 2.0 client's browser is sent back: nothing listens there, the walk stops first.
@@ -71,6 +84,11 @@ class Client:
     #: The secret the app is configured with, when it is not ``secret`` (a wrong one).
     app_secret: str | None = None
     app: bool = True
+    #: A plain OAuth 2.0 client of ``PLAIN_PROVIDER`` only (its app in plain mode, see ``_plain_env``).
+    plain_app: bool = False
+    #: Whether the provider sends RFC 9207 ``iss`` in its authorization responses to this client
+    #: (django-oauth-toolkit: ``"authorization_response_iss"``; as configured here it does by default).
+    iss: bool = True
 
 
 CLIENTS = (
@@ -80,7 +98,23 @@ CLIENTS = (
     Client("encoded-basic", ENCODED_SECRET + secrets.token_hex(4)),
     Client("encoded-post", ENCODED_SECRET + secrets.token_hex(4), "client_secret_post"),
     Client("plain", f"secret-{secrets.token_hex(8)}", app=False),
+    # GitHub sends no `iss`: these two are plain OAuth 2.0 clients whose responses carry none either.
+    Client("plain-app", f"secret-{secrets.token_hex(8)}", plain_app=True, iss=False),
+    Client(
+        "plain-wrong-secret",
+        f"secret-{secrets.token_hex(8)}",
+        app_secret=f"not-the-secret-{secrets.token_hex(8)}",
+        plain_app=True,
+        iss=False,
+    ),
+    # django-oauth-toolkit as configured: RFC 9207 `iss` in every authorization response.
+    Client("plain-iss", f"secret-{secrets.token_hex(8)}", plain_app=True),
 )
+
+
+def _clients(provider: str) -> list[Client]:
+    """The clients registered at ``provider``: the plain apps' only at ``PLAIN_PROVIDER``."""
+    return [client for client in CLIENTS if provider == PLAIN_PROVIDER or not client.plain_app]
 
 
 @dataclasses.dataclass
@@ -129,24 +163,30 @@ def _django_client(client: Client, port: int | None) -> dict[str, Any]:
         "client_id": client.name,
         "client_secret": client.secret,
         **(_redirects(port) if port is not None else {"redirect_uris": [PLAIN_REDIRECT_URI]}),
-        "openid": client.app,  # django-oauth-toolkit: the plain client is a plain OAuth 2.0 client
+        # django-oauth-toolkit: the plain clients are plain OAuth 2.0 clients (no signing algorithm).
+        "openid": client.app and not client.plain_app,
+        "authorization_response_iss": client.iss,
     }
 
 
 def _start_provider(name: str, ports: dict[str, int]) -> LocalProvider | DjangoProvider:
     if name == "oidc-provider":
         return LocalProvider(
-            [_panva_client(client, ports.get(client.name)) for client in CLIENTS], ttl={"AccessToken": TTL}
+            [_panva_client(client, ports.get(client.name)) for client in _clients(name)], ttl={"AccessToken": TTL}
         )
     kind = DjangoOAuthToolkitProvider if name == "django-oauth-toolkit" else DjangoOIDCProvider
     return kind(
-        [_django_client(client, ports.get(client.name)) for client in CLIENTS], users=USERS, access_token_ttl=TTL
+        [_django_client(client, ports.get(client.name)) for client in _clients(name)],
+        users=USERS,
+        access_token_ttl=TTL,
     )
 
 
 def _env(provider: Provider, client: Client, port: int) -> dict[str, str]:
     env = {
-        "PKCE_ISSUER": provider.issuer,
+        **(_plain_env(provider) if client.plain_app else {}),
+        # A plain provider that sends RFC 9207 `iss` is given the issuer it names (no discovery).
+        **({"PKCE_ISSUER": provider.issuer} if not client.plain_app or client.iss else {}),
         "PKCE_CLIENT_ID": client.name,
         "PKCE_SECRET_KEY": secrets.token_urlsafe(32),
         "PKCE_REDIRECT_URI": f"http://127.0.0.1:{port}/auth/callback",
@@ -161,16 +201,29 @@ def _env(provider: Provider, client: Client, port: int) -> dict[str, str]:
     return env
 
 
+def _plain_env(provider: Provider) -> dict[str, str]:
+    """django-oauth-toolkit as a plain OAuth 2.0 provider, configured the way GitHub is (README,
+    Recipes): its endpoints instead of an issuer, and the profile's number ``id`` as the user."""
+    origin = urlsplit(provider.issuer)._replace(path="").geturl()
+    return {
+        "PKCE_AUTHORIZATION_ENDPOINT": f"{provider.issuer}/authorize/",
+        "PKCE_TOKEN_ENDPOINT": f"{provider.issuer}/token/",
+        "PKCE_USERINFO_ENDPOINT": f"{origin}/api/user",
+        "PKCE_USER_ID_CLAIM": "id",
+        "PKCE_SCOPES": "read",
+    }
+
+
 @pytest.fixture(scope="module", params=PROVIDERS)
 def deployment(request: pytest.FixtureRequest) -> Iterator[Deployment]:
     name: str = request.param
-    ports = {client.name: free_port() for client in CLIENTS if client.app}
+    ports = {client.name: free_port() for client in _clients(name) if client.app}
     with _start_provider(name, ports) as provider, contextlib.ExitStack() as stack:
         servers = [
             AppServer(
                 "uvicorn", "examples.starlette_app:app", ports[client.name], _env(provider, client, ports[client.name])
             )
-            for client in CLIENTS
+            for client in _clients(name)
             if client.app
         ]
         stack.enter_context(serve_all(servers))
@@ -427,7 +480,8 @@ def test_a_plain_oauth2_authorization_without_openid(deployment: Deployment) -> 
     django-oauth-toolkit (a client without a signing algorithm, scope ``read``) and oidc-provider
     (a client with ``require_auth_time: false``, scope ``profile``) answer with an access token and
     a refresh token and no ID token. django-oidc-provider answers with an ``id_token`` all the same:
-    a signed JWT with no claims at all. (The middleware always asks for ``openid``.)
+    a signed JWT with no claims at all. (The middleware asks for ``openid`` unless it is configured
+    for a plain OAuth 2.0 provider: the tests below.)
     """
     scope = "read" if deployment.name == "django-oauth-toolkit" else "profile"
     client = next(client for client in CLIENTS if client.name == "plain")
@@ -448,3 +502,170 @@ def test_a_plain_oauth2_authorization_without_openid(deployment: Deployment) -> 
         assert _jwt_claims(token["id_token"]) == {}
     else:
         assert "id_token" not in token
+
+
+# -- a plain OAuth 2.0 provider (django-oauth-toolkit with a GitHub-like profile endpoint) ---------
+
+#: These tests need the profile endpoint, which only django-oauth-toolkit's project has: they take
+#: the module's django-oauth-toolkit deployment (the same provider process as its other tests).
+plain_provider_only = pytest.mark.parametrize("deployment", [PLAIN_PROVIDER], indirect=True)
+
+
+def _plain_provider(deployment: Deployment) -> DjangoOAuthToolkitProvider:
+    assert isinstance(deployment.provider, DjangoOAuthToolkitProvider)
+    return deployment.provider
+
+
+def _profile_reads(provider: DjangoProvider, client: str) -> list[tuple[str, str]]:
+    """``(user name, token fingerprint)`` of each answer of the profile endpoint to ``client``'s tokens."""
+    provider.sync_log()
+    return [
+        (fields[3], fields[4])
+        for fields in (line.split() for line in provider.log_lines)
+        if len(fields) == 5 and fields[:3] == ["DJOP", "profile", client]
+    ]
+
+
+def _issued(provider: DjangoProvider, client: str) -> list[tuple[str, str]]:
+    """``(grant type, token fingerprint)`` of each access token the token endpoint issued to ``client``."""
+    provider.sync_log()
+    return [
+        (fields[2], fields[4])
+        for fields in (line.split() for line in provider.log_lines)
+        if len(fields) == 5 and fields[:2] == ["DJOP", "issued"] and fields[3] == client
+    ]
+
+
+def _name(user: str) -> str:
+    """The ``name`` of one of ``USERS`` (the profile endpoint's ``name``)."""
+    return next(entry["name"] for entry in USERS if isinstance(entry, dict) and entry["username"] == user)
+
+
+def _plain_login(deployment: Deployment, browser: httpx.Client, client: str, user: str) -> list[str]:
+    """Sign in at a plain app: its page shows the user's number ``id`` (as a string) and name."""
+    page, visited = login_with_forms(browser, f"{deployment.apps[client]}/", user)
+    assert page.status_code == 200, f"{page.status_code} at {page.url}\n{page.text[:1000]}"
+    assert f"<p>hello {_plain_provider(deployment).subject(user)}</p>" in page.text
+    assert f"Signed in as <b>{_name(user)}</b> with scopes <code>read</code>" in page.text
+    return visited
+
+
+@plain_provider_only
+def test_a_plain_oauth2_login_takes_the_user_from_the_profile_endpoint(deployment: Deployment) -> None:
+    """With ``PKCE_AUTHORIZATION_ENDPOINT``, ``PKCE_TOKEN_ENDPOINT`` and ``PKCE_USERINFO_ENDPOINT``
+    instead of ``PKCE_ISSUER`` (GitHub's recipe): no ``openid`` and no nonce, PKCE (S256) all the
+    same; django-oauth-toolkit answers the code grant with an access token and no ID token, and the
+    middleware reads ``GET /api/user`` with that very token (its fingerprint in the provider's log).
+    The user is the profile's number ``id`` (the user's primary key), as a string, and ``/me``
+    shows the profile as the user's claims.
+    """
+    provider = _plain_provider(deployment)
+    app = deployment.apps["plain-app"]
+    codes = deployment.grants("authorization_code", "plain-app")
+    with _browser() as browser:
+        first = browser.get(f"{app}/")
+        assert first.status_code == 302
+        assert first.headers["location"].startswith(f"{provider.issuer}/authorize/?")
+        query = parse_qs(urlsplit(first.headers["location"]).query)
+        assert query["scope"] == ["read"] and "nonce" not in query
+        assert query["code_challenge_method"] == ["S256"] and len(query["code_challenge"][0]) == 43
+        assert query["response_type"] == ["code"] and query["client_id"] == ["plain-app"]
+
+        visited = _plain_login(deployment, browser, "plain-app", "jon")
+        assert deployment.login_form_shown(visited)
+        callbacks = [parse_qs(urlsplit(url).query) for url in visited if url.startswith(f"{app}/auth/")]
+        assert len(callbacks) == 1 and "code" in callbacks[0] and "iss" not in callbacks[0]
+        assert deployment.grants("authorization_code", "plain-app") == codes + 1
+        grant, token = _issued(provider, "plain-app")[-1]
+        assert grant == "authorization_code"
+        assert [read for read in _profile_reads(provider, "plain-app") if read[0] == "jon"] == [("jon", token)]
+
+        me = browser.get(f"{app}/me").json()
+        assert me["sub"] == me["claims"]["sub"] == str(me["claims"]["id"])  # the profile's number id
+        assert me["claims"]["login"] == "jon"
+
+    # The profile endpoint is django-oauth-toolkit's token check's: nothing without a valid token.
+    profile = _plain_env(provider)["PKCE_USERINFO_ENDPOINT"]
+    assert httpx.get(profile, timeout=10.0).status_code == 403
+    assert httpx.get(profile, headers={"Authorization": "Bearer nonsense"}, timeout=10.0).status_code == 403
+
+
+@plain_provider_only
+def test_a_plain_oauth2_session_refreshes_and_reads_the_profile_again(deployment: Deployment) -> None:
+    """A request after the access token expired redeems the refresh token (django-oauth-toolkit
+    issues one with every code grant, and rotates it) and reads the profile again with the new
+    access token; it names the same user, so the session goes on as that user."""
+    provider = _plain_provider(deployment)
+    app = deployment.apps["plain-app"]
+    with _browser() as browser:
+        _plain_login(deployment, browser, "plain-app", "kim")
+        login_token = _issued(provider, "plain-app")[-1][1]
+        refreshes = deployment.grants("refresh_token", "plain-app")
+        time.sleep(TTL + 0.3)
+
+        page = browser.get(f"{app}/")
+        refreshed_at = time.monotonic()
+        assert page.status_code == 200
+        assert f"<p>hello {provider.subject('kim')}</p>" in page.text and f"<b>{_name('kim')}</b>" in page.text
+        assert deployment.grants("refresh_token", "plain-app") == refreshes + 1
+        grant, token = _issued(provider, "plain-app")[-1]
+        assert grant == "refresh_token" and token != login_token
+        assert [read for read in _profile_reads(provider, "plain-app") if read[0] == "kim"] == [
+            ("kim", login_token),
+            ("kim", token),
+        ]
+        # The refreshed session was kept, and while its access token lives nothing is read again.
+        assert browser.get(f"{app}/").status_code == 200
+        if time.monotonic() - refreshed_at < TTL - 1:
+            assert deployment.grants("refresh_token", "plain-app") == refreshes + 1
+            assert len([read for read in _profile_reads(provider, "plain-app") if read[0] == "kim"]) == 2
+
+
+@plain_provider_only
+def test_signing_out_of_a_plain_oauth2_session_is_local(deployment: Deployment) -> None:
+    """No end-session endpoint: the sign-out form ends the app's session (303 to ``/``) and sends
+    nothing to the provider; the next page load goes to the authorization endpoint again, and the
+    provider's own session lives on (the login after it shows no login form, only consent)."""
+    provider = _plain_provider(deployment)
+    app = deployment.apps["plain-app"]
+    with _browser() as browser:
+        _plain_login(deployment, browser, "plain-app", "lou")
+        provider.sync_log()
+        seen = len(provider.log_lines)
+        out = browser.post(f"{app}/auth/logout", headers={"Origin": app})
+        assert out.status_code == 303 and out.headers["location"] == "/"
+        provider.sync_log()
+        assert [line for line in provider.log_lines[seen:] if "/__djop_sync/" not in line] == []
+        _signed_out(deployment, browser, "plain-app")
+
+        visited = _plain_login(deployment, browser, "plain-app", "lou")
+        assert not deployment.login_form_shown(visited)
+
+
+@plain_provider_only
+def test_a_wrong_client_secret_at_a_plain_oauth2_provider_ends_in_the_error_page(deployment: Deployment) -> None:
+    """django-oauth-toolkit refuses the code redemption (``invalid_client``); the middleware shows
+    its error page (``client_rejected``), reads no profile and starts no session."""
+    provider = _plain_provider(deployment)
+    with _browser() as browser:
+        page, _ = login_with_forms(browser, f"{deployment.apps['plain-wrong-secret']}/", "max")
+        _assert_error_page(page, 502, "client_rejected")
+        assert deployment.grants("authorization_code", "plain-wrong-secret", "invalid_client") == 1
+        assert deployment.grants("authorization_code", "plain-wrong-secret") == 0
+        assert _issued(provider, "plain-wrong-secret") == [] and _profile_reads(provider, "plain-wrong-secret") == []
+        _signed_out(deployment, browser, "plain-wrong-secret")
+
+
+@plain_provider_only
+def test_a_plain_oauth2_provider_that_sends_iss_is_held_to_it(deployment: Deployment) -> None:
+    """django-oauth-toolkit as configured here sends RFC 9207 ``iss`` (its issuer) in every
+    authorization response, plain OAuth 2.0 clients' included. With ``PKCE_ISSUER`` beside the
+    endpoints (no discovery: only the issuer ``iss`` must name), the login goes through."""
+    provider = _plain_provider(deployment)
+    app = deployment.apps["plain-iss"]
+    with _browser() as browser:
+        page, visited = login_with_forms(browser, f"{app}/", "ned")
+        callbacks = [parse_qs(urlsplit(url).query) for url in visited if url.startswith(f"{app}/auth/")]
+        assert len(callbacks) == 1 and callbacks[0]["iss"] == [provider.issuer]
+        assert page.status_code == 200 and "hello" in page.text
+        assert len(_issued(provider, "plain-iss")) == 1 and len(_profile_reads(provider, "plain-iss")) == 1

@@ -37,9 +37,9 @@ class DjangoProvider:
 
     ``clients`` are dicts as ``tests.support.django_op`` describes them (``client_id``,
     ``client_secret`` or none for a public client, ``redirect_uris``, ``post_logout_redirect_uris``,
-    ``grant_types``, ``skip_consent``, ``openid``); ``users`` are user names, or dicts with
-    ``username``, ``password``, ``email``, ``name``. ``access_token_ttl`` is the access tokens'
-    ``expires_in`` in seconds. ``startup_timeout`` defaults to the launcher's
+    ``grant_types``, ``skip_consent``, ``openid``, ``authorization_response_iss``); ``users`` are
+    user names, or dicts with ``username``, ``password``, ``email``, ``name``. ``access_token_ttl``
+    is the access tokens' ``expires_in`` in seconds. ``startup_timeout`` defaults to the launcher's
     (``tests.support.processes.startup_timeout``). A ``port`` given and taken ends in
     ``PortTaken``; a port picked here is picked again.
     """

@@ -5,7 +5,9 @@ Two settings modules over one shared core (`common`):
 * `settings_dot`: django-oauth-toolkit (`oauth2_provider`) in OIDC mode, mounted at `/o/`
   (issuer `http://127.0.0.1:<port>/o`): RSA key, PKCE required (S256 only), RFC 9207 `iss` in
   authorization responses, refresh tokens (rotated), RP-initiated logout with its confirmation
-  form. A client with `"openid": false` is a plain OAuth 2.0 client (no ID tokens, ever).
+  form. A client with `"openid": false` is a plain OAuth 2.0 client (no ID tokens, ever); such
+  clients read the user from a GitHub-like profile endpoint, `GET /api/user` (scope `read`;
+  `{"id": <pk, a number>, "login", "name", "email"}`; see `dot_plain`).
 * `settings_dop`: django-oidc-provider (`oidc_provider`), mounted at `/openid/` (issuer
   `http://127.0.0.1:<port>/openid`): PKCE when the client sends it (never required), refresh
   tokens (rotated), end_session without a prompt for a known `post_logout_redirect_uri`.
@@ -26,7 +28,9 @@ app under uvicorn on 127.0.0.1. Configuration: ONE JSON object in the env var `D
                         "grant_types": ["authorization_code", "refresh_token"] (default; DOT has one
                         grant type per client, and issues refresh tokens with every code grant),
                         "skip_consent": false (default: the consent form is shown),
-                        "openid": true (default; DOT only: false makes a plain OAuth 2.0 client)}]
+                        "openid": true (default; DOT only: false makes a plain OAuth 2.0 client),
+                        "authorization_response_iss": true (default; DOT only: false leaves
+                        RFC 9207 `iss` out of this client's authorization responses)}]
 
 Users log in at `/accounts/login/` (Django's `LoginView`, fields `username` and `password`);
 `sub` is the user's primary key, as both providers make it.
@@ -38,4 +42,8 @@ Output, one line each (flushed), for tests to grep:
     DJOP READY <issuer>
     DJOP <METHOD> <path-without-query> <status>       every request
     DJOP grant <grant_type> <client_id> <ok|error>   every POST to the token endpoint
+    DJOP issued <grant_type> <client_id> <token>      every access token it issues (`<token>`: the
+                                                      start of its SHA-256, `log.token_fingerprint`)
+    DJOP profile <client_id> <username> <token>      every answer of DOT's `/api/user`, and the
+                                                      fingerprint of the bearer token it was read with
 """

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
 from collections.abc import Callable
 from typing import Any
@@ -14,6 +15,11 @@ from django.http import HttpRequest, HttpResponse
 
 def say(*fields: object) -> None:
     print("DJOP", *fields, flush=True)
+
+
+def token_fingerprint(token: str) -> str:
+    """A token's fingerprint in the log (the start of its SHA-256: the token itself is not logged)."""
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()[:16]
 
 
 class RequestLog:
@@ -29,6 +35,9 @@ class RequestLog:
         response = self.get_response(request)
         if grant is not None:
             say("grant", grant[0], grant[1], "ok" if response.status_code == 200 else _error(response))
+            issued = _access_token(response)
+            if issued is not None:
+                say("issued", grant[0], grant[1], token_fingerprint(issued))
         say(request.method, request.path, response.status_code)
         return response
 
@@ -42,6 +51,18 @@ def _client_id(request: HttpRequest) -> str:
             return "-"
         return unquote_plus(user) or "-"
     return str(request.POST.get("client_id") or "-")
+
+
+def _access_token(response: HttpResponse) -> str | None:
+    """The access token a successful token response carries."""
+    if response.status_code != 200:
+        return None
+    try:
+        body: Any = json.loads(response.content)
+    except ValueError:
+        return None
+    token = body.get("access_token") if isinstance(body, dict) else None
+    return token if isinstance(token, str) and token else None
 
 
 def _error(response: HttpResponse) -> str:

@@ -67,6 +67,8 @@ OAUTH2_PROVIDER = {
     },
     "DEFAULT_SCOPES": ["openid"],
     "OAUTH2_VALIDATOR_CLASS": "tests.support.django_op.dot_claims.ClaimsValidator",
+    # django-oauth-toolkit's own, but for clients configured without RFC 9207 `iss` (see dot_plain).
+    "OAUTH2_BACKEND_CLASS": "tests.support.django_op.dot_plain.OAuthLibCore",
     # RFC 9700's gates, all on (the defaults of django-oauth-toolkit 4.0): S256 only, the RFC 9207
     # `iss` parameter in authorization responses, no implicit or password grant, no access token in
     # a query string, tokens stored hashed.
