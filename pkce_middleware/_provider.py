@@ -288,6 +288,9 @@ class Provider:
         validator = self._validator
         assert validator is not None  # set together with the metadata just awaited
         token = await self._post_token(metadata, body, CODE_GRANT)
+        # The ID token was minted during that call: judged by the clock after it, or with no
+        # leeway one minted as our second turned over would be "from the future".
+        now = max(now, int(time.time()))
         claims = await self._verify(
             lambda keys: validator.validate(
                 token["id_token"], keys, nonce=flow.nonce, access_token=token["access_token"], now=now
@@ -314,6 +317,7 @@ class Provider:
         validator = self._validator
         body = prepare_token_request("refresh_token", refresh_token=refresh_token)
         token = await self._post_token(metadata, body, REFRESH_GRANT)
+        now = max(now, int(time.time()))  # as at login: the clock after the call that minted it
         if validator is None:  # a plain OAuth 2.0 provider: no keys to check an ID token with
             token.pop("id_token", None)
         raw = token.get("id_token")
