@@ -31,8 +31,10 @@ async def home(request: Request) -> HTMLResponse:
 
 
 async def me(request: Request) -> JSONResponse:
-    # No scope check: the middleware lets only signed-in users in, and granted scopes differ between
-    # providers (a plain OAuth 2.0 provider grants no `openid`).
+    # Not `@requires("openid")`: granted scopes differ between providers (a plain OAuth 2.0 one
+    # grants no `openid`). Anonymous only where PKCE_PUBLIC_PATHS makes this path public.
+    if not request.user.is_authenticated:
+        return JSONResponse({"error": "sign in first"}, status_code=403)
     return JSONResponse({"sub": request.user.identity, "claims": dict(request.user.claims)})
 
 

@@ -23,6 +23,7 @@ import pytest
 from pkce_middleware.testing import BROWSER_HEADERS
 from tests.support.oidc_provider import LocalProvider, login_with_forms
 from tests.support.processes import free_port
+from tests.support.real_apps import app_client, app_env
 from tests.support.servers import app_server
 
 pytestmark = [pytest.mark.node, pytest.mark.servers]
@@ -49,32 +50,21 @@ class Sites:
 
 
 def _client(name: str, port: int) -> dict[str, object]:
-    base = f"http://127.0.0.1:{port}"
-    return {
-        "client_id": name,
-        "client_secret": secrets.token_urlsafe(24),
-        "token_endpoint_auth_method": "client_secret_basic",
-        "redirect_uris": [f"{base}/auth/callback"],
-        "post_logout_redirect_uris": [f"{base}/auth/logout"],
-        "grant_types": ["authorization_code"],
-    }
+    return app_client(name, port, secret=secrets.token_urlsafe(24))
 
 
 def _env(provider: LocalProvider, client: dict[str, object], port: int, **rules: str) -> dict[str, str]:
-    return {
-        "PKCE_ISSUER": provider.issuer,
-        "PKCE_CLIENT_ID": str(client["client_id"]),
-        "PKCE_CLIENT_SECRET": str(client["client_secret"]),
-        "PKCE_SECRET_KEY": secrets.token_urlsafe(32),
-        "PKCE_REDIRECT_URI": f"http://127.0.0.1:{port}/auth/callback",
-        "PKCE_COOKIE_SECURE": "false",  # plain http on loopback
-        "PKCE_SCOPES": "openid profile email groups",
+    return app_env(
+        provider,
+        client,
+        port,
+        PKCE_SCOPES="openid profile email groups",
         # No tolerance, so that a short max_age is outwaited in seconds.
-        "PKCE_CLOCK_LEEWAY": "0",
-        "EXAMPLE_BILLING_MAX_AGE": str(BILLING_MAX_AGE),
-        "EXAMPLE_VAULT_ACR": MFA,
+        PKCE_CLOCK_LEEWAY="0",
+        EXAMPLE_BILLING_MAX_AGE=str(BILLING_MAX_AGE),
+        EXAMPLE_VAULT_ACR=MFA,
         **rules,
-    }
+    )
 
 
 @pytest.fixture(scope="module")

@@ -38,6 +38,7 @@ from tests.support.oauth_clients import (
 )
 from tests.support.oidc_provider import LocalProvider, login_with_forms
 from tests.support.processes import free_port
+from tests.support.real_apps import app_client, app_env
 from tests.support.servers import AppServer, serve_all
 
 pytestmark = [pytest.mark.node, pytest.mark.servers]
@@ -77,28 +78,19 @@ class Setup:
 
 
 def _app_client(name: str, port: int) -> dict[str, Any]:
-    return {
-        "client_id": name,
-        "client_secret": f"secret-{name}",
-        "token_endpoint_auth_method": "client_secret_basic",
-        "redirect_uris": [f"http://127.0.0.1:{port}/auth/callback"],
-        "grant_types": ["authorization_code"],
-    }
+    return app_client(name, port, secret=f"secret-{name}", logout=False)
 
 
 def _env(provider: LocalProvider, client: dict[str, Any], port: int, **extra: str) -> dict[str, str]:
-    return {
-        "PKCE_ISSUER": provider.issuer,
-        "PKCE_CLIENT_ID": client["client_id"],
-        "PKCE_CLIENT_SECRET": client["client_secret"],
-        "PKCE_SECRET_KEY": secrets.token_urlsafe(32),
-        "PKCE_REDIRECT_URI": f"http://127.0.0.1:{port}/auth/callback",
-        "PKCE_COOKIE_SECURE": "false",  # plain http on loopback
-        "PKCE_BEARER_PATHS": "/mcp",
-        "PKCE_RESOURCE": f"http://127.0.0.1:{port}/mcp",
-        "PKCE_BEARER_REQUIRED_SCOPES": "mcp:tools",
+    return app_env(
+        provider,
+        client,
+        port,
+        PKCE_BEARER_PATHS="/mcp",
+        PKCE_RESOURCE=f"http://127.0.0.1:{port}/mcp",
+        PKCE_BEARER_REQUIRED_SCOPES="mcp:tools",
         **extra,
-    }
+    )
 
 
 @pytest.fixture(scope="module")

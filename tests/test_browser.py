@@ -26,6 +26,7 @@ from playwright.sync_api import Browser, Page, Request, Route, expect, sync_play
 
 from tests.support.oidc_provider import LocalProvider
 from tests.support.processes import free_port
+from tests.support.real_apps import app_client, app_env
 from tests.support.servers import app_server
 
 pytestmark = [pytest.mark.browser, pytest.mark.node, pytest.mark.servers]
@@ -59,27 +60,11 @@ APP_HOST = "localhost"  # not the provider's 127.0.0.1: a cookie jar of its own
 
 
 def _client(port: int) -> dict[str, object]:
-    base = f"http://{APP_HOST}:{port}"
-    return {
-        "client_id": "browser",
-        "client_secret": f"secret-browser-{secrets.token_hex(8)}",
-        "token_endpoint_auth_method": "client_secret_basic",
-        "redirect_uris": [f"{base}/auth/callback"],
-        "post_logout_redirect_uris": [f"{base}/auth/logout"],
-        "grant_types": ["authorization_code"],
-    }
+    return app_client("browser", port, secret=f"secret-browser-{secrets.token_hex(8)}", host=APP_HOST)
 
 
 def _env(provider: LocalProvider, client: dict[str, object], port: int) -> dict[str, str]:
-    return {
-        "PKCE_ISSUER": provider.issuer,
-        "PKCE_CLIENT_ID": str(client["client_id"]),
-        "PKCE_CLIENT_SECRET": str(client["client_secret"]),
-        "PKCE_SECRET_KEY": secrets.token_urlsafe(32),
-        "PKCE_REDIRECT_URI": f"http://{APP_HOST}:{port}/auth/callback",
-        "PKCE_PUBLIC_PATHS": "/health",
-        "PKCE_COOKIE_SECURE": "false",  # plain http on loopback
-    }
+    return app_env(provider, client, port, host=APP_HOST, PKCE_PUBLIC_PATHS="/health")
 
 
 def _abort_off_loopback(route: Route) -> None:

@@ -16,6 +16,7 @@ import pytest
 
 from tests.support.oidc_provider import LocalProvider, login_with_forms, logout_with_forms
 from tests.support.processes import free_port
+from tests.support.real_apps import app_client, app_env
 from tests.support.redis_server import RedisServer
 from tests.support.servers import app_server
 
@@ -30,30 +31,21 @@ REDIS_TTL = 6
 
 def _client(name: str, port: int) -> dict[str, object]:
     base = f"http://127.0.0.1:{port}"
-    return {
-        "client_id": name,
-        "client_secret": secrets.token_urlsafe(16),
-        "redirect_uris": [f"{base}/auth/callback"],
-        "post_logout_redirect_uris": [f"{base}/auth/logout"],
-        "grant_types": ["authorization_code", "refresh_token"],
-        "backchannel_logout_uri": f"{base}/auth/backchannel-logout",
-        "backchannel_logout_session_required": True,
-    }
+    return app_client(
+        name,
+        port,
+        secret=secrets.token_urlsafe(16),
+        auth_method=None,
+        grant_types=["authorization_code", "refresh_token"],
+        backchannel_logout_uri=f"{base}/auth/backchannel-logout",
+        backchannel_logout_session_required=True,
+    )
 
 
 def _env(
     provider: LocalProvider, client: dict[str, object], port: int, *, margin: int = MARGIN, **extra: str
 ) -> dict[str, str]:
-    return {
-        "PKCE_ISSUER": provider.issuer,
-        "PKCE_CLIENT_ID": str(client["client_id"]),
-        "PKCE_CLIENT_SECRET": str(client["client_secret"]),
-        "PKCE_SECRET_KEY": secrets.token_urlsafe(32),
-        "PKCE_REDIRECT_URI": f"http://127.0.0.1:{port}/auth/callback",
-        "PKCE_COOKIE_SECURE": "false",
-        "PKCE_REFRESH_MARGIN": str(margin),
-        **extra,
-    }
+    return app_env(provider, client, port, PKCE_REFRESH_MARGIN=str(margin), **extra)
 
 
 @pytest.fixture(scope="module")

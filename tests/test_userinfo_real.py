@@ -26,6 +26,7 @@ from pkce_middleware.testing import BROWSER_HEADERS
 from tests.support.oauth_clients import authorization_code_with_forms
 from tests.support.oidc_provider import LocalProvider, login_with_forms
 from tests.support.processes import free_port
+from tests.support.real_apps import app_client, app_env
 from tests.support.servers import app_server
 
 pytestmark = [pytest.mark.node, pytest.mark.servers]
@@ -53,29 +54,16 @@ class Setup:
 
 
 def _client(client_id: str, port: int) -> dict[str, Any]:
-    base = f"http://127.0.0.1:{port}"
-    return {
-        "client_id": client_id,
-        "client_secret": f"secret-{client_id}-{secrets.token_hex(8)}",
-        "token_endpoint_auth_method": "client_secret_basic",
-        "redirect_uris": [f"{base}/auth/callback"],
-        "post_logout_redirect_uris": [f"{base}/auth/logout"],
-        "grant_types": ["authorization_code", "refresh_token"],
-    }
+    return app_client(
+        client_id,
+        port,
+        secret=f"secret-{client_id}-{secrets.token_hex(8)}",
+        grant_types=["authorization_code", "refresh_token"],
+    )
 
 
 def _env(provider: LocalProvider, client: dict[str, Any], port: int, *, userinfo: bool) -> dict[str, str]:
-    env = {
-        "PKCE_ISSUER": provider.issuer,
-        "PKCE_CLIENT_ID": client["client_id"],
-        "PKCE_CLIENT_SECRET": client["client_secret"],
-        "PKCE_SECRET_KEY": secrets.token_urlsafe(32),
-        "PKCE_REDIRECT_URI": f"http://127.0.0.1:{port}/auth/callback",
-        "PKCE_COOKIE_SECURE": "false",  # plain http on loopback
-    }
-    if userinfo:
-        env["PKCE_USERINFO"] = "true"
-    return env
+    return app_env(provider, client, port, **({"PKCE_USERINFO": "true"} if userinfo else {}))
 
 
 @pytest.fixture(scope="module")

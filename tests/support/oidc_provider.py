@@ -11,11 +11,9 @@ Needs ``node`` on PATH and ``provider/node_modules`` (``npm ci --prefix provider
 from __future__ import annotations
 
 import json
-import secrets
 import shutil
 from collections.abc import Callable, Mapping
 from html.parser import HTMLParser
-from types import TracebackType
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
@@ -23,7 +21,7 @@ import httpx
 
 from pkce_middleware.testing import BROWSER_HEADERS
 from tests.support.django_forms import answer_django_form
-from tests.support.processes import REPO_ROOT, PortTaken, Process, free_port
+from tests.support.processes import REPO_ROOT, Process, ProviderLauncher
 
 __all__ = [
     "PROVIDER_DIR",
@@ -40,7 +38,7 @@ _REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 _AUTO_SUBMIT = "<title>Submitting Callback</title>"
 
 
-class LocalProvider:
+class LocalProvider(ProviderLauncher):
     """oidc-provider on 127.0.0.1, configured through ``OP_CONFIG`` (see provider/server.mjs).
 
     ``clients`` are oidc-provider client metadata dicts, ``ttl`` maps token kinds
@@ -48,7 +46,8 @@ class LocalProvider:
     Interaction, Grant) to seconds, and ``extra`` is merged last into OP_CONFIG for the remaining keys
     (``issuer``, ``conformIdTokenClaims``, ``backchannelLogout``, ``refreshTokens``,
     ``rotateRefreshToken``, ``accounts``, ``acrValues``, ``resourceServers``, ``dpopNonces``).
-    Use as a context manager, or call ``start()``/``stop()``.
+    Use as a context manager, or call ``start()``/``stop()`` (``ProviderLauncher``, which also has
+    ``sync_log()``, ``grant_count()`` and ``wait_for_log()``).
 
     Claims and ACR of a login, for authorization tests:
 
@@ -89,6 +88,9 @@ class LocalProvider:
     A ``port`` given and taken ends in ``PortTaken``; a port picked here is picked again.
     """
 
+    log_tag = "OPLOG"
+    sync_path = "/__oplog_sync/"
+
     def __init__(
         self,
         clients: list[dict[str, Any]],
@@ -98,14 +100,11 @@ class LocalProvider:
         extra: dict[str, Any] | None = None,
         startup_timeout: float | None = None,
     ) -> None:
+        super().__init__(port=port, startup_timeout=startup_timeout)
         self._clients = clients
         self._ttl = ttl
         self._extra = dict(extra or {})
-        self._fixed_port = port
-        self._startup_timeout = startup_timeout
-        self.port: int = port if port is not None else free_port()
-        self.metadata: dict[str, Any] = {}
-        self._process: Process | None = None
+        self._node = ""
 
     @property
     def issuer(self) -> str:
@@ -121,26 +120,7 @@ class LocalProvider:
         config.update(self._extra)
         return config
 
-    @property
-    def log_lines(self) -> list[str]:
-        """Every line the provider printed so far (of its last start; kept after ``stop()``)."""
-        return [] if self._process is None else self._process.lines
-
-    def __enter__(self) -> LocalProvider:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    def start(self) -> LocalProvider:
-        """Start the process and return once discovery answers 200; RuntimeError otherwise."""
-        if self.running:
-            raise RuntimeError("LocalProvider already started")
+    def _prepare(self) -> None:
         node = shutil.which("node")
         if node is None:
             raise RuntimeError("node is not on PATH; the test provider needs Node.js")
@@ -149,23 +129,16 @@ class LocalProvider:
                 f"{PROVIDER_DIR / 'node_modules'} is missing oidc-provider; "
                 "run `npm ci --prefix provider` in the repository root first"
             )
-        # A port picked by free_port() can be taken by someone else before node binds it.
-        attempts = 3 if self._fixed_port is None and "issuer" not in self._extra else 1
-        for attempt in range(attempts):
-            try:
-                self._launch(node)
-            except PortTaken:
-                if attempt == attempts - 1:
-                    raise
-                self.port = free_port()
-            else:
-                return self
-        raise AssertionError("unreachable")
+        self._node = node
 
-    def _launch(self, node: str) -> None:
+    def _port_attempts(self) -> int:
+        # A configured issuer holds the port: another one would not match it.
+        return 1 if "issuer" in self._extra else super()._port_attempts()
+
+    def _launch(self) -> None:
         self.metadata = {}
         self._process = Process(
-            [node, SERVER_SCRIPT],
+            [self._node, SERVER_SCRIPT],
             name=f"oidc-provider on port {self.port}",
             cwd=PROVIDER_DIR,
             env={
@@ -182,60 +155,6 @@ class LocalProvider:
             stop_timeout=5.0,
         )
         self._process.start_and_wait()
-
-    def _discovery_answers(self) -> str | None:
-        discovery = f"{self.issuer}/.well-known/openid-configuration"
-        try:
-            response = httpx.get(discovery, timeout=2.0)
-        except httpx.TransportError as exc:
-            return f"{discovery}: {exc!r}"
-        if response.status_code != 200:
-            return f"{discovery}: HTTP {response.status_code}"
-        self.metadata = response.json()
-        return None
-
-    def stop(self, timeout: float = 5.0) -> None:
-        """SIGTERM the process, kill it if it is still alive after ``timeout`` seconds."""
-        if self._process is not None:
-            self._process.stop(timeout)
-
-    @property
-    def running(self) -> bool:
-        return self._process is not None and self._process.running
-
-    def sync_log(self, timeout: float = 5.0) -> None:
-        """Wait until ``log_lines`` holds everything the provider logged before this call.
-
-        The provider logs an event before it answers, but the reader thread may see that line
-        only after the test got the answer. A request to a unique path is logged after all
-        earlier lines, so once its line is read the earlier ones are too.
-        """
-        if not self.running:
-            return  # stop() drained the pipe already
-        marker = f"/__oplog_sync/{secrets.token_hex(8)}"
-        try:
-            httpx.get(f"http://127.0.0.1:{self.port}{marker}", timeout=timeout)
-        except httpx.TransportError as exc:
-            raise RuntimeError(f"provider did not answer the log sync request: {exc!r}") from exc
-        self.wait_for_log(lambda line: line.startswith(f"OPLOG GET {marker} "), timeout=timeout)
-
-    def grant_count(self, grant_type: str, outcome: str = "ok", client_id: str | None = None) -> int:
-        """Count token endpoint grants (``OPLOG grant <type> <client> <outcome>`` lines).
-
-        Calls ``sync_log()`` first while the provider runs, so grants answered just before count.
-        """
-        self.sync_log()
-        count = 0
-        for line in self.log_lines:
-            fields = line.split()
-            if len(fields) != 5 or fields[:2] != ["OPLOG", "grant"]:
-                continue
-            if fields[2] != grant_type or fields[4] != outcome:
-                continue
-            if client_id is not None and fields[3] != client_id:
-                continue
-            count += 1
-        return count
 
     def events(self, name: str) -> list[list[str]]:
         """Fields after the name of each ``OPLOG event <name> ...`` line so far (after ``sync_log()``)."""
@@ -294,12 +213,6 @@ class LocalProvider:
                 continue
             count += 1
         return count
-
-    def wait_for_log(self, predicate: Callable[[str], bool], timeout: float = 5.0) -> str:
-        """Block until a log line satisfies ``predicate`` (e.g. a back-channel event); return it."""
-        if self._process is None:
-            raise RuntimeError("LocalProvider was never started")
-        return self._process.wait_for_line(predicate, timeout)
 
 
 class _Form:

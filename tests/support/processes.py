@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import secrets
 import signal
 import socket
 import subprocess
@@ -31,14 +32,19 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
+from typing import Any, ClassVar, Self
+
+import httpx
 
 __all__ = [
     "DEFAULT_STARTUP_TIMEOUT",
     "REPO_ROOT",
     "STARTUP_TIMEOUT_ENV",
+    "Launcher",
     "PortTaken",
     "Process",
     "ProcessError",
+    "ProviderLauncher",
     "ReadyCheck",
     "free_port",
     "port_is_free",
@@ -344,3 +350,144 @@ class Process:
         """Let the reader take in what is left in the pipe (bounded: a leftover child may hold it open)."""
         if self._reader is not None:
             self._reader.join(timeout=timeout)
+
+
+class Launcher:
+    """What the launchers of one server share (`RedisServer`, `LocalProvider`, the Django providers).
+
+    A context manager (`start()`, then `stop()`), with `port`, `running` and `log_lines`. A subclass
+    implements `_launch()`: build `self._process` for `self.port` and `start_and_wait()` it. `start()`
+    picks another port and launches again when the process says its port was taken, unless the port
+    was given (`port=`): a port picked by `free_port()` can be taken by someone else before the server
+    binds it. `_prepare()` runs once before the launches (e.g. to check that the program is installed).
+    """
+
+    def __init__(self, *, port: int | None = None, startup_timeout: float | None = None) -> None:
+        self._fixed_port = port
+        self._startup_timeout = startup_timeout
+        self.port: int = port if port is not None else free_port()
+        self._process: Process | None = None
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(port={self.port})"
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    def start(self) -> Self:
+        """Start the process; return once it is ready (`ProcessError` otherwise)."""
+        if self.running:
+            raise RuntimeError(f"{self!r} already started")
+        self._prepare()
+        attempts = self._port_attempts()
+        for attempt in range(attempts):
+            try:
+                self._launch()
+            except PortTaken:
+                if attempt == attempts - 1:
+                    raise
+                self.port = free_port()
+            else:
+                return self
+        raise AssertionError("unreachable")
+
+    def _prepare(self) -> None:
+        """Checks before the launches; nothing by default."""
+
+    def _port_attempts(self) -> int:
+        """How many ports to try: one when the port is fixed."""
+        return 3 if self._fixed_port is None else 1
+
+    def _launch(self) -> None:
+        raise NotImplementedError
+
+    def stop(self, timeout: float | None = None) -> None:
+        """SIGTERM the process, kill it if it is still alive after `timeout` s (default: its `stop_timeout`)."""
+        if self._process is not None:
+            self._process.stop(timeout)
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.running
+
+    @property
+    def log_lines(self) -> list[str]:
+        """Every line the process printed so far (of its last start; kept after `stop()`)."""
+        return [] if self._process is None else self._process.lines
+
+    def wait_for_log(self, predicate: Callable[[str], bool], timeout: float = 5.0) -> str:
+        """Block until a log line satisfies `predicate` (e.g. a back-channel event); return it."""
+        if self._process is None:
+            raise RuntimeError(f"{self!r} was never started")
+        return self._process.wait_for_line(predicate, timeout)
+
+
+class ProviderLauncher(Launcher):
+    """A `Launcher` of an OpenID Provider that logs requests and grants as `<log_tag> ...` lines.
+
+    Ready once discovery answers 200 (`_discovery_answers` is the `ready_check`; it fills
+    `metadata`). The process logs `<log_tag> <METHOD> <path> <status>` for every request and
+    `<log_tag> grant <type> <client> <outcome>` for every token request.
+    """
+
+    #: The first word of the process's log lines, and the path prefix of `sync_log()`'s requests.
+    log_tag: ClassVar[str]
+    sync_path: ClassVar[str]
+
+    def __init__(self, *, port: int | None = None, startup_timeout: float | None = None) -> None:
+        super().__init__(port=port, startup_timeout=startup_timeout)
+        self.metadata: dict[str, Any] = {}
+
+    @property
+    def issuer(self) -> str:
+        raise NotImplementedError
+
+    def _discovery_answers(self) -> str | None:
+        discovery = f"{self.issuer}/.well-known/openid-configuration"
+        try:
+            response = httpx.get(discovery, timeout=2.0)
+        except httpx.TransportError as exc:
+            return f"{discovery}: {exc!r}"
+        if response.status_code != 200:
+            return f"{discovery}: HTTP {response.status_code}"
+        self.metadata = response.json()
+        return None
+
+    def sync_log(self, timeout: float = 5.0) -> None:
+        """Wait until `log_lines` holds everything the provider logged before this call.
+
+        The provider logs an event before it answers, but the reader thread may see that line
+        only after the test got the answer. A request to a unique path is logged after all
+        earlier lines, so once its line is read the earlier ones are too.
+        """
+        if not self.running:
+            return  # stop() drained the pipe already
+        marker = f"{self.sync_path}{secrets.token_hex(8)}"
+        try:
+            httpx.get(f"http://127.0.0.1:{self.port}{marker}", timeout=timeout)
+        except httpx.TransportError as exc:
+            raise RuntimeError(f"provider did not answer the log sync request: {exc!r}") from exc
+        self.wait_for_log(lambda line: line.startswith(f"{self.log_tag} GET {marker} "), timeout=timeout)
+
+    def grant_count(self, grant_type: str, outcome: str = "ok", client_id: str | None = None) -> int:
+        """Count token endpoint requests (`<log_tag> grant <type> <client> <outcome>` lines).
+
+        Calls `sync_log()` first while the provider runs, so grants answered just before count.
+        """
+        self.sync_log()
+        count = 0
+        for line in self.log_lines:
+            fields = line.split()
+            if len(fields) != 5 or fields[:2] != [self.log_tag, "grant"]:
+                continue
+            if fields[2] != grant_type or fields[4] != outcome:
+                continue
+            if client_id is not None and fields[3] != client_id:
+                continue
+            count += 1
+        return count

@@ -20,7 +20,7 @@ import tempfile
 from pathlib import Path
 from types import TracebackType
 
-from tests.support.processes import PortTaken, Process, free_port
+from tests.support.processes import Launcher, Process
 
 __all__ = ["RedisServer"]
 
@@ -34,47 +34,23 @@ def _executable() -> str:
     return found
 
 
-class RedisServer:
+class RedisServer(Launcher):
     """One `redis-server` process; see the module docstring."""
 
     def __init__(self, *, appendonly: bool = False, startup_timeout: float | None = None) -> None:
-        self.port = free_port()
+        super().__init__(startup_timeout=startup_timeout)
         self.appendonly = appendonly
-        self._startup_timeout = startup_timeout
         self._dir = tempfile.TemporaryDirectory(prefix="pkce-redis-")
-        self._process: Process | None = None
-        self._started = False
 
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def __enter__(self) -> RedisServer:
-        return self.start()
-
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        self.stop()
+        super().__exit__(exc_type, exc, tb)
         self._dir.cleanup()
-
-    def start(self) -> RedisServer:
-        """Start (or start again, same port and directory); return once it accepts connections."""
-        if self._process is not None and self._process.running:
-            raise RuntimeError("redis-server is already running")
-        # A port from free_port() can be taken before redis binds it; only a restart must keep it.
-        attempts = 1 if self._started else 3
-        for attempt in range(attempts):
-            try:
-                self._launch()
-            except PortTaken:
-                if attempt == attempts - 1:
-                    raise
-                self.port = free_port()
-            else:
-                self._started = True
-                return self
-        raise AssertionError("unreachable")
 
     def _launch(self) -> None:
         command = [
@@ -106,11 +82,8 @@ class RedisServer:
             startup_timeout=self._startup_timeout,
         )
         self._process.start_and_wait()
-
-    def stop(self) -> None:
-        """Stop the process (SIGTERM: a clean shutdown, which also writes the append-only file)."""
-        if self._process is not None:
-            self._process.stop()
+        # Started again (same port and directory), it must keep this port.
+        self._fixed_port = self.port
 
     def pause(self) -> None:
         """Freeze the server: connected clients see timeouts, not errors."""

@@ -1,6 +1,7 @@
 """What both settings modules share: the configuration from `DJOP_CONFIG`, and Django's core settings.
 
-The settings modules import the upper-case names below; Django reads them from there.
+The settings modules star-import the Django settings below (`__all__`), Django reads them from
+there; the other names (`CONFIG`, `PORT`, ...) are imported by name.
 """
 
 from __future__ import annotations
@@ -13,6 +14,24 @@ from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+
+#: Django's settings, the same in both settings modules (`from ... common import *`).
+__all__ = [
+    "ALLOWED_HOSTS",
+    "CSRF_COOKIE_NAME",
+    "DATABASES",
+    "DEBUG",
+    "DEFAULT_AUTO_FIELD",
+    "LOGGING",
+    "LOGIN_URL",
+    "MIDDLEWARE",
+    "PASSWORD_HASHERS",
+    "SECRET_KEY",
+    "SESSION_COOKIE_NAME",
+    "TEMPLATES",
+    "TIME_ZONE",
+    "USE_TZ",
+]
 
 CONFIG: dict[str, Any] = json.loads(os.environ["DJOP_CONFIG"])
 PORT: int = int(CONFIG["port"])
