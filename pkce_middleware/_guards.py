@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import functools
 import inspect
-import time
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar, Unpack
 from urllib.parse import quote, urlencode
@@ -69,7 +68,7 @@ class Guard:
 
     def verdict(self, rule: Require, claims: Mapping[str, Any], scope: Scope) -> AccessDenied | StepUpRequired | None:
         """The refusal of `rule` for these claims, with its links filled in; `None` lets them in."""
-        refusal = rule.check(claims, now=time.time(), leeway=self.leeway)
+        refusal = rule.check(claims, leeway=self.leeway)
         if refusal is None:
             return None
         target = request_target(scope)

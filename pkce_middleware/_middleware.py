@@ -216,7 +216,12 @@ class PKCEMiddleware:
     def _rule_refusal(self, claims: Mapping[str, Any], scope: Scope) -> AccessDenied | StepUpRequired | None:
         # Under a mount (`Mount("/app", ...)`, `--root-path`) the app routes on the path without the
         # prefix, which is what rules name; the full path's rules must pass too.
-        rules = [rule for path in _routed_paths(scope) for rule in self._parts.rules.for_request(path)]
+        rules = self._parts.rules.for_request(scope["path"])
+        if scope.get("root_path"):
+            rules = (
+                *rules,
+                *(rule for path in _routed_paths(scope)[1:] for rule in self._parts.rules.for_request(path)),
+            )
         for rule in rules:
             refusal = self._guard.verdict(rule, claims, scope)
             if refusal is not None:

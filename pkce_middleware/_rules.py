@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import posixpath
+import time
 from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 from typing import Any, TypedDict
@@ -33,6 +34,8 @@ __all__ = ["Require"]
 _TRUE_STRINGS = frozenset({"true"})
 #: What an `acr` value cannot hold: they are sent space-separated and echoed in a quoted string.
 _UNQUOTABLE = frozenset(' "\\')
+#: Paths whose rules `Rules.for_request` remembers.
+_MAX_PATHS = 4096
 #: Sessions whose email/group verdict a rule remembers (about as many as the session cache holds).
 _MAX_VERDICTS = 4096
 
@@ -214,12 +217,17 @@ class Require:
                 return Reason.LOGIN_TOO_OLD
         return None
 
-    def check(self, claims: Mapping[str, Any], *, now: float, leeway: int) -> AccessDenied | StepUpRequired | None:
-        """The refusal of a request with these claims: 403 (`AccessDenied`), a step-up, or `None`."""
+    def check(
+        self, claims: Mapping[str, Any], *, now: float | None = None, leeway: int
+    ) -> AccessDenied | StepUpRequired | None:
+        """The refusal of a request with these claims: 403 (`AccessDenied`), a step-up, or `None`.
+        `now` defaults to the clock, read only when a `max_age` needs it."""
         reason = self.refusal(claims)
         if reason is not None:
             return AccessDenied(f"sub={claims.get('sub')!r}", error=reason)
-        reason = self.step_up_reason(claims, now=now, leeway=leeway)
+        if not self._acr and self.max_age is None:
+            return None
+        reason = self.step_up_reason(claims, now=time.time() if now is None else now, leeway=leeway)
         if reason is not None:
             return StepUpRequired(
                 f"sub={claims.get('sub')!r}",
@@ -295,6 +303,9 @@ class Rules:
         prefixes.sort(key=lambda item: len(item[0]), reverse=True)
         self._paths = tuple(prefixes)
         self._base = base if base.restricts else None
+        self._base_only: tuple[Require, ...] = (self._base,) if self._base is not None else ()
+        #: The rules of paths seen lately (a request's path is mostly one of a few).
+        self._by_path: dict[str, tuple[Require, ...]] = {}
         #: False when nothing can refuse anyone: the per-request check is then skipped entirely.
         self.active = self._base is not None or any(rule.restricts for _, rule in prefixes)
 
@@ -311,11 +322,18 @@ class Rules:
         nor one that resolves it (`/public/../admin`) under the rule of `/public`.
         """
         if not self._paths:
-            return (self._base,) if self._base is not None else ()
+            return self._base_only
+        known = self._by_path.get(path)
+        if known is not None:
+            return known
         resolved = rule_path(path)
         rule = self._match(resolved)
         literal = self._match(path) if resolved != path else rule
-        return tuple(r for r in (rule, literal if literal is not rule else None) if r is not None)
+        found = tuple(r for r in (rule, literal if literal is not rule else None) if r is not None)
+        if len(self._by_path) >= _MAX_PATHS:
+            self._by_path.clear()  # paths are the client's: a bounded memo, refilled as they come back
+        self._by_path[path] = found
+        return found
 
     def _match(self, path: str) -> Require | None:
         for prefix, rule in self._paths:
