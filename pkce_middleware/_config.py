@@ -10,22 +10,31 @@ the variable, at startup, never per request.
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import re
-from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal, cast
 from urllib.parse import urlsplit
 
 from starlette.config import Config
-from starlette.datastructures import CommaSeparatedStrings, Secret
+from starlette.datastructures import Secret
 
+from ._config_values import (
+    _MAKE_A_KEY,
+    _PARSERS,
+    LOOPBACK_HOSTS,
+    _check_path,
+    _check_secret_keys,
+    _check_url,
+    _show,
+)
 from ._exceptions import ConfigError
 from ._origins import normalise_origin
+from ._providers_config import _PROVIDER_NAME, PROVIDER_OPTIONS, ProviderConfig, _providers_from
 from ._rules import Require
 
-__all__ = ["PKCEConfig"]
+# ProviderConfig and LOOPBACK_HOSTS live in _providers_config.py and _config_values.py; re-exported here.
+__all__ = ["DEFAULT_ID_TOKEN_ALGORITHMS", "LOOPBACK_HOSTS", "PKCEConfig", "ProviderConfig"]
 
 TokenEndpointAuthMethod = Literal["client_secret_basic", "client_secret_post", "none"]
 
@@ -33,13 +42,7 @@ TokenEndpointAuthMethod = Literal["client_secret_basic", "client_secret_post", "
 #: accepting it next to public keys is how "HMAC with the public key" attacks start.
 DEFAULT_ID_TOKEN_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA")
 _ALLOWED_ID_TOKEN_ALGORITHMS = frozenset(DEFAULT_ID_TOKEN_ALGORITHMS)
-_MIN_KEY_LENGTH = 32
 _REDIS_SCHEMES = ("redis", "rediss", "unix")
-LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
-_MIN_KEY_BITS = 128
-
-
-_MAKE_A_KEY = 'python -c "import secrets; print(secrets.token_urlsafe(32))"'
 
 
 def _option(env: str, help: str, parse: str = "str", *, hint: str = "", **kwargs: Any) -> Any:
@@ -528,7 +531,9 @@ class PKCEConfig:
             raw = config(env, default=None)
             if field.metadata["parse"] == "providers":
                 if raw is not None and raw.strip():
-                    values[field.name] = _providers_from(config, raw)
+                    values[field.name] = _providers_from(
+                        config, raw, parsers={f.name: f.metadata["parse"] for f in dataclasses.fields(cls)}
+                    )
                 continue
             if raw is None or (raw.strip() == "" and not required):
                 if required:
@@ -569,123 +574,3 @@ _RULE_OPTIONS = (
     ("PKCE_GROUPS_CLAIM", "groups_claim", "groups_claim"),
     ("PKCE_ACR_VALUES", "acr_values", "acr_values"),
 )
-
-
-#: What one provider of several sets for itself: `PKCE_PROVIDER_<NAME>_<OPTION>`, OPTION being the
-#: single-provider variable without `PKCE_`.
-PROVIDER_OPTIONS = (
-    "issuer",
-    "client_id",
-    "client_secret",
-    "scopes",
-    "token_endpoint_auth_method",
-    "userinfo",
-    "id_token_algorithms",
-    "authorization_endpoint",
-    "token_endpoint",
-    "userinfo_endpoint",
-    "user_id_claim",
-)
-_PROVIDER_NAME = re.compile(r"[a-z][a-z0-9]{0,31}")
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class ProviderConfig:
-    """One of several providers (`PKCE_PROVIDERS`): its name (in `?provider=` and logs), the name
-    people see on the choice page, and its own options (`PKCEConfig` field names of `PROVIDER_OPTIONS`)."""
-
-    name: str
-    display_name: str = ""
-    options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
-
-
-def _providers_from(config: Config, raw: str) -> tuple[ProviderConfig, ...]:
-    fields = {field.name: field for field in dataclasses.fields(PKCEConfig)}
-    providers = []
-    for name in (item.strip() for item in raw.split(",")):
-        if not name:
-            continue
-        prefix = f"PKCE_PROVIDER_{name.upper()}_"
-        options: dict[str, Any] = {}
-        for option in PROVIDER_OPTIONS:
-            value = config(prefix + option.upper(), default=None)
-            if value is None or not value.strip():
-                continue
-            parse = fields[option].metadata["parse"]
-            try:
-                options[option] = _PARSERS[parse](value)
-            except ValueError:
-                raise ConfigError(f"{prefix}{option.upper()} is not a valid {parse}") from None
-        display = config(prefix + "DISPLAY_NAME", default=None)
-        providers.append(ProviderConfig(name=name, display_name=(display or "").strip(), options=options))
-    return tuple(providers)
-
-
-def _show(value: object, parse: str) -> str:
-    if value == "":
-        return "unset"
-    if isinstance(value, bool):
-        return f"`{str(value).lower()}`"
-    if isinstance(value, tuple):
-        return f"`{(' ' if parse == 'scopes' else ',').join(value)}`" if value else "none"
-    return f"`{value}`"
-
-
-def _parse_bool(raw: str) -> bool:
-    lowered = raw.strip().lower()
-    if lowered in ("1", "true", "yes", "on"):
-        return True
-    if lowered in ("0", "false", "no", "off"):
-        return False
-    raise ValueError(raw)
-
-
-_PARSERS: dict[str, Callable[[str], Any]] = {
-    "str": str.strip,
-    "int": int,
-    "float": float,
-    "bool": _parse_bool,
-    "secret": lambda raw: Secret(raw.strip()),
-    "secrets": lambda raw: tuple(Secret(item) for item in CommaSeparatedStrings(raw) if item),
-    "list": lambda raw: tuple(item for item in CommaSeparatedStrings(raw) if item),
-    "scopes": str.split,
-}
-
-
-def _check_secret_keys(keys: str | Secret | Iterable[str | Secret]) -> tuple[Secret, ...]:
-    if isinstance(keys, Secret):
-        keys = [keys]
-    elif isinstance(keys, str):
-        keys = [key.strip() for key in keys.split(",") if key.strip()]  # "new,old", as in PKCE_SECRET_KEY
-    checked = tuple(Secret(str(key)) for key in keys)
-    if not checked:
-        raise ConfigError(f"PKCE_SECRET_KEY is required but empty; make one with: {_MAKE_A_KEY}")
-    for index, key in enumerate(checked, start=1):
-        if _estimated_bits(str(key)) < _MIN_KEY_BITS or len(str(key).encode()) < _MIN_KEY_LENGTH:
-            raise ConfigError(
-                f"PKCE_SECRET_KEY key #{index} is too weak: use at least {_MIN_KEY_LENGTH} random characters, "
-                f"e.g. {_MAKE_A_KEY}"
-            )
-    return checked
-
-
-def _estimated_bits(key: str) -> float:
-    # A rough (Shannon) estimate: it cannot prove randomness, but it does refuse "aaaa..." and
-    # "changeme" repeated, which are the mistakes people actually make.
-    counts = Counter(key)
-    per_char = -sum(n / len(key) * math.log2(n / len(key)) for n in counts.values()) if key else 0.0
-    return per_char * len(key)
-
-
-def _check_url(name: str, value: str) -> None:
-    parts = urlsplit(value)
-    if parts.scheme not in ("https", "http") or not parts.hostname or parts.fragment:
-        raise ConfigError(f"{name} must be an absolute http(s) URL without a fragment")
-    if parts.scheme == "http" and parts.hostname not in LOOPBACK_HOSTS:
-        raise ConfigError(f"{name} must use https (plain http is allowed only for localhost and 127.0.0.1)")
-
-
-def _check_path(name: str, value: str) -> str:
-    if not value.startswith("/") or value.startswith("//") or "?" in value or "#" in value:
-        raise ConfigError(f"{name} must hold absolute paths such as /auth/logout")
-    return value

@@ -12,10 +12,7 @@ What each step means lives in its own module; this one only decides which step c
 
 from __future__ import annotations
 
-import asyncio
-import json
 import logging
-import time
 from collections.abc import Mapping
 from types import TracebackType
 from typing import Any
@@ -24,7 +21,7 @@ from urllib.parse import quote
 import httpx
 from starlette.authentication import AuthCredentials, UnauthenticatedUser
 from starlette.datastructures import Headers
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ._bearer import Presented, presented_token
 from ._components import build, run_lifespan
@@ -47,6 +44,7 @@ from ._responses import is_navigation
 from ._routes import Routes
 from ._rules import Require
 from ._session import Session
+from ._websockets import public_path, refuse_websocket, routed_paths, sending_session, watched_websocket
 
 __all__ = ["PKCEMiddleware"]
 
@@ -127,14 +125,14 @@ class PKCEMiddleware:
 
         if scope["type"] == "websocket" and not self._routes.origins.websocket_allowed(scope):
             logger.warning("websocket refused: reason=%s path=%r", Reason.CROSS_ORIGIN_WEBSOCKET, scope["path"])
-            await _refuse_websocket(scope, send, Reason.CROSS_ORIGIN_WEBSOCKET, "This page may not open this socket.")
+            await refuse_websocket(scope, send, Reason.CROSS_ORIGIN_WEBSOCKET, "This page may not open this socket.")
             return
         mode: Mode | None = "session"
         try:
             if scope["type"] == "http" and (route := self._routes.paths.get(scope["path"])) is not None:
                 await route(scope, receive, send)
                 return
-            if self._modes.active and (mode := self._modes.for_request(_routed_paths(scope)[-1])) != "session":
+            if self._modes.active and (mode := self._modes.for_request(routed_paths(scope)[-1])) != "session":
                 presented = presented_token(scope["headers"]) if mode is not None else None
                 if mode is None:
                     raise BearerError(
@@ -160,7 +158,7 @@ class PKCEMiddleware:
 
         if current is not None and current.write and scope["type"] == "http":
             # Even on a refusal: a refreshed session that is not written back loses its new tokens.
-            send = await self._sending_session(current.session, scope, send)
+            send = await sending_session(self._parts.store, current.session, scope, send)
         if current is not None and self._parts.rules.active:
             refusal = self._rule_refusal(current.session.claims, scope)
             if refusal is not None and not self._is_public(scope["path"]):
@@ -173,15 +171,13 @@ class PKCEMiddleware:
             scope["user"], scope["auth"] = current.user, current.credentials
             scope[GUARD_KEY] = self._guard
             if scope["type"] == "websocket":
-                await self._watched_websocket(
-                    scope, receive, send, ends_at=current.session.expires_at, session=current.session
-                )
+                await self._watched_websocket(scope, receive, send, current.session.expires_at, current.session)
                 return
             await self.app(scope, receive, send)
         elif self._is_public(scope["path"]):
             await self._serve_anonymous(scope, receive, send)
         else:
-            await _refuse_websocket(scope, send, Reason.LOGIN_REQUIRED, "Sign in to use this resource.")
+            await refuse_websocket(scope, send, Reason.LOGIN_REQUIRED, "Sign in to use this resource.")
 
     async def _serve_token(self, presented: Presented | None, scope: Scope, receive: Receive, send: Send) -> None:
         """A request on a bearer path: the app runs as the token's caller, or a 401/403/503 answers."""
@@ -204,7 +200,7 @@ class PKCEMiddleware:
         scope[GUARD_KEY] = self._guard
         if scope["type"] == "websocket":
             # A socket lives no longer than the token that opened it.
-            await self._watched_websocket(scope, receive, send, ends_at=info.expires_at + self.config.clock_leeway)
+            await self._watched_websocket(scope, receive, send, info.expires_at + self.config.clock_leeway)
             return
         await self.app(scope, receive, send)
 
@@ -220,7 +216,7 @@ class PKCEMiddleware:
         if scope.get("root_path"):
             rules = (
                 *rules,
-                *(rule for path in _routed_paths(scope)[1:] for rule in self._parts.rules.for_request(path)),
+                *(rule for path in routed_paths(scope)[1:] for rule in self._parts.rules.for_request(path)),
             )
         for rule in rules:
             refusal = self._guard.verdict(rule, claims, scope)
@@ -231,7 +227,7 @@ class PKCEMiddleware:
     async def _answer_rule(self, refusal: PKCEMiddlewareError, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket":
             log_refusal(refusal, scope)
-            await _refuse_websocket(scope, send, refusal.error, refusal.message)
+            await refuse_websocket(scope, send, refusal.error, refusal.message)
         else:
             await (await self._guard.response(refusal, scope, receive))(scope, receive, send)
 
@@ -243,7 +239,7 @@ class PKCEMiddleware:
             exc.challenges = self._resource.challenges(exc)
         if scope["type"] == "websocket" and isinstance(exc, BearerError):
             log_refusal(exc, scope)
-            await _refuse_websocket(scope, send, exc.error, exc.message)
+            await refuse_websocket(scope, send, exc.error, exc.message)
             return
         if scope["type"] == "websocket":
             log_refusal(exc, scope)
@@ -258,63 +254,17 @@ class PKCEMiddleware:
                 response.raw_headers.extend((b"www-authenticate", value.encode("latin-1")) for value in challenges)
         await response(scope, receive, send)
 
-    async def _sending_session(self, session: Session, scope: Scope, send: Send) -> Send:
-        """`send`, adding the re-issued session cookie to the app's response headers."""
-        cookies = CookieWriter()
-        try:
-            await self._parts.store.save(session, scope, cookies)
-        except PKCEMiddlewareError as exc:
-            log_refusal(exc, scope)  # this response goes out unchanged; the next request tries again
-            return send
-
-        async def send_with_cookie(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                message = cookies.applied(message)
-            await send(message)
-
-        return send_with_cookie
-
     async def _watched_websocket(
-        self, scope: Scope, receive: Receive, send: Send, *, ends_at: float, session: Session | None = None
+        self, scope: Scope, receive: Receive, send: Send, ends_at: float, session: Session | None = None
     ) -> None:
-        """Run the app's WebSocket, closing it with 1008 once its caller's right ends: at `ends_at`
-        (the session's absolute expiry, or the token's), or, for a session, at the next check after
-        a logout or revocation (every `websocket_check_interval`)."""
-        closed = False
-
-        async def watch() -> None:
-            nonlocal closed
-            while True:
-                remaining = ends_at - time.time()
-                await asyncio.sleep(max(0.0, min(self.websocket_check_interval, remaining)))
-                try:
-                    ended = time.time() >= ends_at or (
-                        session is not None and not await self._parts.store.alive(session, scope)
-                    )
-                except PKCEMiddlewareError as exc:
-                    log_refusal(exc, scope)
-                    continue  # an outage is not a logout; ask again at the next check
-                if ended:
-                    closed = True
-                    logger.info("websocket closed: reason=session_ended path=%r", scope["path"])
-                    await send({"type": "websocket.close", "code": 1008, "reason": "session ended"})
-                    return
-
-        async def send_until_closed(message: Message) -> None:
-            if not closed:  # after our close, the app's late messages have nowhere to go
-                await send(message)
-
-        watcher = asyncio.create_task(watch())
-        try:
-            await self.app(scope, receive, send_until_closed)
-        finally:
-            watcher.cancel()
+        """The app's WebSocket, closed with 1008 at `ends_at` or, for a session, once it ended."""
+        interval, store = self.websocket_check_interval, self._parts.store
+        await watched_websocket(
+            self.app, scope, receive, send, ends_at=ends_at, check_interval=interval, store=store, session=session
+        )
 
     def _is_public(self, path: str) -> bool:
-        # Dot-segments are never public: "/static/../admin" must not ride on "/static".
-        if "/./" in path or "/../" in path or path.endswith(("/.", "/..")):
-            return False
-        return any(path == prefix or path.startswith(prefix.rstrip("/") + "/") for prefix in self.config.public_paths)
+        return public_path(path, self.config.public_paths)
 
     # -- public seams: sessions made in code, and a close without a lifespan ------------------
 
@@ -353,23 +303,3 @@ class PKCEMiddleware:
     async def aclose(self) -> None:
         """Close the HTTP client and the store's connections (what the lifespan's shutdown does)."""
         await self._parts.aclose()
-
-
-def _routed_paths(scope: Scope) -> tuple[str, ...]:
-    """The request's path, and the path the app routes on when it is mounted under `root_path`."""
-    path: str = scope["path"]
-    root: str = scope.get("root_path", "")
-    if root and path.startswith(root) and path[len(root) : len(root) + 1] in ("", "/"):
-        return (path, path[len(root) :] or "/")
-    return (path,)
-
-
-async def _refuse_websocket(scope: Scope, send: Send, error: Reason, message: str) -> None:
-    """403 where the server can send an HTTP answer to a WebSocket handshake, else close 1008."""
-    if "websocket.http.response" in scope.get("extensions", {}):
-        body = json.dumps({"error": error, "message": message}, separators=(",", ":")).encode()
-        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-        await send({"type": "websocket.http.response.start", "status": 403, "headers": headers})
-        await send({"type": "websocket.http.response.body", "body": body})
-    else:
-        await send({"type": "websocket.close", "code": 1008, "reason": error.replace("_", " ")})

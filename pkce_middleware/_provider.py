@@ -1,16 +1,15 @@
-"""Everything that talks to the identity provider, through one shared `httpx.AsyncClient`.
+"""Everything that talks to the identity provider, through one `ProviderClient` (`_provider_http`).
 
 Discovery is fetched once and cached; the JWKS is cached for at most `JWKS_MAX_AGE`. An ID token
 or logout token with an unknown `kid` causes at most one JWKS refetch per `JWKS_REFETCH_INTERVAL`
 (logout tokens arrive at an unauthenticated endpoint, so that limit also keeps forged ones from
 driving our JWKS traffic), and a failed discovery or JWKS fetch is not retried for a few seconds.
-Each call has one deadline, start to finish (httpx's timeouts are per read, so a provider that
-drips bytes would otherwise hold a request open for ever), and a cap on the size of what it reads.
+The calls themselves (one deadline each, a size cap, client authentication) are `_provider_http`'s.
 What the answers mean is decided without I/O elsewhere: `_discovery` (metadata, JWKS) and
 `_tokens` (token answers, JWTs); this module only does the calls between those steps.
 
 References:
-    RFC 6749 sections 2.3.1 (client authentication), 4.1.3 (token request) and 6 (refresh),
+    RFC 6749 sections 4.1.3 (token request) and 6 (refresh),
     OpenID Connect Core 1.0 section 12 (refresh; 12.2 for the refreshed ID token),
     OpenID Connect Back-Channel Logout 1.0 section 2.6 (logout token validation),
     OpenID Connect RP-Initiated Logout 1.0 section 2 (the logout request).
@@ -19,18 +18,16 @@ References:
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import logging
 import secrets
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
-from urllib.parse import quote_plus, urlencode, urlsplit
+from urllib.parse import urlencode, urlsplit
 
 import httpx
 from authlib.common.urls import add_params_to_uri
-from authlib.oauth2.auth import ClientAuth
 from authlib.oauth2.rfc6749.parameters import prepare_token_request
 from joserfc.jwk import KeySet
 
@@ -44,21 +41,20 @@ from ._exceptions import (
     DiscoveryMismatch,
     IDTokenError,
     ProviderError,
-    ProviderTimeout,
     Reason,
     SessionEnded,
     UnknownKeyId,
 )
 from ._flow import LoginFlow
+from ._provider_http import DISCOVERY, INTROSPECTION, JWKS, USERINFO, ProviderClient
+from ._provider_http import MAX_RESPONSE_BYTES as MAX_RESPONSE_BYTES  # re-exported: tests may use it here
 from ._tokens import (
     CODE_GRANT,
     PLAIN_CODE_GRANT,
     PROTOCOL_CLAIMS,
     REFRESH_GRANT,
-    Grant,
     LogoutClaims,
     TokenValidator,
-    check_token_answer,
     check_userinfo,
     merged_claims,
     plain_profile,
@@ -78,45 +74,16 @@ JWKS_RETRY_INTERVAL = 5.0
 #: only with its clients' knowledge, and re-checking it while running could only turn a working
 #: service into a failing one; the keys are what an attacker who stole one would need us to keep.
 JWKS_MAX_AGE = 24 * 3600.0
-MAX_RESPONSE_BYTES = 512 * 1024
 _T = TypeVar("_T")
 #: Core section 11: offline_access is to be asked for with prompt=consent; providers ignore it
 #: otherwise (oidc-provider drops the scope), and the session would get no refresh token.
 _OFFLINE_ACCESS = "offline_access"
 
 
-@dataclasses.dataclass(frozen=True)
-class _Call:
-    """One kind of call to the provider, and the reason codes of its failures."""
-
-    name: str
-    #: An error status (for GETs; a token call's status is judged by `check_token_answer`).
-    failed: Reason
-    #: Not JSON, or larger than we read.
-    unreadable: Reason
-    timeout: Reason
-
-
-_DISCOVERY = _Call("discovery", Reason.DISCOVERY_FAILED, Reason.DISCOVERY_INVALID, Reason.DISCOVERY_TIMEOUT)
-_JWKS = _Call("jwks", Reason.JWKS_FAILED, Reason.JWKS_INVALID, Reason.JWKS_TIMEOUT)
-_USERINFO = _Call("userinfo", Reason.USERINFO_FAILED, Reason.USERINFO_INVALID, Reason.USERINFO_TIMEOUT)
-_INTROSPECTION = _Call(
-    "introspection",
-    Reason.INTROSPECTION_UNAVAILABLE,
-    Reason.INTROSPECTION_UNAVAILABLE,
-    Reason.INTROSPECTION_UNAVAILABLE,
-)
-
-
-def _token_call(grant: Grant) -> _Call:
-    return _Call(grant.name, grant.endpoint_error, grant.unreadable, grant.timeout)
-
-
 class Provider:
     def __init__(self, config: PKCEConfig, *, transport: httpx.AsyncBaseTransport | None = None) -> None:
         self._config = config
-        self._transport = transport
-        self._client = self._new_client()
+        self._http = ProviderClient(config, transport=transport)
         self._metadata: ProviderMetadata | None = None
         self._metadata_failed_at = -DISCOVERY_RETRY_INTERVAL
         #: Why the last discovery failed, repeated while later logins wait to ask again.
@@ -134,7 +101,7 @@ class Provider:
     async def startup(self) -> None:
         """Load discovery and keys early; an outage now is not fatal, a wrong issuer is."""
         # A server may run the lifespan again after a shutdown closed the client (TestClient does).
-        self._open_client()
+        self._http.open()
         try:
             await self.metadata()
             if not self._config.plain_oauth:  # no ID tokens, so no keys
@@ -149,21 +116,12 @@ class Provider:
             )
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        await self._http.aclose()
 
-    def _new_client(self) -> httpx.AsyncClient:
-        return httpx.AsyncClient(
-            transport=self._transport,
-            timeout=self._config.http_timeout,
-            follow_redirects=False,
-            headers={"Accept": "application/json", "User-Agent": "pkce_middleware"},
-        )
-
-    def _open_client(self) -> httpx.AsyncClient:
-        """The client, replaced if closed; never two open at once (no await between test and swap)."""
-        if self._client.is_closed:
-            self._client = self._new_client()
-        return self._client
+    @property
+    def _client(self) -> httpx.AsyncClient:
+        """The current HTTP client (tests look at it)."""
+        return self._http.client
 
     async def metadata(self) -> ProviderMetadata:
         if self._metadata is not None:
@@ -180,7 +138,7 @@ class Provider:
                 return self._metadata
             url = self._config.issuer.rstrip("/") + "/.well-known/openid-configuration"
             try:
-                metadata = ProviderMetadata.parse(await self._get_json(url, _DISCOVERY), self._config)
+                metadata = ProviderMetadata.parse(await self._http.get_json(url, DISCOVERY), self._config)
             except Exception as exc:
                 # Any failure, even one not foreseen here, must not let every login ask again at once.
                 self._metadata_failed_at = time.monotonic()
@@ -282,12 +240,12 @@ class Provider:
         )
         if self._config.plain_oauth:
             # No ID token: who signed in is what the profile endpoint says for this access token.
-            token = await self._post_token(metadata, body, PLAIN_CODE_GRANT)
+            token = await self._http.post_token(metadata, body, PLAIN_CODE_GRANT)
             token.pop("id_token", None)  # nothing here could validate one, so none is kept or sent on
             return token, await self.userinfo(token["access_token"], sub=None)
         validator = self._validator
         assert validator is not None  # set together with the metadata just awaited
-        token = await self._post_token(metadata, body, CODE_GRANT)
+        token = await self._http.post_token(metadata, body, CODE_GRANT)
         # The ID token was minted during that call: judged by the clock after it, or with no
         # leeway one minted as our second turned over would be "from the future".
         now = max(now, int(time.time()))
@@ -316,7 +274,7 @@ class Provider:
         metadata = await self.metadata()
         validator = self._validator
         body = prepare_token_request("refresh_token", refresh_token=refresh_token)
-        token = await self._post_token(metadata, body, REFRESH_GRANT)
+        token = await self._http.post_token(metadata, body, REFRESH_GRANT)
         now = max(now, int(time.time()))  # as at login: the clock after the call that minted it
         if validator is None:  # a plain OAuth 2.0 provider: no keys to check an ID token with
             token.pop("id_token", None)
@@ -368,8 +326,8 @@ class Provider:
         metadata = await self.metadata()
         validator = self._validator
         assert metadata.userinfo_endpoint is not None  # discovery, or the configuration, checked it
-        response, body = await self._call_raw(
-            "GET", metadata.userinfo_endpoint, _USERINFO, headers={"Authorization": f"Bearer {access_token}"}
+        response, body = await self._http.call_raw(
+            "GET", metadata.userinfo_endpoint, USERINFO, headers={"Authorization": f"Bearer {access_token}"}
         )
         if response.status_code != 200:
             raise ProviderError(f"userinfo answered HTTP {response.status_code}", error=Reason.USERINFO_FAILED)
@@ -442,9 +400,9 @@ class Provider:
             raise BearerError("an opaque token, and the provider offers no introspection", error=Reason.BEARER_INVALID)
         headers = {"Content-Type": "application/x-www-form-urlencoded"}
         body = urlencode({"token": token, "token_type_hint": "access_token"})
-        url, headers, body = self._client_auth(metadata).prepare("POST", endpoint, headers, body)
+        url, headers, body = self._http.client_auth(metadata).prepare("POST", endpoint, headers, body)
         try:
-            response, data = await self._call("POST", url, _INTROSPECTION, headers=headers, content=body)
+            response, data = await self._http.call("POST", url, INTROSPECTION, headers=headers, content=body)
         except ProviderError as exc:
             raise BearerUnavailable(exc.detail, error=Reason.INTROSPECTION_UNAVAILABLE) from None
         if response.status_code == 400 and isinstance(data, dict) and isinstance(data.get("error"), str):
@@ -464,31 +422,6 @@ class Provider:
             return await self.metadata()
         except ProviderError as exc:
             raise BearerUnavailable(f"discovery: {exc.detail}", error=exc.error) from None
-
-    def _client_auth(self, metadata: ProviderMetadata) -> ClientAuth:
-        config = self._config
-        secret = config.client_secret_value
-        method = config.token_endpoint_auth_method
-        if method is None:
-            if secret is None:
-                method = "none"
-            elif "client_secret_basic" not in metadata.token_endpoint_auth_methods and (
-                "client_secret_post" in metadata.token_endpoint_auth_methods
-            ):
-                method = "client_secret_post"
-            else:
-                method = "client_secret_basic"
-        if method == "client_secret_basic":
-            # RFC 6749 section 2.3.1: both parts are form-encoded before they are joined by ":".
-            return ClientAuth(quote_plus(config.client_id), quote_plus(secret or ""), method)
-        return ClientAuth(config.client_id, secret, method)
-
-    async def _post_token(self, metadata: ProviderMetadata, body: str, grant: Grant) -> dict[str, Any]:
-        """POST `body` to the token endpoint with our client authentication; the checked answer."""
-        headers = {"Content-Type": "application/x-www-form-urlencoded"}
-        url, headers, body = self._client_auth(metadata).prepare("POST", metadata.token_endpoint, headers, body)
-        response, data = await self._call("POST", url, _token_call(grant), headers=headers, content=body)
-        return check_token_answer(response.status_code, data, grant)
 
     async def _verify(self, check: Callable[[KeySet], _T], *, error: Reason, status_code: int | None = None) -> _T:
         """`check(keys)` with the cached JWKS, and once more with a refetched one for an unknown `kid`.
@@ -536,7 +469,7 @@ class Provider:
             if force:
                 self._keys_forced_at = now
             try:
-                keys = parse_jwks(await self._get_json(metadata.jwks_uri, _JWKS))
+                keys = parse_jwks(await self._http.get_json(metadata.jwks_uri, JWKS))
             except ProviderError as exc:
                 self._keys_failed_at = time.monotonic()
                 if self._keys is None or force:
@@ -553,48 +486,3 @@ class Provider:
 
     def _keys_expired(self) -> bool:
         return time.monotonic() - self._keys_fetched_at >= JWKS_MAX_AGE
-
-    async def _get_json(self, url: str, call: _Call) -> Any:
-        response, data = await self._call("GET", url, call)
-        if response.status_code != 200:
-            raise ProviderError(f"{call.name} at {url} answered HTTP {response.status_code}", error=call.failed)
-        return data
-
-    async def _call(self, method: str, url: str, call: _Call, **kwargs: Any) -> tuple[httpx.Response, Any]:
-        """One request with one deadline and a size cap; the body parsed as JSON."""
-        response, body = await self._call_raw(method, url, call, **kwargs)
-        try:
-            data = json.loads(body)
-        except (ValueError, RecursionError):  # RecursionError: JSON nested a thousand deep
-            if response.status_code != 200:
-                # An error status with an HTML (or empty) body: the status is the news, not the body.
-                return response, None
-            raise ProviderError(
-                f"{call.name} answer (HTTP {response.status_code}) is not JSON", error=call.unreadable
-            ) from None
-        return response, data
-
-    async def _call_raw(self, method: str, url: str, call: _Call, **kwargs: Any) -> tuple[httpx.Response, bytes]:
-        """One request with one deadline and a size cap; the body as bytes."""
-        client = self._open_client()
-        try:
-            async with asyncio.timeout(self._config.http_timeout):
-                async with client.stream(method, url, **kwargs) as response:
-                    chunks = []
-                    size = 0
-                    async for chunk in response.aiter_bytes():
-                        size += len(chunk)
-                        if size > MAX_RESPONSE_BYTES:
-                            raise ProviderError(
-                                f"{call.name} answer larger than {MAX_RESPONSE_BYTES} bytes", error=call.unreadable
-                            )
-                        chunks.append(chunk)
-        except (TimeoutError, httpx.TimeoutException):
-            raise ProviderTimeout(
-                f"{call.name} at {url} took longer than {self._config.http_timeout}s", error=call.timeout
-            ) from None
-        except (httpx.HTTPError, httpx.InvalidURL) as exc:
-            raise ProviderError(
-                f"{call.name} at {url} failed: {type(exc).__name__}", error=Reason.PROVIDER_UNREACHABLE
-            ) from None
-        return response, b"".join(chunks)

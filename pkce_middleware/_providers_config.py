@@ -1,0 +1,71 @@
+"""Several providers (`PKCE_PROVIDERS`): `ProviderConfig`, the options one provider may set for
+itself (`PROVIDER_OPTIONS`), and reading them from `PKCE_PROVIDER_<NAME>_<OPTION>` variables.
+
+`PKCEConfig` (in `_config.py`) checks the providers and makes one configuration per provider; this
+module does not import it, so the field parsers are passed in.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from starlette.config import Config
+
+from ._config_values import _PARSERS
+from ._exceptions import ConfigError
+
+__all__ = ["PROVIDER_OPTIONS", "ProviderConfig"]
+
+
+#: What one provider of several sets for itself: `PKCE_PROVIDER_<NAME>_<OPTION>`, OPTION being the
+#: single-provider variable without `PKCE_`.
+PROVIDER_OPTIONS = (
+    "issuer",
+    "client_id",
+    "client_secret",
+    "scopes",
+    "token_endpoint_auth_method",
+    "userinfo",
+    "id_token_algorithms",
+    "authorization_endpoint",
+    "token_endpoint",
+    "userinfo_endpoint",
+    "user_id_claim",
+)
+_PROVIDER_NAME = re.compile(r"[a-z][a-z0-9]{0,31}")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ProviderConfig:
+    """One of several providers (`PKCE_PROVIDERS`): its name (in `?provider=` and logs), the name
+    people see on the choice page, and its own options (`PKCEConfig` field names of `PROVIDER_OPTIONS`)."""
+
+    name: str
+    display_name: str = ""
+    options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+
+def _providers_from(config: Config, raw: str, *, parsers: Mapping[str, str]) -> tuple[ProviderConfig, ...]:
+    """Read `PKCE_PROVIDER_<NAME>_<OPTION>` for each name in `raw`; `parsers` maps each `PKCEConfig`
+    field name to its parser's name (the field metadata's `parse`)."""
+    providers = []
+    for name in (item.strip() for item in raw.split(",")):
+        if not name:
+            continue
+        prefix = f"PKCE_PROVIDER_{name.upper()}_"
+        options: dict[str, Any] = {}
+        for option in PROVIDER_OPTIONS:
+            value = config(prefix + option.upper(), default=None)
+            if value is None or not value.strip():
+                continue
+            parse = parsers[option]
+            try:
+                options[option] = _PARSERS[parse](value)
+            except ValueError:
+                raise ConfigError(f"{prefix}{option.upper()} is not a valid {parse}") from None
+        display = config(prefix + "DISPLAY_NAME", default=None)
+        providers.append(ProviderConfig(name=name, display_name=(display or "").strip(), options=options))
+    return tuple(providers)
