@@ -19,7 +19,7 @@ import httpx
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ._config import PKCEConfig
-from ._cookie_store import CookieStore
+from ._cookie_store import REFRESH_RESULT_TTL, CookieStore
 from ._cookies import CookiePolicy, CookieWriter
 from ._crypto import Sealer
 from ._exceptions import ConfigError
@@ -29,7 +29,7 @@ from ._provider import Provider
 from ._revocations import MemoryRevocations
 from ._rules import Require, Rules
 from ._session import Session, SessionCodec
-from ._store import RevocationLog, SessionStore
+from ._store import SessionStore
 
 __all__: list[str] = []
 
@@ -146,7 +146,7 @@ def _store(
     config: PKCEConfig, codec: SessionCodec, cookies: CookiePolicy, id_sealer: Sealer, *, cache_size: int
 ) -> SessionStore:
     if config.session_store == "cookie":
-        return CookieStore(codec, cookies, max_age=config.session_max_age, revocations=_revocations(config))
+        return _cookie_store(config, codec, cookies)
     with _needs_redis("PKCE_SESSION_STORE"):
         from ._redis_store import RedisStore
     return RedisStore(
@@ -162,12 +162,30 @@ def _store(
     )
 
 
-def _revocations(config: PKCEConfig) -> RevocationLog:
+def _cookie_store(config: PKCEConfig, codec: SessionCodec, cookies: CookiePolicy) -> CookieStore:
     if config.revocation_store == "memory":
-        return MemoryRevocations(max_age=config.session_max_age)
+        revocations = MemoryRevocations(max_age=config.session_max_age)
+        return CookieStore(codec, cookies, max_age=config.session_max_age, revocations=revocations)
     with _needs_redis("PKCE_REVOCATION_STORE"):
         from ._redis_revocations import SharedRevocations
-    return SharedRevocations(config.revocation_store, max_age=config.session_max_age)
+        from ._shared_refresh import SharedRefresh
+    shared = SharedRevocations(config.revocation_store, max_age=config.session_max_age)
+    # Where logouts are shared, several processes serve the same sessions: refreshes are made
+    # single-flight in the same Redis, over the same client. The results kept there are sealed with
+    # a purpose of their own, so Redis holds no cookie that would log anyone in.
+    results = SessionCodec(
+        Sealer([str(key) for key in config.secret_keys], bound_purpose("refresh-result", config)),
+        cache_size=0,
+        bindings=config.provider_bindings,
+    )
+    refresh = SharedRefresh(
+        shared,
+        results,
+        # As long as `RedisStore`'s lock: discovery, a token call and a key fetch, each with its deadline.
+        lock_timeout=max(30.0, 3 * config.http_timeout + 10),
+        result_ttl=REFRESH_RESULT_TTL,
+    )
+    return CookieStore(codec, cookies, max_age=config.session_max_age, revocations=shared, shared_refresh=refresh)
 
 
 @contextlib.contextmanager

@@ -2,16 +2,19 @@
 
 Nothing is kept server-side but what a logout must outlive: the `RevocationLog` the store is given
 remembers ended sessions, since a copy of the cookie (another tab's, or a thief's) would otherwise
-still open. Refreshes are coordinated within this process only; with several processes and a
-provider that rotates refresh tokens, `RedisStore` coordinates them across processes.
+still open. Refreshes are coordinated within this process, and across processes when the store
+is given a `SharedRefresh` (with `PKCE_REVOCATION_STORE=redis://...`), so a provider that rotates
+refresh tokens sees each one redeemed once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections import OrderedDict
+from typing import TYPE_CHECKING
 
 from starlette.types import Scope
 
@@ -19,6 +22,9 @@ from ._cookies import CookiePolicy, CookieWriter, read_cookie, request_cookies
 from ._exceptions import SessionTooLarge, StoreUnavailable
 from ._session import Session, SessionCodec
 from ._store import MAX_CHUNKS, Loaded, Refresh, RevocationLog, chunk_names, refresh_key
+
+if TYPE_CHECKING:  # imports `redis`, needed only by those who configure a Redis URL
+    from ._shared_refresh import SharedRefresh
 
 __all__: list[str] = []
 
@@ -33,16 +39,25 @@ REFRESH_RESULT_TTL = 60.0
 class CookieStore:
     """Sessions sealed into the browser's cookies, split into chunks when they are large."""
 
-    def __init__(self, codec: SessionCodec, policy: CookiePolicy, *, max_age: int, revocations: RevocationLog) -> None:
+    def __init__(
+        self,
+        codec: SessionCodec,
+        policy: CookiePolicy,
+        *,
+        max_age: int,
+        revocations: RevocationLog,
+        shared_refresh: SharedRefresh | None = None,
+    ) -> None:
         self._codec = codec
         self._policy = policy
         self._max_age = max_age
         self._revocations = revocations
+        self._shared_refresh = shared_refresh
         self._name = policy.session_name
         self._name_bytes = policy.session_name.encode()
         self._chunk_names = chunk_names(policy.session_name)
         self._chunk_bytes = [name.encode() for name in self._chunk_names]
-        self._refreshing: dict[str, asyncio.Future[Session]] = {}
+        self._refreshing: dict[str, asyncio.Task[Session]] = {}
         self._refreshed: OrderedDict[str, tuple[float, Session]] = OrderedDict()
 
     def __repr__(self) -> str:
@@ -119,22 +134,29 @@ class CookieStore:
             # The browser still sent the cookie from before the refresh; redeeming its refresh
             # token again would fail (rotation) and end a perfectly good session.
             return done[1]
-        pending = self._refreshing.get(key)
-        if pending is not None:
-            return await asyncio.shield(pending)
-        future: asyncio.Future[Session] = asyncio.get_running_loop().create_future()
-        self._refreshing[key] = future
-        try:
+        task = self._refreshing.get(key)
+        if task is None:
+            # A task of its own, awaited through `shield`: a client that disconnects cancels its
+            # request, but must not abort a refresh halfway (the provider may already have rotated
+            # the token, and only the result kept here, and in Redis, makes the new one usable).
+            task = asyncio.get_running_loop().create_task(self._refresh(key, session, refresh))
+            self._refreshing[key] = task
+            task.add_done_callback(functools.partial(self._refresh_done, key))
+        return await asyncio.shield(task)
+
+    async def _refresh(self, key: str, session: Session, refresh: Refresh) -> Session:
+        if self._shared_refresh is None:
             result = await refresh(session)
-        except BaseException as exc:
-            future.set_exception(exc)
-            future.exception()  # retrieved here, so a refresh nobody else awaited logs no warning
-            raise
-        finally:
-            del self._refreshing[key]
-        future.set_result(result)
+        else:
+            result = await self._shared_refresh.single_flight(session, refresh)
         self._refreshed[key] = (time.monotonic() + REFRESH_RESULT_TTL, result)
         return result
+
+    def _refresh_done(self, key: str, task: asyncio.Task[Session]) -> None:
+        if self._refreshing.get(key) is task:
+            del self._refreshing[key]
+        if not task.cancelled():
+            task.exception()  # retrieved, so a refresh whose requests all went away logs no warning
 
     async def revoke(self, *, sid: str | None, sub: str | None, now: float) -> None:
         if sid is not None:

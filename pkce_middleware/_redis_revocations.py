@@ -22,7 +22,7 @@ import redis.asyncio
 from redis.exceptions import RedisError
 
 from ._exceptions import StoreUnavailable
-from ._redis import PREFIX, connect, redacted, redis_key, text, unavailable
+from ._redis import PREFIX, connect, is_cluster, redacted, redis_key, text, unavailable
 from ._revocations import SKEW_MARGIN, SOFT_CAP, MemoryRevocations
 from ._session import Session
 
@@ -37,6 +37,8 @@ _LOG = f"{PREFIX}revocation-log"
 #: Entries read per round trip while catching up (a process starting reads the whole log).
 _BATCH = 1000
 _START = (0, 0)
+#: The Redis server's clock, [seconds, microseconds].
+_CLOCK = "return redis.call('TIME')"
 
 
 def _entry_id(raw: bytes | str) -> tuple[int, int]:
@@ -83,6 +85,10 @@ class SharedRevocations:
         if self._client is None:
             self._client = connect(self._url, socket_timeout=2.0, health_check_interval=30)
         return self._client
+
+    def client(self) -> redis.asyncio.Redis:
+        """The client (made on first use), shared with `_shared_refresh`, which keeps its locks here."""
+        return self._redis()
 
     async def startup(self) -> None:
         self._closing = False  # a second lifespan cycle syncs again
@@ -136,8 +142,14 @@ class SharedRevocations:
         """Fold the log entries written since the last sync into the local copy."""
         while True:
             after = f"{self._last_id[0]}-{self._last_id[1]}"
-            async with self._redis().pipeline(transaction=True) as pipe:
-                pipe.time()
+            client = self._redis()
+            # One transaction, except on a Redis Cluster, whose client handles MULTI badly; there the
+            # commands still go to the log's node in one batch, in this order, and a clock read
+            # before the entries can only make them look younger (kept a little longer).
+            async with client.pipeline(transaction=not is_cluster(client)) as pipe:
+                # TIME through EVAL on the log's key: the clock of the server holding the log; a bare
+                # TIME names no key, which a Redis Cluster cannot route.
+                pipe.eval(_CLOCK, 1, _LOG)
                 pipe.xrevrange(_LOG, count=1)
                 pipe.xread({_LOG: after}, count=_BATCH)
                 (seconds, micros), newest, read = await pipe.execute()
@@ -150,7 +162,7 @@ class SharedRevocations:
                 self._last_id = _START
                 continue
             entries: list[tuple[bytes, dict[bytes, bytes]]] = read[0][1] if read else []
-            self._fold(entries, now=seconds + micros / 1e6)
+            self._fold(entries, now=int(seconds) + int(micros) / 1e6)
             if len(entries) < _BATCH:
                 return
 

@@ -50,7 +50,8 @@ from starlette.types import Scope
 from ._cookies import CookiePolicy, CookieWriter, read_cookie, request_cookies
 from ._crypto import Sealer
 from ._exceptions import ProviderTimeout, Reason, RefreshBusy, SessionEnded
-from ._redis import connect, redacted, redis_key, text, unavailable
+from ._redis import connect, is_cluster, redacted, redis_key, text, unavailable
+from ._redis_cache import CHANNEL, SessionCache, announcement
 from ._session import Session, SessionCodec
 from ._store import Loaded, Refresh, chunk_names, refresh_key
 
@@ -92,6 +93,22 @@ for i = 2, #KEYS do
   local last = redis.call('ZRANGE', KEYS[i], -1, -1, 'WITHSCORES')
   redis.call('EXPIREAT', KEYS[i], last[2])
 end
+return 1
+"""
+
+# On a Redis Cluster a script may only touch keys of one hash slot, and a session's key and its
+# index sets hash apart (the key is found from the cookie's id, an index from a `sid` or `sub`), so
+# there `_write` runs this on each index set, then a plain SET. The index entry is written first:
+# a back-channel logout that runs in between deletes a key not yet written, which is a logout
+# that came before the login (as when the script runs after it); never a session the logout missed.
+# KEYS[1]: an index set. ARGV: the session key, when it expires, now, update-only flag.
+_INDEX_SCRIPT = """
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+if ARGV[4] ~= '1' then
+  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[3])
+end
+local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
+redis.call('EXPIREAT', KEYS[1], last[2])
 return 1
 """
 
@@ -148,6 +165,8 @@ class RedisStore:
         # the write-back that follows a refresh then only sets the cookie, instead of writing the
         # same session again once per waiting request.
         self._in_redis: OrderedDict[str, Session] = OrderedDict()
+        # Opened sessions by key, dropped when any process announces a change (`_redis_cache`).
+        self._cache = SessionCache(size=cache_size)
 
     def __repr__(self) -> str:
         return f"RedisStore(url={redacted(self._url)!r})"
@@ -161,9 +180,16 @@ class RedisStore:
                 self._url, socket_timeout=self._socket_timeout, health_check_interval=self._health_check_interval
             )
             self._save_script = self._client.register_script(_SAVE_SCRIPT)
+        self._cache.ensure_listening(self._client)
         return self._client
 
+    @property
+    def cache(self) -> SessionCache:
+        """The local session cache (its `live` state and `flushes` count, for metrics)."""
+        return self._cache
+
     async def startup(self) -> None:
+        self._cache.reopen()
         client = self._redis()
         try:
             await client.ping()
@@ -173,6 +199,7 @@ class RedisStore:
             logger.warning("session store not answering at startup: store=%r error=%s", self, type(exc).__name__)
 
     async def aclose(self) -> None:
+        await self._cache.aclose()
         client, self._client = self._client, None
         if client is not None:
             await client.aclose()
@@ -217,6 +244,11 @@ class RedisStore:
         if found is None:
             return None  # no cookie, or one we did not seal: no Redis command at all
         value, session_id, key = found
+        cached = self._cache.get(key)
+        if cached is not None:
+            kept, kept_current = cached
+            return Loaded(kept, stale=not (kept_current and self._id_sealer.is_current(value)))
+        ticket = self._cache.begin(key)
         with unavailable("GET"):
             raw = await self._redis().get(key)
         if raw is None:
@@ -227,8 +259,9 @@ class RedisStore:
             # Sealed with a key no longer configured, or (only with write access to Redis) a
             # session copied under another id: either way not this cookie's session.
             return None
-        stale = not (self._id_sealer.is_current(value) and self._codec.is_current(blob))
-        return Loaded(session, stale=stale)
+        current = self._codec.is_current(blob)
+        self._cache.put(key, ticket, session, current=current)
+        return Loaded(session, stale=not (current and self._id_sealer.is_current(value)))
 
     async def save(self, session: Session, scope: Scope, cookies: CookieWriter) -> None:
         now = int(time.time())
@@ -237,6 +270,7 @@ class RedisStore:
         update = found is not None and found[1] == session.id
         written = self._in_redis.get(session.id) is session or await self._write(session, now=now, update=update)
         if written:
+            await self._announce([redis_key("session", session.id)])
             self._policy.set(cookies, self._name, self._id_sealer.seal(session.id.encode()), max_age=self._max_age)
         elif found is not None:
             # Ended meanwhile (logout elsewhere, back-channel logout, eviction): do not bring it back.
@@ -256,6 +290,10 @@ class RedisStore:
             return False
         key = redis_key("session", session.id)
         client = self._redis()
+        if is_cluster(client):
+            return await _write_across_slots(
+                client, key, self._codec.seal(session), self._indexes(session), ttl=ttl, now=now, update=update
+            )
         assert self._save_script is not None  # registered with the client
         with unavailable("EVALSHA save"):
             result = await self._save_script(
@@ -271,15 +309,26 @@ class RedisStore:
         if session is not None:
             ids.add(session.id)
         if ids:
-            with unavailable("MULTI discard"):
-                async with self._redis().pipeline(transaction=True) as pipe:
-                    pipe.delete(*[redis_key("session", session_id) for session_id in sorted(ids)])
-                    if session is not None:
-                        # Keeps the index sets small; entries of a session discarded by its cookie
-                        # alone are pruned once they expire.
-                        for index in self._indexes(session):
-                            pipe.zrem(index, redis_key("session", session.id))
-                    await pipe.execute()
+            keys = [redis_key("session", session_id) for session_id in sorted(ids)]
+            self._cache.invalidate(keys)
+            client = self._redis()
+            if is_cluster(client):
+                members = (
+                    {} if session is None else {i: [redis_key("session", session.id)] for i in self._indexes(session)}
+                )
+                await _delete_across_slots(client, keys, members)
+            else:
+                with unavailable("MULTI discard"):
+                    async with client.pipeline(transaction=True) as pipe:
+                        pipe.delete(*keys)
+                        # In the transaction: no process keeps serving a session deleted here.
+                        pipe.publish(CHANNEL, announcement(keys))
+                        if session is not None:
+                            # Keeps the index sets small; entries of a session discarded by its cookie
+                            # alone are pruned once they expire.
+                            for index in self._indexes(session):
+                                pipe.zrem(index, redis_key("session", session.id))
+                        await pipe.execute()
         present = request_cookies(scope)
         for name in (self._name, *self._legacy_names):
             if name in present:
@@ -348,6 +397,7 @@ class RedisStore:
             # Saved before the lock is released, so whoever acquires it next finds the new tokens.
             if not await self._write(result, now=int(time.time()), update=True):
                 raise SessionEnded("the session ended (logout) during its refresh")
+            await self._announce([redis_key("session", result.id)])
             return result
         finally:
             await self._release(lock)
@@ -361,6 +411,16 @@ class RedisStore:
         except RedisError as exc:
             # The result is saved; the lock expires by itself within `lock_timeout`.
             logger.warning("refresh lock not released: store=%r error=%s", self, type(exc).__name__)
+
+    async def _announce(self, keys: list[str]) -> None:
+        """Drop `keys` from this process's cache now and from every other's within a second."""
+        self._cache.invalidate(keys)
+        try:
+            await self._cache.publish(self._redis(), keys)
+        except RedisError as exc:
+            # The write is done. Other processes read the key again by the cache's `max_age` at
+            # the latest, and sooner if their channel is failing too (likely when Redis is).
+            logger.warning("session change not announced: store=%r error=%s", self, type(exc).__name__)
 
     async def _read(self, session_id: str) -> Session | None:
         with unavailable("GET"):
@@ -385,9 +445,15 @@ class RedisStore:
         if not members:
             return
         # Only the sessions listed now: a login that happens after the logout keeps its session.
+        keys = [text(member) for member in members if isinstance(member, bytes | str)]
+        self._cache.invalidate(keys)
+        if is_cluster(client):
+            await _delete_across_slots(client, keys, {index: keys})
+            return
         with unavailable("MULTI revoke"):
             async with client.pipeline(transaction=True) as pipe:
                 pipe.delete(*members)
+                pipe.publish(CHANNEL, announcement(keys))
                 pipe.zrem(index, *members)
                 await pipe.execute()
 
@@ -401,6 +467,40 @@ class RedisStore:
     async def claim_jti(self, jti: str, *, ttl: int) -> bool:
         with unavailable("SET NX jti"):
             return bool(await self._redis().set(redis_key("jti", jti), b"1", nx=True, ex=max(1, ttl)))
+
+
+async def _write_across_slots(
+    client: redis.asyncio.Redis, key: str, sealed: str, indexes: list[str], *, ttl: int, now: int, update: bool
+) -> bool:
+    """`_SAVE_SCRIPT` on a Redis Cluster: the index entries (see `_INDEX_SCRIPT`), then the session."""
+    # Registering only hashes the text; the script is loaded on a node when it first lacks it.
+    script = client.register_script(_INDEX_SCRIPT)
+    for index in indexes:
+        with unavailable("EVALSHA index"):
+            await script(keys=[index], args=[key, now + ttl, now, "1" if update else "0"], client=client)
+    # An update only replaces a session that still exists (as in the script): a logout that ran
+    # after the index entry left an entry for a key that is gone, pruned once it expires.
+    with unavailable("SET save"):
+        written = await client.set(key, sealed, ex=ttl, xx=update)
+    return bool(written)
+
+
+async def _delete_across_slots(client: redis.asyncio.Redis, keys: list[str], members: dict[str, list[str]]) -> None:
+    """The logout's MULTI on a Redis Cluster: delete the sessions `keys`, announce it, then drop
+    `members` from their index sets; each a command of its own, in this order.
+
+    The deletion comes first: if a later step fails (a 503, so the provider or the user tries again),
+    the sessions are gone and, still listed, are found again. Announced only once deleted, so no
+    process reads a session back into its cache after dropping it.
+    """
+    with unavailable("DEL"):
+        # redis-py sends one DEL per hash slot.
+        await client.delete(*keys)
+    with unavailable("PUBLISH"):
+        await client.publish(CHANNEL, announcement(keys))
+    for index, names in members.items():
+        with unavailable("ZREM"):
+            await client.zrem(index, *names)
 
 
 def _tokens_changed(before: Session, after: Session) -> bool:

@@ -174,8 +174,9 @@ async def test_shrinking_session_deletes_stale_chunks(timeouts_site: Site) -> No
 
 
 async def test_a_session_too_large_for_cookies_is_a_clear_error(timeouts_site: Site) -> None:
-    # Under the ID token size cap, over what MAX_CHUNKS cookies can carry.
-    timeouts_site.hostile.claim_overrides = {"groups": ["w" * 100] * (MAX_CHUNKS * MAX_CHUNK_LENGTH // 170)}
+    # Under the ID token size cap, over what MAX_CHUNKS cookies can carry (the claims are sealed
+    # as JSON, not as base64, so it takes more of them than the cookie's own base64 suggests).
+    timeouts_site.hostile.claim_overrides = {"groups": ["w" * 100] * (MAX_CHUNKS * MAX_CHUNK_LENGTH // 138)}
     response = await login(timeouts_site.client, timeouts_site.hostile)
     assert_refusal_page(response, status=502, reason="session_too_large", site=timeouts_site)
     assert SESSION_COOKIE not in timeouts_site.client.cookies

@@ -1,0 +1,236 @@
+"""Opened Redis sessions kept in process, true for as long as invalidations arrive: `SessionCache`.
+
+Without it every authenticated request with the Redis store is a GET (and the decryption it
+brings), a network round trip the cookie store does not pay. With it, a session unchanged since
+this process last read it is served from memory, and the request makes no Redis command at all.
+
+How it stays true. Every write of the store (a save, a logout, a back-channel logout) publishes
+the keys it changed on `CHANNEL`, and every process listens there and drops those keys. This is a
+publish on write rather than Redis's server-assisted `CLIENT TRACKING`: the same code then works on
+a single server, behind Sentinel (PUBLISH is replicated, so a process still subscribed to a demoted
+master hears the new master's writes) and on a Cluster (PUBLISH reaches every node), and on RESP2
+and RESP3 alike. What does not publish is covered otherwise: a key expiring by its TTL is a session
+the middleware finds expired by its own clocks anyway, and for a key evicted or deleted by hand an
+entry is used for at most `max_age` seconds before it is read again.
+
+Three races, and what closes each:
+
+* A GET answered before another process's write, whose invalidation is handled before the GET's
+  answer is stored: each fill takes a ticket before its GET; an invalidation of that key (or a
+  flush) voids the ticket, and the answer is not stored.
+* Writes published while this process was not subscribed (not yet, or between a dropped
+  connection and the next): the cache serves nothing until the listener has received its own
+  heartbeat, published after it subscribed, and empties itself at that moment. Every message
+  published before the heartbeat arrives before it on the one subscriber connection.
+* A subscription that looks alive but stopped delivering (a partition that keeps the TCP stream
+  open, an overloaded server): the listener publishes a heartbeat every `heartbeat` seconds, and
+  the cache serves only until `stale_after` seconds past the sending of the last heartbeat it got
+  back. Past that every request reads Redis again; long past it, the listener reconnects.
+
+So a logout is seen by the process that did it at once (it drops the keys itself) and by every
+other one within about `stale_after` (1 s), whatever happens to the channel.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import secrets
+import time
+from collections import OrderedDict
+from collections.abc import Iterable
+
+import redis.asyncio
+from redis.exceptions import RedisError
+
+from ._redis import PREFIX, text
+from ._session import Session
+
+__all__: list[str] = []
+
+logger = logging.getLogger("pkce_middleware")
+
+#: Messages: `k <key> <key> ...` (keys changed) or `h <process nonce> <monotonic time sent>`.
+CHANNEL = f"{PREFIX}invalidations"
+
+
+def announcement(keys: Iterable[str]) -> str:
+    """The message saying `keys` changed."""
+    return "k " + " ".join(keys)
+
+
+class SessionCache:
+    """Sessions by Redis key, served only while the invalidation channel is proven live.
+
+    `fill` tickets, `invalidate` and `flush` are what the store calls; `run` is the listener,
+    started by `ensure_listening` and stopped by `aclose`.
+    """
+
+    def __init__(
+        self,
+        *,
+        size: int = 1024,
+        max_age: float = 30.0,
+        heartbeat: float = 0.25,
+        stale_after: float = 1.0,
+        reconnect_after: float = 5.0,
+    ) -> None:
+        self._size = size
+        self._max_age = max_age
+        self._heartbeat = heartbeat
+        self._stale_after = stale_after
+        self._reconnect_after = reconnect_after
+        #: key -> (monotonic time after which it is read again, session, sealed with current keys)
+        self._entries: OrderedDict[str, tuple[float, Session, bool]] = OrderedDict()
+        #: key -> the ticket of the last fill begun; an invalidation removes it.
+        self._pending: dict[str, int] = {}
+        self._tickets = itertools.count(1)
+        #: Entries are served until this monotonic time; 0 while the channel is not live.
+        self._live_until = 0.0
+        self._nonce = secrets.token_hex(8)
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+        self._failing = False
+        #: Times the cache was emptied because the channel (re)started: for tests and metrics.
+        self.flushes = 0
+
+    @property
+    def live(self) -> bool:
+        return time.monotonic() < self._live_until
+
+    # -- the store's side ------------------------------------------------------------------------
+
+    def get(self, key: str) -> tuple[Session, bool] | None:
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        now = time.monotonic()
+        if now >= self._live_until:
+            return None
+        if now >= entry[0]:
+            del self._entries[key]
+            return None
+        return entry[1], entry[2]
+
+    def begin(self, key: str) -> int | None:
+        """A ticket for storing what a GET about to be sent returns; `None` when not live."""
+        if not self.live or self._size <= 0:
+            return None
+        if len(self._pending) >= self._size:
+            self._pending.clear()  # fills whose GET failed leave tickets; voiding all is safe
+        ticket = next(self._tickets)
+        self._pending[key] = ticket
+        return ticket
+
+    def put(self, key: str, ticket: int | None, session: Session, *, current: bool) -> None:
+        """Keep what the GET of `ticket` returned, unless `key` changed since it began."""
+        if ticket is None or self._pending.get(key) != ticket:
+            return
+        del self._pending[key]
+        self._entries[key] = (time.monotonic() + self._max_age, session, current)
+        self._entries.move_to_end(key)
+        if len(self._entries) > self._size:
+            self._entries.popitem(last=False)
+
+    def invalidate(self, keys: Iterable[str]) -> None:
+        for key in keys:
+            self._entries.pop(key, None)
+            self._pending.pop(key, None)
+
+    def flush(self) -> None:
+        self._entries.clear()
+        self._pending.clear()
+
+    # -- the listener ----------------------------------------------------------------------------
+
+    def ensure_listening(self, client: redis.asyncio.Redis) -> None:
+        if self._task is None and not self._closing and self._size > 0:
+            self._task = asyncio.get_running_loop().create_task(self._listen_forever(client))
+
+    async def aclose(self) -> None:
+        task, self._task = self._task, None
+        self._closing = True
+        self._live_until = 0.0
+        self.flush()
+        if task is not None:
+            task.cancel()
+            await asyncio.wait({task}, timeout=self._heartbeat + 3)
+
+    def reopen(self) -> None:
+        """Allow listening again (a second lifespan cycle)."""
+        self._closing = False
+
+    @staticmethod
+    async def publish(client: redis.asyncio.Redis, keys: Iterable[str]) -> None:
+        """Tell every process `keys` changed (the store's writes call this after writing)."""
+        await client.publish(CHANNEL, announcement(keys))
+
+    async def _listen_forever(self, client: redis.asyncio.Redis) -> None:
+        while not self._closing:
+            try:
+                cause = await self._listen(client)
+            except (RedisError, OSError) as exc:
+                cause = type(exc).__name__
+            if cause is not None and not self._failing:  # once per outage
+                logger.warning("session cache off, reading Redis on every request: error=%s", cause)
+                self._failing = True
+            self._live_until = 0.0
+            self.flush()
+            if not self._closing:
+                await asyncio.sleep(self._heartbeat)
+
+    async def _listen(self, client: redis.asyncio.Redis) -> str | None:
+        """Subscribe and serve invalidations; returns why it stopped (`None`: closing)."""
+        pubsub = client.pubsub()
+        try:
+            await pubsub.subscribe(CHANNEL)
+            # redis-py reconnects a dropped subscriber and subscribes again by itself, silently:
+            # whatever was published in between is lost, so the cache must start over.
+            assert pubsub.connection is not None  # subscribing took one
+            pubsub.connection.register_connect_callback(self._resubscribed)
+            heard = time.monotonic()  # the last time our own heartbeat came back (or we started)
+            next_beat = 0.0
+            while not self._closing:
+                now = time.monotonic()
+                if now - heard > self._reconnect_after:
+                    return "heartbeat_lost"
+                if now >= next_beat:
+                    await client.publish(CHANNEL, f"h {self._nonce} {now!r}")
+                    next_beat = now + self._heartbeat
+                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=self._heartbeat)
+                if message is not None and self._receive(text(message["data"])):
+                    heard = time.monotonic()
+        finally:
+            await pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
+        return None
+
+    def _resubscribed(self, connection: object) -> None:
+        self._live_until = 0.0  # until our own heartbeat comes back through the new connection
+        self.flush()
+
+    def _receive(self, data: str) -> bool:
+        """Handle one message; `True` if it is our own heartbeat."""
+        kind, _, rest = data.partition(" ")
+        if kind == "k":
+            self.invalidate(rest.split(" "))
+            return False
+        if kind != "h":
+            return False
+        nonce, _, sent = rest.partition(" ")
+        if nonce != self._nonce:
+            return False
+        try:
+            sent_at = float(sent)
+        except ValueError:
+            return False
+        if self._live_until == 0.0:
+            # Going live: what was cached (or being filled) before this subscription was
+            # confirmed may have missed invalidations.
+            self.flush()
+            self.flushes += 1
+            if self._failing:
+                logger.info("session cache on again")
+            self._failing = False
+        self._live_until = max(self._live_until, sent_at + self._stale_after)
+        return True
