@@ -42,7 +42,24 @@ TokenEndpointAuthMethod = Literal["client_secret_basic", "client_secret_post", "
 #: accepting it next to public keys is how "HMAC with the public key" attacks start.
 DEFAULT_ID_TOKEN_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA")
 _ALLOWED_ID_TOKEN_ALGORITHMS = frozenset(DEFAULT_ID_TOKEN_ALGORITHMS)
-_REDIS_SCHEMES = ("redis", "rediss", "unix")
+#: As `_redis.SCHEMES`, which cannot be imported here: the `redis` package is optional.
+_REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+sentinel", "rediss+sentinel", "redis+cluster", "rediss+cluster")
+
+
+def _check_redis_url(variable: str, url: str, alternative: str) -> None:
+    if urlsplit(url).scheme not in _REDIS_SCHEMES:
+        schemes = ", ".join(f"{scheme}://" for scheme in _REDIS_SCHEMES)
+        raise ConfigError(f"{variable} must be `{alternative}` or a Redis URL ({schemes})")
+    try:
+        from ._redis import check_url
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").partition(".")[0] != "redis":
+            raise
+        return  # `_components` says which package is missing, naming the variable too
+    problem = check_url(url)
+    if problem is not None:
+        # Not the URL itself: it may hold a password.
+        raise ConfigError(f"{variable} is not a usable Redis URL: {problem}")
 
 
 def _option(env: str, help: str, parse: str = "str", *, hint: str = "", **kwargs: Any) -> Any:
@@ -382,11 +399,10 @@ class PKCEConfig:
             raise ConfigError("PKCE_SESSION_IDLE_TIMEOUT must be at least 60 seconds")
         if not 0 <= self.refresh_margin <= 3600:
             raise ConfigError("PKCE_REFRESH_MARGIN must be between 0 and 3600 seconds")
-        if self.session_store != "cookie" and urlsplit(self.session_store).scheme not in _REDIS_SCHEMES:
-            raise ConfigError("PKCE_SESSION_STORE must be `cookie` or a redis://, rediss:// or unix:// URL")
+        if self.session_store != "cookie":
+            _check_redis_url("PKCE_SESSION_STORE", self.session_store, "cookie")
         if self.revocation_store != "memory":
-            if urlsplit(self.revocation_store).scheme not in _REDIS_SCHEMES:
-                raise ConfigError("PKCE_REVOCATION_STORE must be `memory` or a redis://, rediss:// or unix:// URL")
+            _check_redis_url("PKCE_REVOCATION_STORE", self.revocation_store, "memory")
             if self.session_store != "cookie":
                 raise ConfigError("PKCE_REVOCATION_STORE is for cookie sessions; Redis sessions are revoked in Redis")
         if not 0 <= self.clock_leeway <= 300:

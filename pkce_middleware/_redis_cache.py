@@ -168,12 +168,20 @@ class SessionCache:
 
     async def _listen_forever(self, client: redis.asyncio.Redis) -> None:
         while not self._closing:
+            unexpected: Exception | None = None
             try:
                 cause = await self._listen(client)
             except (RedisError, OSError) as exc:
                 cause = type(exc).__name__
+            except Exception as exc:
+                # Not a Redis outage but a client surprise (redis-py's cluster pubsub has raised
+                # KeyError): the requests still work by reading Redis, so log it loudly and carry
+                # on rather than let the listener die and the cache stay off for good unnoticed.
+                cause, unexpected = type(exc).__name__, exc
             if cause is not None and not self._failing:  # once per outage
-                logger.warning("session cache off, reading Redis on every request: error=%s", cause)
+                logger.warning(
+                    "session cache off, reading Redis on every request: error=%s", cause, exc_info=unexpected
+                )
                 self._failing = True
             self._live_until = 0.0
             self.flush()
@@ -182,6 +190,8 @@ class SessionCache:
 
     async def _listen(self, client: redis.asyncio.Redis) -> str | None:
         """Subscribe and serve invalidations; returns why it stopped (`None`: closing)."""
+        # Any first command: a cluster client learns its nodes with it, which its pubsub needs.
+        await client.ping()
         pubsub = client.pubsub()
         try:
             await pubsub.subscribe(CHANNEL)

@@ -16,8 +16,10 @@ Keys (`<h>` is a SHA-256 hex digest):
 * `pkce:lock:<h(id)>`: held by the one process refreshing that session.
 * `pkce:jti:<h(jti)>`: logout token ids already used (replay detection).
 
-Redis round trips per request: an authenticated request is one GET (plus, on a connection idle for
-30 s, the client's health-check PING); its write-back (the idle clock, at most once a minute, or a
+Redis round trips per request: an authenticated request whose session this process has read
+before and nobody changed since is none (`_redis_cache.SessionCache`: every write below also
+announces the keys it changed, in the same transaction where it can); otherwise one GET (plus, on
+a connection idle for 30 s, the client's health-check PING); its write-back (the idle clock, at most once a minute, or a
 key rotation) adds one EVALSHA; a login is one EVALSHA (plus a GET and a MULTI/EXEC deleting the old
 session when the browser brought one); a logout is a GET and one MULTI/EXEC; a request that
 refreshes is GET, SET NX (the lock), GET (under the lock), EVALSHA (the save) and EVALSHA (the
@@ -268,9 +270,11 @@ class RedisStore:
         found = self._cookie_id(scope)
         # The request's own session is updated only if it still exists; any other id is a new login.
         update = found is not None and found[1] == session.id
-        written = self._in_redis.get(session.id) is session or await self._write(session, now=now, update=update)
-        if written:
+        written = self._in_redis.get(session.id) is session
+        if not written and await self._write(session, now=now, update=update):
+            written = True
             await self._announce([redis_key("session", session.id)])
+        if written:
             self._policy.set(cookies, self._name, self._id_sealer.seal(session.id.encode()), max_age=self._max_age)
         elif found is not None:
             # Ended meanwhile (logout elsewhere, back-channel logout, eviction): do not bring it back.

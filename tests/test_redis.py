@@ -36,7 +36,7 @@ from pkce_middleware._redis_store import RedisStore
 from pkce_middleware._session import Session, SessionCodec
 from tests.support.hostile_provider import REMOVE, HostileProvider
 from tests.support.processes import free_port
-from tests.support.redis_checks import cache_live, command_calls, difference, redis_site, session_keys
+from tests.support.redis_checks import cache_live, cache_off, command_calls, difference, redis_site, session_keys
 from tests.support.redis_server import RedisServer
 from tests.support.site import SESSION_COOKIE, login, session_codec, strong_secret_key
 
@@ -297,8 +297,10 @@ async def test_redis_restart_keeps_users_logged_in_and_an_outage_is_a_503() -> N
             server.start()
             assert (await site.client.get("/")).text == "hello alice"
 
-            # Redis down: a clear 503 for the browser and for the API, never a login redirect.
+            # Redis down: a clear 503 for the browser and for the API, never a login redirect (once
+            # the session cache, which serves for up to a second after its last heartbeat, stops).
             server.stop()
+            await cache_off(site)
             assert_store_unavailable_page(await site.client.get("/"))
             api = await site.client.get("/api", headers=JSON)
             assert api.status_code == 503

@@ -13,12 +13,13 @@ import redis.asyncio
 from pkce_middleware._redis_store import RedisStore
 from tests.support.site import Site, open_site
 
-__all__ = ["cache_live", "command_calls", "difference", "redis_site", "redis_store_of", "session_keys"]
+__all__ = ["cache_live", "cache_off", "command_calls", "difference", "redis_site", "redis_store_of", "session_keys"]
 
-#: Not counted: the `INFO` that takes the second snapshot, and what the session caches' listeners
-#: send in the background: SUBSCRIBE, heartbeats (PUBLISH) and the subscriber connection's health-check PING
-#: (tests/test_redis_cache.py watches the announcements of changes on the channel itself).
-_BACKGROUND = {"info", "publish", "ping", "subscribe", "unsubscribe"}
+#: Not counted: the `INFO` that takes the second snapshot; what the session caches' listeners send
+#: in the background (SUBSCRIBE, heartbeats by PUBLISH, the subscriber's health-check PING;
+#: tests/test_redis_cache.py watches the announcements of changes on the channel itself); and the
+#: handshake of a connection the pool opens when its others are busy (HELLO, CLIENT SETINFO).
+_BACKGROUND = {"info", "publish", "ping", "subscribe", "unsubscribe", "hello", "client|setinfo"}
 
 
 @contextlib.asynccontextmanager
@@ -61,3 +62,13 @@ async def cache_live(site: Site) -> None:
             return
         await asyncio.sleep(0.01)
     raise AssertionError("the session cache never went live")
+
+
+async def cache_off(site: Site) -> None:
+    """Wait (bounded) until the site's session cache stops serving: its channel is down or silent."""
+    store = redis_store_of(site)
+    for _ in range(3000):
+        if not store.cache.live:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the session cache kept serving")

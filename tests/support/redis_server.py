@@ -8,6 +8,8 @@
         server.resume()     # SIGCONT
 
 Without `appendonly`, the server keeps nothing on disk (`--save ""`), so a restart empties it.
+`args` are more `redis-server` options, appended last (so they win): `["--replicaof", ...]`, cluster
+mode. A subclass may listen otherwise (`_listen_args()`, `url`): TLS in `redis_topologies`.
 Started and stopped by `tests.support.processes.Process`: ready once it logged "Ready to accept
 connections" (after loading its append-only file) and its port accepts connections.
 """
@@ -17,6 +19,7 @@ from __future__ import annotations
 import shutil
 import signal
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -37,10 +40,18 @@ def _executable() -> str:
 class RedisServer(Launcher):
     """One `redis-server` process; see the module docstring."""
 
-    def __init__(self, *, appendonly: bool = False, startup_timeout: float | None = None) -> None:
+    def __init__(
+        self, *, appendonly: bool = False, args: Sequence[str] = (), startup_timeout: float | None = None
+    ) -> None:
         super().__init__(startup_timeout=startup_timeout)
         self.appendonly = appendonly
+        self.args = list(args)
         self._dir = tempfile.TemporaryDirectory(prefix="pkce-redis-")
+
+    @property
+    def directory(self) -> Path:
+        """Its working directory (append-only file, cluster `nodes.conf`); removed on exit."""
+        return Path(self._dir.name)
 
     @property
     def url(self) -> str:
@@ -52,11 +63,14 @@ class RedisServer(Launcher):
         super().__exit__(exc_type, exc, tb)
         self._dir.cleanup()
 
+    def _listen_args(self) -> list[str]:
+        """Where it listens: plain TCP on `port`."""
+        return ["--port", str(self.port)]
+
     def _launch(self) -> None:
         command = [
             _executable(),
-            "--port",
-            str(self.port),
+            *self._listen_args(),
             "--bind",
             "127.0.0.1",
             "--save",
@@ -72,6 +86,7 @@ class RedisServer(Launcher):
             "no",
             "--logfile",
             "",  # stdout, which the launcher collects
+            *self.args,
         ]
         self._process = Process(
             command,
