@@ -74,8 +74,10 @@ _LOCK_SAFETY = 5.0
 # update (`ARGV[4] == "1"`) only replaces a session that still exists, so a request that loaded a
 # session just before a logout or back-channel logout cannot bring it back by writing it. The index
 # sets expire with their last member (EXPIREAT of the highest score), which a MULTI cannot compute,
-# and this needs no Redis 7 `EXPIRE ... GT`.
-# KEYS[1]: session key; KEYS[2..]: index sets. ARGV: sealed session, ttl, now, update-only flag.
+# and this needs no Redis 7 `EXPIRE ... GT`. The change is announced to the other processes' session
+# caches (`_redis_cache`) in the same script, so no write goes unannounced.
+# KEYS[1]: session key; KEYS[2..]: index sets. ARGV: sealed session, ttl, now, update-only flag,
+# the invalidation channel.
 _SAVE_SCRIPT = """
 local written
 if ARGV[4] == '1' then
@@ -86,6 +88,7 @@ end
 if not written then
   return 0
 end
+redis.call('PUBLISH', ARGV[5], 'k ' .. KEYS[1])
 local expires = tonumber(ARGV[3]) + tonumber(ARGV[2])
 for i = 2, #KEYS do
   redis.call('ZADD', KEYS[i], expires, KEYS[1])
@@ -270,10 +273,7 @@ class RedisStore:
         found = self._cookie_id(scope)
         # The request's own session is updated only if it still exists; any other id is a new login.
         update = found is not None and found[1] == session.id
-        written = self._in_redis.get(session.id) is session
-        if not written and await self._write(session, now=now, update=update):
-            written = True
-            await self._announce([redis_key("session", session.id)])
+        written = self._in_redis.get(session.id) is session or await self._write(session, now=now, update=update)
         if written:
             self._policy.set(cookies, self._name, self._id_sealer.seal(session.id.encode()), max_age=self._max_age)
         elif found is not None:
@@ -295,16 +295,21 @@ class RedisStore:
         key = redis_key("session", session.id)
         client = self._redis()
         if is_cluster(client):
-            return await _write_across_slots(
+            written = await _write_across_slots(
                 client, key, self._codec.seal(session), self._indexes(session), ttl=ttl, now=now, update=update
             )
+            if written:
+                await self._announce([key])
+            return written
         assert self._save_script is not None  # registered with the client
         with unavailable("EVALSHA save"):
             result = await self._save_script(
                 keys=[key, *self._indexes(session)],
-                args=[self._codec.seal(session), ttl, now, "1" if update else "0"],
+                args=[self._codec.seal(session), ttl, now, "1" if update else "0", CHANNEL],
                 client=client,
             )
+        if result:
+            self._cache.invalidate([key])  # announced by the script; this process drops it now
         return bool(result)
 
     async def discard(self, session: Session | None, scope: Scope, cookies: CookieWriter) -> None:
@@ -401,7 +406,6 @@ class RedisStore:
             # Saved before the lock is released, so whoever acquires it next finds the new tokens.
             if not await self._write(result, now=int(time.time()), update=True):
                 raise SessionEnded("the session ended (logout) during its refresh")
-            await self._announce([redis_key("session", result.id)])
             return result
         finally:
             await self._release(lock)
@@ -417,7 +421,8 @@ class RedisStore:
             logger.warning("refresh lock not released: store=%r error=%s", self, type(exc).__name__)
 
     async def _announce(self, keys: list[str]) -> None:
-        """Drop `keys` from this process's cache now and from every other's within a second."""
+        """Drop `keys` from this process's cache now and from every other's within a second (on a
+        Cluster, where the write could not announce itself)."""
         self._cache.invalidate(keys)
         try:
             await self._cache.publish(self._redis(), keys)
