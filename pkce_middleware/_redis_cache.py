@@ -51,7 +51,8 @@ __all__: list[str] = []
 
 logger = logging.getLogger("pkce_middleware")
 
-#: Messages: `k <key> <key> ...` (keys changed) or `h <process nonce> <monotonic time sent>`.
+#: Messages: `k <key> <key> ...` (keys changed) or `h <random token>` (a heartbeat; the sender alone
+#: knows when it sent it, so a forged or replayed one proves nothing).
 CHANNEL = f"{PREFIX}invalidations"
 
 
@@ -88,7 +89,8 @@ class SessionCache:
         self._tickets = itertools.count(1)
         #: Entries are served until this monotonic time; 0 while the channel is not live.
         self._live_until = 0.0
-        self._nonce = secrets.token_hex(8)
+        #: Heartbeats sent and not yet heard back: token -> monotonic time sent (a few at most).
+        self._beats: dict[str, float] = {}
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         self._failing = False
@@ -193,25 +195,34 @@ class SessionCache:
         # Any first command: a cluster client learns its nodes with it, which its pubsub needs.
         await client.ping()
         pubsub = client.pubsub()
+        connection = None
         try:
             await pubsub.subscribe(CHANNEL)
             # redis-py reconnects a dropped subscriber and subscribes again by itself, silently:
             # whatever was published in between is lost, so the cache must start over.
-            assert pubsub.connection is not None  # subscribing took one
-            pubsub.connection.register_connect_callback(self._resubscribed)
+            connection = pubsub.connection
+            assert connection is not None  # subscribing took one
+            connection.register_connect_callback(self._resubscribed)
             heard = time.monotonic()  # the last time our own heartbeat came back (or we started)
             next_beat = 0.0
+            self._beats.clear()
             while not self._closing:
                 now = time.monotonic()
                 if now - heard > self._reconnect_after:
                     return "heartbeat_lost"
                 if now >= next_beat:
-                    await client.publish(CHANNEL, f"h {self._nonce} {now!r}")
+                    token = secrets.token_hex(8)
+                    self._beats[token] = now
+                    if len(self._beats) > 64:  # a silent channel: keep the newest few
+                        del self._beats[next(iter(self._beats))]
+                    await client.publish(CHANNEL, f"h {token}")
                     next_beat = now + self._heartbeat
                 message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=self._heartbeat)
                 if message is not None and self._receive(text(message["data"])):
                     heard = time.monotonic()
         finally:
+            if connection is not None:  # back to the pool, where its reconnects are not ours
+                connection.deregister_connect_callback(self._resubscribed)
             await pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
         return None
 
@@ -227,13 +238,12 @@ class SessionCache:
             return False
         if kind != "h":
             return False
-        nonce, _, sent = rest.partition(" ")
-        if nonce != self._nonce:
-            return False
-        try:
-            sent_at = float(sent)
-        except ValueError:
-            return False
+        sent_at = self._beats.pop(rest, None)
+        if sent_at is None:
+            return False  # another process's, or not a heartbeat of ours at all
+        # Older ones still out will not come back before this one (one connection, in order).
+        for token in [token for token, sent in self._beats.items() if sent < sent_at]:
+            del self._beats[token]
         if self._live_until == 0.0:
             # Going live: what was cached (or being filled) before this subscription was
             # confirmed may have missed invalidations.

@@ -38,6 +38,7 @@ References:
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import secrets
 import time
@@ -70,23 +71,45 @@ _IDLE_SLACK = 120
 #: hold it; a lock that expired under a running refresh would let a second process redeem the token.
 _LOCK_SAFETY = 5.0
 
-# One round trip, atomic. A Lua script rather than MULTI because the write must be conditional: an
-# update (`ARGV[4] == "1"`) only replaces a session that still exists, so a request that loaded a
-# session just before a logout or back-channel logout cannot bring it back by writing it. The index
+# How a session is written, in both scripts below. A value is `<tokens>!<sealed session>`, where
+# `<tokens>` is a digest of the session's tokens (`_fingerprint`). An update (`update == "1"`) only
+# replaces a session that still exists, so a request that loaded a session just before a logout or
+# back-channel logout cannot bring it back by writing it; and only one with the tokens the writer
+# started from (`expected`), so a request that loaded the session before another process
+# refreshed it cannot undo the refresh by writing back its idle clock: the provider has rotated
+# the old refresh token out, and restoring it would log the user out at the next refresh. Values
+# written before there was a digest (no `!`) are replaced unconditionally, as they were.
+# Returns 1 (written), 0 (gone) or 2 (superseded: newer tokens are there; nothing written).
+_PUT = """
+local function put(key, value, ttl, update, expected)
+  if update == '1' then
+    local current = redis.call('GET', key)
+    if not current then
+      return 0
+    end
+    local mark = string.find(current, '!', 1, true)
+    if mark and string.sub(current, 1, mark - 1) ~= expected then
+      return 2
+    end
+  end
+  redis.call('SET', key, value, 'EX', ttl)
+  return 1
+end
+"""
+
+# One round trip, atomic. A Lua script rather than MULTI because the write must be conditional
+# (`_PUT`). The index
 # sets expire with their last member (EXPIREAT of the highest score), which a MULTI cannot compute,
 # and this needs no Redis 7 `EXPIRE ... GT`. The change is announced to the other processes' session
 # caches (`_redis_cache`) in the same script, so no write goes unannounced.
-# KEYS[1]: session key; KEYS[2..]: index sets. ARGV: sealed session, ttl, now, update-only flag,
-# the invalidation channel.
-_SAVE_SCRIPT = """
-local written
-if ARGV[4] == '1' then
-  written = redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2], 'XX')
-else
-  written = redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
-end
-if not written then
-  return 0
+# KEYS[1]: session key; KEYS[2..]: index sets. ARGV: value, ttl, now, update-only flag, the
+# invalidation channel, the expected token digest.
+_SAVE_SCRIPT = (
+    _PUT
+    + """
+local written = put(KEYS[1], ARGV[1], ARGV[2], ARGV[4], ARGV[6])
+if written ~= 1 then
+  return written
 end
 redis.call('PUBLISH', ARGV[5], 'k ' .. KEYS[1])
 local expires = tonumber(ARGV[3]) + tonumber(ARGV[2])
@@ -100,6 +123,14 @@ for i = 2, #KEYS do
 end
 return 1
 """
+)
+
+# `_PUT` alone, for a Redis Cluster (see `_INDEX_SCRIPT`). KEYS[1]: session key. ARGV: value, ttl,
+# update-only flag, expected token digest.
+_PUT_SCRIPT = _PUT + "return put(KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4])\n"
+
+#: What `_write` found.
+_WRITTEN, _GONE, _SUPERSEDED = 1, 0, 2
 
 # On a Redis Cluster a script may only touch keys of one hash slot, and a session's key and its
 # index sets hash apart (the key is found from the cookie's id, an index from a `sid` or `sub`), so
@@ -258,7 +289,7 @@ class RedisStore:
             raw = await self._redis().get(key)
         if raw is None:
             return None  # expired, logged out, or revoked by a back-channel logout
-        blob = text(raw)
+        blob = _sealed(raw)
         session = self._codec.open(blob)  # cached by the blob: no decryption while it is unchanged
         if session is None or session.id != session_id:
             # Sealed with a key no longer configured, or (only with write access to Redis) a
@@ -273,9 +304,17 @@ class RedisStore:
         found = self._cookie_id(scope)
         # The request's own session is updated only if it still exists; any other id is a new login.
         update = found is not None and found[1] == session.id
-        written = self._in_redis.get(session.id) is session or await self._write(session, now=now, update=update)
-        if written:
+        if self._in_redis.get(session.id) is session:
+            outcome = _WRITTEN  # saved by the refresh that made it
+        else:
+            # A write-back keeps the tokens of the session it loaded: it expects them in Redis.
+            outcome = await self._write(session, now=now, update=update, expected=session)
+        if outcome == _WRITTEN:
             self._policy.set(cookies, self._name, self._id_sealer.seal(session.id.encode()), max_age=self._max_age)
+        elif outcome == _SUPERSEDED:
+            # Another process refreshed it since this request loaded it: its tokens stay, and this
+            # request's idle clock is dropped (the next request writes its own). The cookie is right.
+            logger.info("session not written back, refreshed meanwhile: sub=%r", session.sub)
         elif found is not None:
             # Ended meanwhile (logout elsewhere, back-channel logout, eviction): do not bring it back.
             logger.info("session not written, it ended meanwhile: sub=%r", session.sub)
@@ -285,32 +324,36 @@ class RedisStore:
             if name in present:
                 self._policy.delete(cookies, name)
 
-    async def _write(self, session: Session, *, now: int, update: bool) -> bool:
-        """Store `session` (atomically, with its index entries); `False` if it ended (or is over)."""
+    async def _write(self, session: Session, *, now: int, update: bool, expected: Session) -> int:
+        """Store `session` (atomically, with its index entries), if it is a new one or, for an
+        update, if Redis still has the tokens of `expected`: `_WRITTEN`, `_GONE` (ended, or over)
+        or `_SUPERSEDED` (see `_PUT`)."""
         ttl = session.expires_at - now
         if self._idle_timeout is not None:
             ttl = min(ttl, session.last_seen + self._idle_timeout + _IDLE_SLACK - now)
         if ttl <= 0:
-            return False
+            return _GONE
         key = redis_key("session", session.id)
+        value = f"{_fingerprint(session)}!{self._codec.seal(session)}"
+        flag, digest = ("1" if update else "0"), _fingerprint(expected)
         client = self._redis()
         if is_cluster(client):
-            written = await _write_across_slots(
-                client, key, self._codec.seal(session), self._indexes(session), ttl=ttl, now=now, update=update
+            outcome = await _write_across_slots(
+                client, key, value, self._indexes(session), ttl=ttl, now=now, update=flag, expected=digest
             )
-            if written:
+            if outcome == _WRITTEN:
                 await self._announce([key])
-            return written
+            return outcome
         assert self._save_script is not None  # registered with the client
         with unavailable("EVALSHA save"):
-            result = await self._save_script(
-                keys=[key, *self._indexes(session)],
-                args=[self._codec.seal(session), ttl, now, "1" if update else "0", CHANNEL],
-                client=client,
+            outcome = int(
+                await self._save_script(
+                    keys=[key, *self._indexes(session)], args=[value, ttl, now, flag, CHANNEL, digest], client=client
+                )
             )
-        if result:
+        if outcome == _WRITTEN:
             self._cache.invalidate([key])  # announced by the script; this process drops it now
-        return bool(result)
+        return outcome
 
     async def discard(self, session: Session | None, scope: Scope, cookies: CookieWriter) -> None:
         found = self._cookie_id(scope)
@@ -319,7 +362,6 @@ class RedisStore:
             ids.add(session.id)
         if ids:
             keys = [redis_key("session", session_id) for session_id in sorted(ids)]
-            self._cache.invalidate(keys)
             client = self._redis()
             if is_cluster(client):
                 members = (
@@ -338,6 +380,9 @@ class RedisStore:
                             for index in self._indexes(session):
                                 pipe.zrem(index, redis_key("session", session.id))
                         await pipe.execute()
+            # After the deletion, not before: a concurrent request's GET that ran before it must not
+            # leave the session in this process's cache until its own announcement comes back.
+            self._cache.invalidate(keys)
         present = request_cookies(scope)
         for name in (self._name, *self._legacy_names):
             if name in present:
@@ -404,8 +449,16 @@ class RedisStore:
                     f"refresh took longer than {self._lock_timeout - _LOCK_SAFETY}s", error=Reason.REFRESH_TIMEOUT
                 ) from None
             # Saved before the lock is released, so whoever acquires it next finds the new tokens.
-            if not await self._write(result, now=int(time.time()), update=True):
+            outcome = await self._write(result, now=int(time.time()), update=True, expected=current)
+            if outcome == _GONE:
                 raise SessionEnded("the session ended (logout) during its refresh")
+            if outcome == _SUPERSEDED:
+                # Only if our lock expired and another process refreshed too: its tokens are the
+                # ones in Redis now, so they are the ones every process goes on with.
+                newer = await self._read(result.id)
+                if newer is None:
+                    raise SessionEnded("the session ended (logout) during its refresh")
+                return newer
             return result
         finally:
             await self._release(lock)
@@ -436,7 +489,7 @@ class RedisStore:
             raw = await self._redis().get(redis_key("session", session_id))
         if raw is None:
             return None
-        session = self._codec.open(text(raw))
+        session = self._codec.open(_sealed(raw))
         return session if session is not None and session.id == session_id else None
 
     async def revoke(self, *, sid: str | None, sub: str | None, now: float) -> None:
@@ -455,16 +508,16 @@ class RedisStore:
             return
         # Only the sessions listed now: a login that happens after the logout keeps its session.
         keys = [text(member) for member in members if isinstance(member, bytes | str)]
-        self._cache.invalidate(keys)
         if is_cluster(client):
             await _delete_across_slots(client, keys, {index: keys})
-            return
-        with unavailable("MULTI revoke"):
-            async with client.pipeline(transaction=True) as pipe:
-                pipe.delete(*members)
-                pipe.publish(CHANNEL, announcement(keys))
-                pipe.zrem(index, *members)
-                await pipe.execute()
+        else:
+            with unavailable("MULTI revoke"):
+                async with client.pipeline(transaction=True) as pipe:
+                    pipe.delete(*members)
+                    pipe.publish(CHANNEL, announcement(keys))
+                    pipe.zrem(index, *members)
+                    await pipe.execute()
+        self._cache.invalidate(keys)  # after the deletion (see `discard`)
 
     def is_revoked(self, session: Session) -> bool:
         return False  # a revoked session is deleted, so `load` no longer finds it
@@ -479,19 +532,28 @@ class RedisStore:
 
 
 async def _write_across_slots(
-    client: redis.asyncio.Redis, key: str, sealed: str, indexes: list[str], *, ttl: int, now: int, update: bool
-) -> bool:
+    client: redis.asyncio.Redis,
+    key: str,
+    value: str,
+    indexes: list[str],
+    *,
+    ttl: int,
+    now: int,
+    update: str,
+    expected: str,
+) -> int:
     """`_SAVE_SCRIPT` on a Redis Cluster: the index entries (see `_INDEX_SCRIPT`), then the session."""
     # Registering only hashes the text; the script is loaded on a node when it first lacks it.
     script = client.register_script(_INDEX_SCRIPT)
     for index in indexes:
         with unavailable("EVALSHA index"):
-            await script(keys=[index], args=[key, now + ttl, now, "1" if update else "0"], client=client)
-    # An update only replaces a session that still exists (as in the script): a logout that ran
-    # after the index entry left an entry for a key that is gone, pruned once it expires.
-    with unavailable("SET save"):
-        written = await client.set(key, sealed, ex=ttl, xx=update)
-    return bool(written)
+            await script(keys=[index], args=[key, now + ttl, now, update], client=client)
+    # Written as in the script (`_PUT`): a logout that ran after the index entry left an entry for a
+    # key that is gone, pruned once it expires.
+    with unavailable("EVALSHA put"):
+        return int(
+            await client.register_script(_PUT_SCRIPT)(keys=[key], args=[value, ttl, update, expected], client=client)
+        )
 
 
 async def _delete_across_slots(client: redis.asyncio.Redis, keys: list[str], members: dict[str, list[str]]) -> None:
@@ -510,6 +572,18 @@ async def _delete_across_slots(client: redis.asyncio.Redis, keys: list[str], mem
     for index, names in members.items():
         with unavailable("ZREM"):
             await client.zrem(index, *names)
+
+
+def _fingerprint(session: Session) -> str:
+    """A digest of the session's tokens, stored beside it in clear (see `_PUT`): it names no token,
+    and tokens are random enough that it cannot be turned back into one."""
+    tokens = f"{session.access_token}\0{session.refresh_token or ''}"
+    return hashlib.sha256(tokens.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+
+
+def _sealed(raw: bytes | str) -> str:
+    """The sealed session of a stored value, with or without its token digest in front."""
+    return text(raw).rpartition("!")[2]
 
 
 def _tokens_changed(before: Session, after: Session) -> bool:

@@ -120,10 +120,11 @@ async def test_redis_commands_per_request_kind(redis_server: RedisServer, inspec
         before = await command_calls(inspector)
         assert (await browser.get("/")).text == "hello alice"
         assert site.hostile.calls["refresh"] == 2
-        # Refresh: GET (load), SET NX (lock), GET (re-read under the lock), EVALSHA (save), EVALSHA
-        # (lock release: GET and DEL inside). The response's write-back needs no second save.
+        # Refresh: GET (load), SET NX (lock), GET (re-read under the lock), EVALSHA (save: GET, to
+        # compare the tokens, and SET inside), EVALSHA (lock release: GET and DEL inside). The
+        # response's write-back needs no second save.
         assert difference(before, await command_calls(inspector)) == {
-            "get": 3,
+            "get": 4,
             "set": 2,
             "evalsha": 2,
             "del": 1,
