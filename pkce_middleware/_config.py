@@ -179,7 +179,9 @@ class PKCEConfig:
     session_store: str = _option(
         "PKCE_SESSION_STORE",
         "`cookie` (sessions sealed in the browser) or a Redis URL such as `redis://127.0.0.1:6379/0` "
-        "(server-side sessions, shared by every process).",
+        "(server-side sessions, shared by every process, each process keeping the ones it read in a "
+        "cache that every write invalidates); also `rediss://`, `redis+sentinel://`, `redis+cluster://` "
+        "(README, Redis deployments).",
         default="cookie",
     )
     revocation_store: str = _option(

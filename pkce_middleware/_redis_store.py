@@ -152,7 +152,8 @@ return 1
 class RedisStore:
     """Sessions in Redis, a sealed random id in the cookie; refresh coordinated across processes.
 
-    `url` is a redis://, rediss:// or unix:// URL; its query string may tune the client (for
+    `url` is a redis://, rediss://, unix://, redis+sentinel:// or redis+cluster:// URL (`_redis`,
+    README "Redis deployments"); its query string may tune the client (for
     example `?socket_timeout=0.5`), and wins over the defaults here. `idle_timeout`, when given,
     also bounds a session key's TTL, so abandoned sessions leave Redis with the idle timeout rather
     than at the absolute end. `lock_timeout` must exceed the longest refresh (a token call and a
