@@ -3,7 +3,8 @@
 Everything goes through the public API of `pkce_middleware`: sessions are made by
 `PKCEMiddleware.create_session` (exactly as a finished login makes them), the cold variant is
 `session_cache_size=0`, and what a check needs to know it learns from the responses, the user the
-inner app sees, and (for Redis) the server's own counters.
+inner app sees, and (for Redis) the server's own counters. One exception: the aged cookie (whose
+idle clock is moved back) is forged through private pieces, as `bench_server` forges its own.
 """
 
 from __future__ import annotations
@@ -25,12 +26,18 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from pkce_middleware import PKCEConfig, PKCEMiddleware, Require
 
+# Private pieces, used only to forge the aged cookie (see `aged_cookie`).
+from pkce_middleware._components import bound_purpose
+from pkce_middleware._crypto import Sealer
+from pkce_middleware._session import SessionCodec
+
 from .harness import BenchmarkError, Variant, call_capturing, require, set_cookies, status_and_body
 from .session_data import CLIENT_ID, ISSUER, SCOPES, SessionData, starlette_cookie
 
 BARE = "bare"
 PKCE_SAME = "pkce (same cookie)"
 PKCE_COLD = "pkce (cold, cache off)"
+PKCE_AGED = "pkce (aged cookie, Set-Cookie every answer)"
 PKCE_RULES = "pkce + rules (same cookie)"
 STARLETTE = "starlette SessionMiddleware"
 REDIS_GET = "bare + one redis GET"
@@ -40,6 +47,10 @@ PKCE_REDIS = "pkce (redis store)"
 #: a minute old. This loop sends the same cookie for ever, so a session is made anew, untimed,
 #: before a loop that could end after it is this old; every timed request stays on the read-only path.
 RENEW_AFTER_SECONDS = 40.0
+#: The aged cookie's idle clock is this share of the idle timeout old (as in `bench_server`): past
+#: the half at which the middleware re-issues it, and a quarter of the timeout (15 minutes by
+#: default) from its end, far more than a run takes.
+AGED_SHARE_OF_IDLE_TIMEOUT = 0.75
 #: The module that starts a private redis-server, shared with the test suite.
 REDIS_LAUNCHER = "tests.support.redis_server"
 
@@ -202,6 +213,44 @@ async def check_pkce(middleware: PKCEMiddleware, scope: Scope, *, cached: bool, 
         require(seen[0].claims is not seen[1].claims, f"{name}: the second request came from the cache")
 
 
+async def check_aged(middleware: PKCEMiddleware, scope: Scope) -> None:
+    """Every answer re-issues the session (one `Set-Cookie`), its user served from the cache."""
+    seen: list[Any] = []
+    inner = middleware.app
+
+    async def recording(scope: Scope, receive: Receive, send: Send) -> None:
+        seen.append(scope.get("user"))
+        await inner(scope, receive, send)
+
+    middleware.app = recording
+    try:
+        for _ in range(2):
+            sent = await call_capturing(middleware, scope)
+            require_hello(sent, PKCE_AGED)
+            require(len(set_cookies(sent)) == 1, f"{PKCE_AGED}: expected the session re-issued on every answer")
+    finally:
+        middleware.app = inner
+    require(len(seen) == 2 and all(u is not None and u.is_authenticated for u in seen), f"{PKCE_AGED}: no user")
+    require(seen[0].claims is seen[1].claims, f"{PKCE_AGED}: the second request did not come from the cache")
+
+
+def aged_cookie(config: PKCEConfig, cookie_header: str) -> str:
+    """The Cookie header of the same session, its idle clock (`last_seen`) moved back.
+
+    A benchmark-only forgery through private pieces (`SessionCodec`, `Sealer`, `bound_purpose`, as
+    `tests/support/site.py` seals sessions): a client that never takes the re-issued cookie sends
+    such a cookie after half the idle timeout, which a run cannot wait for.
+    """
+    name, _, value = cookie_header.partition("=")
+    keys = [str(key) for key in config.secret_keys]
+    codec = SessionCodec(Sealer(keys, bound_purpose("session", config)), cache_size=0)
+    session = codec.open(value)
+    require(session is not None, "the cookie create_session made does not open")
+    assert session is not None
+    aged_by = int(config.session_idle_timeout * AGED_SHARE_OF_IDLE_TIMEOUT)
+    return f"{name}={codec.seal(dataclasses.replace(session, last_seen=session.last_seen - aged_by))}"
+
+
 async def check_session(middleware: SessionMiddleware, scope: Scope) -> None:
     """The session dict the inner app sees is loaded from the cookie (not a fresh empty one)."""
     seen: list[Any] = []
@@ -252,6 +301,10 @@ async def cookie_rows(
     session = LiveSession(pkce_same, data, browser_scope(""))
     await session.renew()
     pkce_scope = session.scope
+    # Its own middleware (and caches); made once: it stays aged for a quarter of the idle timeout.
+    pkce_aged = PKCEMiddleware(bare, config=config, transport=transport)
+    stack.push_async_callback(pkce_aged.aclose)
+    aged_scope = browser_scope(aged_cookie(config, session.cookie_header))
 
     session_key = secrets.token_urlsafe(32)
     starlette_value = starlette_cookie(session_key, data, len(session.cookie))
@@ -283,6 +336,7 @@ async def cookie_rows(
             lambda: check_pkce(pkce_cold, pkce_scope, cached=False, name=PKCE_COLD),
             prepare=session.preparing(pkce_cold),
         ),
+        Variant(PKCE_AGED, pkce_aged, aged_scope, lambda: check_aged(pkce_aged, aged_scope)),
         Variant(STARLETTE, starlette_app, starlette_scope, lambda: check_session(starlette_app, starlette_scope)),
     ]
     return CookieRows(variants, session, starlette_header)

@@ -19,6 +19,8 @@ __all__: list[str] = []
 _BLANK = b" \t"
 _BLANK_STR = " \t"
 _SEMICOLON = b";"[0]
+#: `Set-Cookie` headers remembered by `CookiePolicy.set`: a few kilobytes each.
+MAX_REMEMBERED_HEADERS = 256
 
 
 class CookiePolicy:
@@ -29,6 +31,7 @@ class CookiePolicy:
         # browsers ignore ports, so a provider on the same host shares our cookie jar.
         self.session_name = f"{prefix}pkce_session"
         self.flow_prefix = f"{prefix}pkce_flow_"
+        self._headers: dict[tuple[str, str, int, bool], bytes] = {}
 
     def set(
         self, response: Response | CookieWriter, name: str, value: str, *, max_age: int, cross_site: bool = False
@@ -37,7 +40,23 @@ class CookiePolicy:
         the flow cookie that must reach a form_post callback; every other cookie is `Lax`."""
         samesite: Literal["lax", "none"] = "none" if cross_site else "lax"
         secure = self.secure or cross_site
-        response.set_cookie(name, value, max_age=max_age, path="/", secure=secure, httponly=True, samesite=samesite)
+        if type(response) is not CookieWriter:
+            response.set_cookie(name, value, max_age=max_age, path="/", secure=secure, httponly=True, samesite=samesite)
+            return
+        # A client that never stores the re-issued cookie (a health check, a script) gets the
+        # session re-issued on every answer, with the same value (`SessionCodec.seal` shares the
+        # sealing), and SimpleCookie formatting that header again would cost more than the rest
+        # of the request. The value is then the same string object, so its hash is cached too.
+        key = (name, value, max_age, cross_site)
+        header = self._headers.get(key)
+        if header is None:
+            scratch = CookieWriter()
+            scratch.set_cookie(name, value, max_age=max_age, path="/", secure=secure, httponly=True, samesite=samesite)
+            header = scratch.raw_headers[0][1]
+            if len(self._headers) >= MAX_REMEMBERED_HEADERS:
+                self._headers.clear()
+            self._headers[key] = header
+        response.raw_headers.append((b"set-cookie", header))
 
     def delete(self, response: Response | CookieWriter, name: str) -> None:
         response.delete_cookie(name, path="/", secure=self.secure, httponly=True, samesite="lax")

@@ -65,10 +65,12 @@ class SessionManager:
     async def current(self, scope: Scope) -> Current | None:
         """The live session of this request, refreshed if due; `None` if it has none or it ended."""
         loaded = await self._store.load(scope)
-        now = int(time.time())
-        if loaded is None or not self._usable(loaded.session, now):
+        if loaded is None:
             return None
         session = loaded.session
+        now = int(time.time())
+        if not self._usable(session, now):
+            return None
         write = loaded.stale
         expiry = session.access_expires_at
         if session.refresh_token is not None and expiry is not None and expiry - self._margin <= now:
@@ -92,7 +94,7 @@ class SessionManager:
             write = True
             session = self._reissue(session, now)
         # Built per request: the app may change its copies without touching anyone else's.
-        return Current(session, session.user(), session.credentials(), write=write)
+        return Current(session, session.user(), session.credentials(), write)
 
     def _reissue(self, session: Session, now: int) -> Session:
         """`session` with its idle clock moved to now, the same object for every request that

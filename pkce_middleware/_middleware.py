@@ -116,20 +116,21 @@ class PKCEMiddleware:
         return f"PKCEMiddleware(app={self.app!r}, config={self.config!r})"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan":
+        kind = scope["type"]  # read once: every request passes several of these tests
+        if kind == "lifespan":
             await run_lifespan(self._parts, self.app, scope, receive, send)
             return
-        if scope["type"] not in ("http", "websocket"):
+        if kind not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
 
-        if scope["type"] == "websocket" and not self._routes.origins.websocket_allowed(scope):
+        if kind == "websocket" and not self._routes.origins.websocket_allowed(scope):
             logger.warning("websocket refused: reason=%s path=%r", Reason.CROSS_ORIGIN_WEBSOCKET, scope["path"])
             await refuse_websocket(scope, send, Reason.CROSS_ORIGIN_WEBSOCKET, "This page may not open this socket.")
             return
         mode: Mode | None = "session"
         try:
-            if scope["type"] == "http" and (route := self._routes.paths.get(scope["path"])) is not None:
+            if kind == "http" and (route := self._routes.paths.get(scope["path"])) is not None:
                 await route(scope, receive, send)
                 return
             if self._modes.active and (mode := self._modes.for_request(routed_paths(scope)[-1])) != "session":
@@ -146,7 +147,7 @@ class PKCEMiddleware:
                     await self._serve_token(presented, scope, receive, send)
                     return
             current = await self._parts.lifecycle.current(scope)
-            if current is None and not self._is_public(scope["path"]) and scope["type"] == "http":
+            if current is None and not self._is_public(scope["path"]) and kind == "http":
                 if is_navigation(scope["method"], Headers(scope=scope)):
                     await self._routes.start_login(scope, receive, send, return_to=request_target(scope))
                     return
@@ -156,7 +157,7 @@ class PKCEMiddleware:
             await self._refuse(exc, scope, receive, send, token_too=mode == "either")
             return
 
-        if current is not None and current.write and scope["type"] == "http":
+        if current is not None and current.write and kind == "http":
             # Even on a refusal: a refreshed session that is not written back loses its new tokens.
             send = await sending_session(self._parts.store, current.session, scope, send)
         if current is not None and self._parts.rules.active:
@@ -170,7 +171,7 @@ class PKCEMiddleware:
             # Overwrites whatever an outer layer or a client-controlled value put there.
             scope["user"], scope["auth"] = current.user, current.credentials
             scope[GUARD_KEY] = self._guard
-            if scope["type"] == "websocket":
+            if kind == "websocket":
                 await self._watched_websocket(scope, receive, send, current.session.expires_at, current.session)
                 return
             await self.app(scope, receive, send)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import base64
+import binascii
 import dataclasses
 import json
 import secrets
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any, NoReturn
 
@@ -23,6 +24,11 @@ _CACHE_KEY_CHARS = 24
 _VALIDATION_ONLY_CLAIMS = frozenset({"nonce", "at_hash", "c_hash", "s_hash"})
 #: What JSON decodes to besides lists and objects: immutable already, so never copied.
 _ATOMS = frozenset({str, int, float, bool, type(None)})
+#: How a sealed session starts when its claims are the ID token's payload, as the provider wrote
+#: it (`SessionCodec._seal`); their JSON text follows, `il` bytes long.
+_CLAIMS_FIRST = b'{"ic":'
+_DECODER = json.JSONDecoder()
+_TO_URLSAFE = bytes.maketrans(b"+/", b"-_")
 
 
 class OIDCUser(BaseUser):
@@ -166,13 +172,22 @@ class Session:
             last_seen=now,
         )
 
+    # `user` and `credentials` run on every request: they make what `OIDCUser(self.claims)` and
+    # `OIDCCredentials(...)` make, without a class call's cost (keyword arguments, `super().__init__`),
+    # which is several times that of the assignments.
+
     def user(self) -> OIDCUser:
-        return OIDCUser(self.claims)
+        user = object.__new__(OIDCUser)
+        user.claims = self.claims
+        return user
 
     def credentials(self) -> OIDCCredentials:
-        return OIDCCredentials(
-            self.scopes, access_token=self.access_token, id_token=self.id_token, expires_at=self.access_expires_at
-        )
+        credentials = object.__new__(OIDCCredentials)
+        credentials.scopes = list(self.scopes)
+        credentials.access_token = self.access_token
+        credentials.id_token = self.id_token
+        credentials.expires_at = self.access_expires_at
+        return credentials
 
 
 def revocation_key(provider: str, value: str) -> str:
@@ -224,10 +239,25 @@ def _kept(claims: Mapping[str, Any]) -> Mapping[str, Any]:
     )
 
 
+def _frozen_parsed(claims: dict[str, Any]) -> Mapping[str, Any]:
+    """`_frozen_claims` of a dict just decoded, which nobody else holds: frozen in place, not copied."""
+    for key, value in claims.items():
+        if type(value) not in _ATOMS:
+            claims[key] = _frozen(value)  # a value replaced, no key added: the iteration stays valid
+    return MappingProxyType(claims)
+
+
+def _kept_parsed(claims: dict[str, Any]) -> Mapping[str, Any]:
+    """`_kept` of a dict just decoded, which nobody else holds."""
+    for name in _VALIDATION_ONLY_CLAIMS:
+        claims.pop(name, None)
+    return _frozen_parsed(claims)
+
+
 def _claims_of(id_token: str) -> Mapping[str, Any]:
     """The payload of an ID token we validated before sealing it (so no signature check here)."""
     payload = id_token.split(".")[1]
-    return _kept(json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))))
+    return _kept_parsed(json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))))
 
 
 def _same_claims(session: Session) -> bool:
@@ -236,6 +266,36 @@ def _same_claims(session: Session) -> bool:
         return bool(session.id_token) and _claims_of(session.id_token) == _frozen_claims(session.claims)
     except (ValueError, IndexError, AttributeError):
         return False
+
+
+def _b64url(data: bytes) -> str:
+    return binascii.b2a_base64(data, newline=False).translate(_TO_URLSAFE).rstrip(b"=").decode("ascii")
+
+
+def _id_token_parts(session: Session) -> tuple[str, bytes, str] | None:
+    """The ID token as header, claims (its payload: JSON text) and signature, when the session's
+    claims are the token's and the payload can travel as JSON and be put back exactly."""
+    header, _, rest = session.id_token.partition(".")
+    segment, _, signature = rest.partition(".")
+    if not signature or "." in signature:
+        return None
+    try:
+        payload = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+        # Decoded to text first: a byte order mark, which bytes would be forgiven, cannot be embedded.
+        claims = json.loads(payload.decode("utf-8"))
+    except (ValueError, RecursionError):
+        return None
+    # The decoder skips stray characters and unused bits; only a payload that encodes back to
+    # the very segment gives back the token the provider signed (an id_token_hint must be it).
+    if _b64url(payload) != segment or not isinstance(claims, dict):
+        return None
+    if _kept_parsed(claims) != _frozen_claims(session.claims):
+        return None
+    return header, payload, signature
+
+
+def _dumps(payload: dict[str, Any]) -> bytes:
+    return json.dumps(payload, separators=(",", ":")).encode()
 
 
 def _refresh_token(token: Mapping[str, Any], previous: str | None) -> str | None:
@@ -272,6 +332,9 @@ class SessionCodec:
         self._cache_size = cache_size
         #: Sessions sealed lately, by identity (each kept with its entry, so its id stays its own).
         self._sealed: dict[int, tuple[Session, str]] = {}
+        #: Whether a value is sealed with the newest key (else it is re-sealed on its next write);
+        #: the sealer's own method, as every request asks.
+        self.is_current: Callable[[str], bool] = sealer.is_current
 
     def seal(self, session: Session) -> str:
         """The cookie value of `session`; the same `Session` object is sealed once (concurrent
@@ -287,13 +350,9 @@ class SessionCodec:
         return value
 
     def _seal(self, session: Session) -> str:
-        payload = {
+        payload: dict[str, Any] = {
             "id": session.id,
-            # The claims are usually the ID token's payload; storing both would double the cookie.
-            # Frozen claims are JSON as they are: a `_FrozenDict` is a dict, a tuple a list.
-            "c": None if _same_claims(session) else dict(session.claims),
             "at": session.access_token,
-            "it": session.id_token,
             "rt": session.refresh_token,
             "ae": session.access_expires_at,
             "sc": " ".join(session.scopes),
@@ -305,11 +364,19 @@ class SessionCodec:
             payload["pv"] = session.provider
         if self._bindings is not None:
             payload["pb"] = self._bindings.get(session.provider, "")
-        return self._sealer.seal(json.dumps(payload, separators=(",", ":")).encode())
-
-    def is_current(self, value: str) -> bool:
-        """Whether `value` is sealed with the newest key (else it is re-sealed on its next write)."""
-        return self._sealer.is_current(value)
+        parts = _id_token_parts(session) if session.id_token else None
+        if parts is not None:
+            # The claims are usually the ID token's payload; storing both would double the cookie.
+            # They go in once, as the JSON text the provider signed, so that opening parses them
+            # with the rest (not again from base64) and the token is put back around them.
+            header, claims, signature = parts
+            payload.update({"il": len(claims), "c": None, "ih": header, "is": signature})
+            return self._sealer.seal(_CLAIMS_FIRST + claims + b"," + _dumps(payload)[1:])
+        # Claims of their own (userinfo's, or no ID token kept). Frozen claims are JSON as they
+        # are: a `_FrozenDict` is a dict, a tuple a list.
+        payload["c"] = None if _same_claims(session) else dict(session.claims)
+        payload["it"] = session.id_token
+        return self._sealer.seal(_dumps(payload))
 
     def open(self, value: str) -> Session | None:
         # Keyed by the value's tail (the GCM tag: unique per seal, as the nonce is random) because
@@ -324,13 +391,27 @@ class SessionCodec:
         if plaintext is None:
             return None
         try:
-            data = json.loads(plaintext)
+            # Text, not bytes (which json.loads first guesses the encoding of), and no whitespace
+            # to skip around what `_dumps` wrote.
+            text = plaintext.decode()
+            data, end = _DECODER.raw_decode(text)
+            if end != len(text) or type(data) is not dict:
+                return None
+            # Read-only all the way down: the same Session serves every request of this cookie.
+            if data["c"] is not None:
+                claims, id_token = _frozen_parsed(data["c"]), data["it"]
+            elif plaintext.startswith(_CLAIMS_FIRST):
+                claims = _kept_parsed(data["ic"])
+                signed = plaintext[len(_CLAIMS_FIRST) : len(_CLAIMS_FIRST) + data["il"]]
+                id_token = f"{data['ih']}.{_b64url(signed)}.{data['is']}"
+            else:  # sealed before the claims travelled as JSON: they are parsed from the token
+                id_token = data["it"]
+                claims = _claims_of(id_token)
             session = Session(
                 id=data["id"],
-                # Read-only all the way down: the same Session serves every request of this cookie.
-                claims=_frozen_claims(data["c"]) if data["c"] is not None else _claims_of(data["it"]),
+                claims=claims,
                 access_token=data["at"],
-                id_token=data["it"],
+                id_token=id_token,
                 refresh_token=data["rt"],
                 access_expires_at=data["ae"],
                 scopes=tuple(data["sc"].split()),

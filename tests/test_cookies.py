@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 from starlette.responses import Response
 
-from pkce_middleware._cookies import CookiePolicy, read_cookie, request_cookies
+from pkce_middleware._cookies import CookiePolicy, CookieWriter, read_cookie, request_cookies
 
 
 def scope_with(*cookie_headers: bytes) -> dict[str, object]:
@@ -47,3 +47,24 @@ def test_cookie_attributes(secure: bool) -> None:
         assert ("Secure" in header) is secure
         assert "Domain" not in header
     assert "Max-Age=60" in set_cookie and "Max-Age=0" in deleted
+
+
+@pytest.mark.parametrize("secure", [True, False])
+@pytest.mark.parametrize("cross_site", [True, False])
+def test_a_response_of_ours_gets_the_header_set_cookie_would_write(secure: bool, cross_site: bool) -> None:
+    """The session re-issued on every answer to a client that keeps the old cookie: the header is
+    formatted once per value, and is what starlette's `set_cookie` writes."""
+    policy = CookiePolicy(secure=secure)
+    expected, first, second = Response(), CookieWriter(), CookieWriter()
+    value = "v" * 3000
+    for response in (expected, first, second):
+        policy.set(response, policy.session_name, value, max_age=60, cross_site=cross_site)
+    assert first.raw_headers == second.raw_headers == [h for h in expected.raw_headers if h[0] == b"set-cookie"]
+    assert first.raw_headers[0][1] is second.raw_headers[0][1]  # formatted once
+    other = CookieWriter()
+    policy.set(other, policy.session_name, "w" * 3000, max_age=60, cross_site=cross_site)
+    policy.set(other, policy.session_name, value, max_age=30, cross_site=cross_site)
+    assert [v for _, v in other.raw_headers] == [
+        first.raw_headers[0][1].replace(b"v" * 3000, b"w" * 3000),
+        first.raw_headers[0][1].replace(b"Max-Age=60", b"Max-Age=30"),
+    ]

@@ -48,3 +48,16 @@ def test_rotation_new_seals_old_still_opens() -> None:
 
 def test_retired_key_no_longer_opens() -> None:
     assert Sealer([NEW], "session").open(Sealer([OLD], "session").seal(b"x")) is None
+
+
+def test_is_current_answers_for_every_nonce() -> None:
+    """`is_current` compares the text of the key id, whose last character also holds nonce bits."""
+    keys = [secrets.token_urlsafe(32) for _ in range(3)]
+    sealers = [Sealer(keys[index:] + keys[:index], "session") for index in range(3)]
+    for _ in range(200):
+        for index, sealer in enumerate(sealers):
+            value = sealer.seal(b"x")
+            assert [other.is_current(value) for other in sealers] == [other is sealer for other in sealers]
+            assert all(other.open(value) == b"x" for other in sealers)
+            assert not sealers[index - 1].is_current(value[:6])
+    assert not sealers[0].is_current("")
