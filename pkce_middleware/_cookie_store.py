@@ -57,6 +57,8 @@ class CookieStore:
         self._name_bytes = policy.session_name.encode()
         self._chunk_names = chunk_names(policy.session_name)
         self._chunk_bytes = [name.encode() for name in self._chunk_names]
+        # Every chunk name is the session name and a dot: a Cookie header without that has none.
+        self._chunk_mark = f"{policy.session_name}.".encode()
         self._refreshing: dict[str, asyncio.Task[Session]] = {}
         self._refreshed: OrderedDict[str, tuple[float, Session]] = OrderedDict()
 
@@ -107,10 +109,12 @@ class CookieStore:
                 chunk = value[index * MAX_CHUNK_LENGTH : (index + 1) * MAX_CHUNK_LENGTH]
                 self._policy.set(cookies, self._chunk_names[index], chunk, max_age=self._max_age)
         # A session that shrank must not leave old chunks behind for the browser to send for ever.
-        present = request_cookies(scope)
-        for name in self._chunk_names[count if count > 1 else 0 :]:
-            if name in present:
-                self._policy.delete(cookies, name)
+        # Looked for first without parsing the header: this runs on every re-issue.
+        if any(key == b"cookie" and self._chunk_mark in value for key, value in scope["headers"]):
+            present = request_cookies(scope)
+            for name in self._chunk_names[count if count > 1 else 0 :]:
+                if name in present:
+                    self._policy.delete(cookies, name)
 
     async def discard(self, session: Session | None, scope: Scope, cookies: CookieWriter) -> None:
         if session is not None:
