@@ -303,6 +303,9 @@ async def cookie_rows(
     pkce_scope = session.scope
     # Its own middleware (and caches); made once: it stays aged for a quarter of the idle timeout.
     pkce_aged = PKCEMiddleware(bare, config=config, transport=transport)
+    # Every answer carries the re-issued cookie, as within `REISSUE_WINDOW` of a re-issue (a page's
+    # burst of requests); past the window a client that keeps no cookies costs what `PKCE_SAME` does.
+    pkce_aged._parts.lifecycle.reissue_window = 10**9
     stack.push_async_callback(pkce_aged.aclose)
     aged_scope = browser_scope(aged_cookie(config, session.cookie_header))
 

@@ -38,6 +38,12 @@ IDLE_RESOLUTION = 60
 #: Re-issues remembered (by the session they replace), so that concurrent requests carrying the
 #: same old cookie share one new session and one sealing.
 MAX_REISSUES = 1024
+#: For this many seconds after a re-issue, requests still carrying the old cookie get the new one
+#: too (a page's parallel requests, sent before the browser stored it). Past that, a client still
+#: sending the old cookie keeps no cookies (a script, a load balancer's health check): it gets no
+#: Set-Cookie again until the next minute's re-issue, rather than a 2 kB header on every answer.
+#: A browser that lost every answer of the window gets the cookie with the next re-issue.
+REISSUE_WINDOW = 5
 
 
 @dataclasses.dataclass(slots=True)
@@ -60,7 +66,9 @@ class SessionManager:
         # A session then ends after between half and all of the idle timeout without requests,
         # and a busy one is re-issued twice per window, not on every request (no Set-Cookie).
         self._reissue_after = max(IDLE_RESOLUTION, self._idle // 2)
-        self._reissued: dict[int, tuple[Session, int, Session]] = {}
+        self._reissued: dict[int, tuple[Session, int, Session, int]] = {}
+        #: `REISSUE_WINDOW`, per instance (a benchmark widens it to measure a burst without end).
+        self.reissue_window = REISSUE_WINDOW
 
     async def current(self, scope: Scope) -> Current | None:
         """The live session of this request, refreshed if due; `None` if it has none or it ended."""
@@ -91,24 +99,24 @@ class SessionManager:
             if session.last_seen != now:
                 session = dataclasses.replace(session, last_seen=now)
         elif now - session.last_seen >= self._reissue_after:
-            write = True
-            session = self._reissue(session, now)
+            session, write = self._reissue(session, now)
         # Built per request: the app may change its copies without touching anyone else's.
         return Current(session, session.user(), session.credentials(), write)
 
-    def _reissue(self, session: Session, now: int) -> Session:
+    def _reissue(self, session: Session, now: int) -> tuple[Session, bool]:
         """`session` with its idle clock moved to now, the same object for every request that
-        brings the same old session within a minute (so it is sealed once: `SessionCodec.seal`)."""
+        brings the same old session within a minute (so it is sealed once: `SessionCodec.seal`),
+        and whether this answer should carry it (`REISSUE_WINDOW`)."""
         slot = now // IDLE_RESOLUTION
         known = self._reissued.get(id(session))
         if known is not None and known[0] is session and known[1] == slot:
-            return known[2]
+            return known[2], now - known[3] < self.reissue_window
         renewed = dataclasses.replace(session, last_seen=now)
         if len(self._reissued) >= MAX_REISSUES:
             self._reissued.clear()
         # The old session is kept with the entry, so its id cannot be reused while the entry lives.
-        self._reissued[id(session)] = (session, slot, renewed)
-        return renewed
+        self._reissued[id(session)] = (session, slot, renewed, now)
+        return renewed, True
 
     async def live(self, scope: Scope) -> Session | None:
         """The request's session if it is still valid (not expired, idle or logged out), without

@@ -1,16 +1,19 @@
 """Sliding expiry without a write per request: the idle clock goes back into the cookie only once
 half of `PKCE_SESSION_IDLE_TIMEOUT` has passed (ASP.NET Core's rule), and concurrent requests
-carrying the same old cookie share one re-issued cookie."""
+carrying the same old cookie share one re-issued cookie, sent to them for `REISSUE_WINDOW` seconds."""
 
 from __future__ import annotations
 
 import asyncio
 import time
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
+import pytest
 
 from pkce_middleware import PKCEMiddleware
+from pkce_middleware import _lifecycle as lifecycle
 from tests.support.site import SESSION_COOKIE, login, make_client, open_site, seal_session
 
 IDLE = 3600
@@ -83,3 +86,20 @@ async def test_an_app_reusing_its_start_message_does_not_collect_our_cookies() -
             answer = await old_cookie_request(site.middleware, aged)
             assert len(session_cookies(answer)) == 1
         assert START["headers"] == [(b"content-type", b"text/plain")]
+
+
+async def test_a_client_that_keeps_no_cookies_gets_the_reissue_only_in_its_window(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The clock stands still (no minute turns over mid-test); the window is shut after the first answer.
+    frozen = time.time()
+    monkeypatch.setattr(lifecycle, "time", SimpleNamespace(time=lambda: frozen))
+    async with open_site(session_idle_timeout=IDLE) as site:
+        site.middleware._parts.lifecycle.reissue_window = 0
+        aged = seal_session(site.middleware, last_seen=int(frozen) - IDLE // 2 - 5)
+        first = await old_cookie_request(site.middleware, aged)
+        assert first.text == "hello carol" and len(session_cookies(first)) == 1
+        for _ in range(3):  # a health check sending the old cookie again and again
+            answer = await old_cookie_request(site.middleware, aged)
+            assert answer.text == "hello carol"
+            assert session_cookies(answer) == []
