@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install test-deps redis-server chromium test fuzz lint demo bench bench-server readme clean
+.PHONY: install test-deps redis-server chromium test fuzz lint demo bench bench-server soak readme clean
 
 install: $(VENV)/.installed provider/node_modules/.package-lock.json
 
@@ -60,6 +60,12 @@ bench: install
 bench-server: install redis-server
 	@command -v wrk >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }
 	$(BIN)/python -m benchmarks.bench_server
+
+# 1,000 real logins, then 60 s of mixed traffic (logouts, refreshes) on two app processes sharing a
+# real Redis: fails on any error, cross-user answer, accepted logged-out cookie or 20 MB of growth
+# (benchmarks/README.md, "soak"). `python -m benchmarks.soak --smoke` is the 20-user, 5 s version.
+soak: install redis-server
+	$(BIN)/python -m benchmarks.soak
 
 clean:
 	rm -rf $(VENV) provider/node_modules .mypy_cache .ruff_cache .pytest_cache build

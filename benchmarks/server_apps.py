@@ -1,4 +1,4 @@
-"""The apps `bench_server` serves under uvicorn: one hello app, behind nothing or behind a login layer.
+"""The apps `bench_server` and `soak` serve under uvicorn: one hello app, behind nothing or behind a login layer.
 
 Each is imported by a uvicorn process of its own (`python -m uvicorn benchmarks.server_apps:<name>
 --factory`) and configured through its environment, which `bench_server` sets:
@@ -13,10 +13,15 @@ Each is imported by a uvicorn process of its own (`python -m uvicorn benchmarks.
 
 The hello response is the same in all three (`200`, `hello`, with a Content-Length), so the rows of
 the table differ only in the layer in front of it.
+
+`soak` serves `whoami`: `PKCEMiddleware` (configured by `PKCE_*`, as `pkce`) in front of an app that
+answers every path with the signed-in user's identity (`sub`) and nothing else, so the soak can
+tell whose session answered each request.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 
 from starlette.middleware.sessions import SessionMiddleware
@@ -26,7 +31,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from pkce_middleware import PKCEConfig, PKCEMiddleware
 
-__all__ = ["BODY", "authlib_recipe", "bare", "pkce"]
+__all__ = ["BODY", "authlib_recipe", "bare", "pkce", "whoami"]
 
 BODY = b"hello"
 HEADERS = ((b"content-type", b"text/plain; charset=utf-8"), (b"content-length", str(len(BODY)).encode()))
@@ -54,12 +59,37 @@ async def hello(scope: Scope, receive: Receive, send: Send) -> None:
     await send_hello(send)
 
 
+async def send_identity(scope: Scope, receive: Receive, send: Send) -> None:
+    """200 with the identity of `scope["user"]` (what PKCEMiddleware set for this request) as the body."""
+    if scope["type"] == "lifespan":
+        await hello(scope, receive, send)
+        return
+    body = str(scope["user"].identity).encode("utf-8")
+    headers = [
+        (b"content-type", b"text/plain; charset=utf-8"),
+        (b"content-length", str(len(body)).encode()),
+        (b"cache-control", b"no-store"),
+    ]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
 def bare() -> ASGIApp:
     return hello
 
 
 def pkce() -> ASGIApp:
     return PKCEMiddleware(hello, config=PKCEConfig.from_environ())
+
+
+def whoami() -> ASGIApp:
+    """`send_identity` behind the middleware, whose log (INFO and up) goes to stderr: the soak reads it."""
+    logger = logging.getLogger("pkce_middleware")
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("pkce_middleware %(levelname)s %(message)s [%(asctime)s]"))
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    return PKCEMiddleware(send_identity, config=PKCEConfig.from_environ())
 
 
 def authlib_recipe() -> ASGIApp:

@@ -28,7 +28,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope
 
-from ._exceptions import ChooseProvider, PKCEMiddlewareError
+from ._exceptions import ChooseProvider, PKCEMiddlewareError, Reason
 from ._responses import error_response, wants_html
 from ._session import OIDCUser
 
@@ -96,7 +96,15 @@ class Hooks:
 
 
 def log_refusal(exc: PKCEMiddlewareError, scope: Scope) -> None:
+    # A request without a session is routine (a bot, an expired tab, a health check): INFO, so
+    # anonymous traffic cannot flood the warnings. Every other refusal is worth a look.
+    level = logging.INFO if exc.error == Reason.LOGIN_REQUIRED else logging.WARNING
     # %r: the path is the client's, and must not be able to forge log lines.
-    logger.warning(
-        "login refused: reason=%s status=%d path=%r detail=%s", exc.error, exc.status_code, scope["path"], exc.detail
+    logger.log(
+        level,
+        "login refused: reason=%s status=%d path=%r detail=%s",
+        exc.error,
+        exc.status_code,
+        scope["path"],
+        exc.detail,
     )

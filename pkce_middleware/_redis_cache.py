@@ -51,8 +51,12 @@ __all__: list[str] = []
 
 logger = logging.getLogger("pkce_middleware")
 
-#: Messages: `k <key> <key> ...` (keys changed) or `h <random token>` (a heartbeat; the sender alone
-#: knows when it sent it, so a forged or replayed one proves nothing).
+#: Messages: `k <key> <key> ...` (keys changed). Each process sends its heartbeats, `h <random
+#: token>`, on a channel of its own (`CHANNEL:<random>`) on the same subscriber connection: Redis
+#: delivers the messages of one connection's channels in the order it published them, so a
+#: heartbeat back means every announcement before it arrived, and no process hears the others'
+#: heartbeats (their traffic grows with the number of processes, not with its square). The sender
+#: alone knows when it sent a token, so a forged or replayed heartbeat proves nothing.
 CHANNEL = f"{PREFIX}invalidations"
 
 
@@ -91,6 +95,7 @@ class SessionCache:
         self._live_until = 0.0
         #: Heartbeats sent and not yet heard back: token -> monotonic time sent (a few at most).
         self._beats: dict[str, float] = {}
+        self._beat_channel = f"{CHANNEL}:{secrets.token_hex(8)}"
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         self._failing = False
@@ -197,7 +202,7 @@ class SessionCache:
         pubsub = client.pubsub()
         connection = None
         try:
-            await pubsub.subscribe(CHANNEL)
+            await pubsub.subscribe(CHANNEL, self._beat_channel)
             # redis-py reconnects a dropped subscriber and subscribes again by itself, silently:
             # whatever was published in between is lost, so the cache must start over.
             connection = pubsub.connection
@@ -215,7 +220,7 @@ class SessionCache:
                     self._beats[token] = now
                     if len(self._beats) > 64:  # a silent channel: keep the newest few
                         del self._beats[next(iter(self._beats))]
-                    await client.publish(CHANNEL, f"h {token}")
+                    await client.publish(self._beat_channel, f"h {token}")
                     next_beat = now + self._heartbeat
                 message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=self._heartbeat)
                 if message is not None and self._receive(text(message["data"])):

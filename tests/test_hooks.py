@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import AsyncIterator
 from http.cookies import SimpleCookie
@@ -26,6 +27,7 @@ from pkce_middleware import (
 from tests.support.hostile_provider import HostileProvider
 from tests.support.site import (
     SESSION_COOKIE,
+    Site,
     begin_login,
     callback,
     hello_app,
@@ -239,3 +241,14 @@ async def test_a_wrong_issuer_path_is_logged_with_the_url_and_the_cause(caplog: 
     lines = [record.getMessage() for record in caplog.records]
     # Both logins come within the retry interval of the startup's failure: they repeat its cause.
     assert len(lines) == 2 and all("moments ago" in line and url in line and "HTTP 404" in line for line in lines)
+
+
+async def test_a_request_without_a_session_is_logged_at_info_and_a_bad_callback_as_a_warning(
+    site: Site, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="pkce_middleware")
+    assert (await site.client.get("/", headers={"Accept": "application/json"})).status_code == 401
+    assert (await site.client.get("/auth/callback?code=x&state=y")).status_code == 400
+    refusals = [(r.levelno, r.getMessage()) for r in caplog.records if r.getMessage().startswith("login refused")]
+    assert [level for level, message in refusals if "reason=login_required" in message] == [logging.INFO]
+    assert [level for level, message in refusals if "reason=login_required" not in message] == [logging.WARNING]
