@@ -9,19 +9,17 @@ on one Redis stand for two app processes.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import secrets
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 import redis.asyncio
 from redis.asyncio.client import Pipeline
-from starlette.types import Scope
 
-from pkce_middleware._cookies import CookiePolicy, CookieWriter
+from pkce_middleware._cookies import CookieWriter
 from pkce_middleware._crypto import Sealer
 from pkce_middleware._exceptions import ProviderError, StoreUnavailable
 from pkce_middleware._redis import text
@@ -30,72 +28,19 @@ from pkce_middleware._redis_revocations import SharedRevocations
 from pkce_middleware._redis_store import RedisStore
 from pkce_middleware._session import Session, SessionCodec
 from pkce_middleware._shared_refresh import SharedRefresh
+from tests.support.redis_checks import make_store, new_session, request_with, saved, stores
 from tests.support.redis_server import RedisServer
 from tests.support.site import SESSION_COOKIE, open_site, seal_session, strong_secret_key
 
 pytestmark = pytest.mark.redis
 
-POLICY = CookiePolicy(secure=True)
 #: The bound the cache claims for another process (`stale_after`, 1 s) plus room for a busy machine.
 SEEN_WITHIN = 2.0
 
 
-@pytest.fixture
-async def inspector(redis_server: RedisServer) -> AsyncIterator[redis.asyncio.Redis]:
-    client = redis.asyncio.from_url(redis_server.url)
-    await client.flushdb()
-    yield client
-    await client.aclose()
-
-
-def make_store(url: str, key: str, **options: Any) -> RedisStore:
-    """A store as one app process builds it (its own codec, caches, client and listener)."""
-    return RedisStore(
-        url, SessionCodec(Sealer([key], "session")), POLICY, Sealer([key], "session-id"), max_age=3600, **options
-    )
-
-
-@contextlib.asynccontextmanager
-async def stores(*made: RedisStore) -> AsyncIterator[None]:
-    try:
-        yield
-    finally:
-        for store in made:
-            await store.aclose()
-
-
-def new_session(sub: str = "alice", sid: str = "op-1", **fields: Any) -> Session:
-    now = int(time.time())
-    values: dict[str, Any] = {
-        "id": secrets.token_urlsafe(24),
-        "claims": {"sub": sub, "sid": sid},
-        "access_token": f"at-1-{sub}",
-        "id_token": "",
-        "refresh_token": "rt-1",
-        "access_expires_at": now + 300,
-        "scopes": ("openid",),
-        "created_at": now,
-        "expires_at": now + 3600,
-        "last_seen": now,
-    }
-    values.update(fields)
-    return Session(**values)
-
-
-def request_with(cookie: str | None) -> Scope:
-    headers = [(b"cookie", f"{SESSION_COOKIE}={cookie}".encode())] if cookie is not None else []
-    return {"type": "http", "headers": headers}
-
-
-async def saved(store: RedisStore, session: Session) -> str:
-    """Save `session` as a login does; the cookie value pointing at it."""
-    writer = CookieWriter()
-    await store.save(session, request_with(None), writer)
-    for name, value in writer.raw_headers:
-        text = value.decode("latin-1")
-        if name == b"set-cookie" and text.startswith(f"{SESSION_COOKIE}="):
-            return text.split(";")[0].split("=", 1)[1].strip('"')
-    raise AssertionError("no session cookie set")
+def tokens(sub: str = "alice") -> dict[str, Any]:
+    """The access token this module's sessions of `sub` carry: its own per user, valid for 5 minutes."""
+    return {"access_token": f"at-1-{sub}", "access_expires_at": int(time.time()) + 300}
 
 
 async def until(condition: Callable[[], bool], seconds: float = 10.0) -> None:
@@ -136,7 +81,7 @@ async def test_the_logging_out_process_never_serves_the_session_after_its_logout
     MULTI/EXEC (and after `_delete_across_slots`), as `save` does via `_announce`."""
     store = make_store(redis_server.url, strong_secret_key())
     async with stores(store):
-        cookie = await saved(store, new_session())
+        cookie = await saved(store, new_session(**tokens()))
         await live(store)
         assert await served(store, cookie) is not None  # filled; served from memory from now on
 
@@ -187,7 +132,7 @@ async def test_an_idle_clock_write_back_cannot_undo_a_refresh_of_another_process
     key = strong_secret_key()
     one, two, reader = (make_store(redis_server.url, key) for _ in range(3))
     async with stores(one, two, reader):
-        session = new_session()
+        session = new_session(**tokens())
         cookie = await saved(one, session)
         loaded = await served(one, cookie)  # a request on process one began
         assert loaded is not None
@@ -222,16 +167,17 @@ async def test_a_forged_heartbeat_cannot_keep_a_silent_channel_trusted(
     async with stores(store):
         await live(store)
         spy = inspector.pubsub()
-        await spy.subscribe(CHANNEL)
-        nonce = None
+        await spy.psubscribe(f"{CHANNEL}:*")  # the heartbeat channels of every process
+        nonce, channel = None, None
         for _ in range(200):
             message = await spy.get_message(ignore_subscribe_messages=True, timeout=0.05)
             if message is not None and message["data"].startswith(b"h "):
-                nonce = message["data"].split(b" ")[1].decode()
+                nonce, channel = message["data"].split(b" ")[1].decode(), message["channel"]
                 break
         await spy.aclose()  # type: ignore[no-untyped-call]
-        assert nonce is not None  # read off the channel by an outsider
-        await inspector.publish(CHANNEL, f"h {nonce} 1e18")
+        assert nonce is not None and channel is not None  # read off the channel by an outsider
+        for forged in (f"h {nonce} 1e18", f"h {nonce}"):  # a time of its own, and a replay
+            await inspector.publish(channel, forged)
         await asyncio.sleep(0.2)
 
         # The channel goes silent (writes paused: no heartbeat is published, none comes back).
@@ -249,7 +195,7 @@ async def test_crafted_messages_only_evict_and_never_stop_the_listener(
 ) -> None:
     store = make_store(redis_server.url, strong_secret_key())
     async with stores(store):
-        cookie = await saved(store, new_session())
+        cookie = await saved(store, new_session(**tokens()))
         await live(store)
         assert await served(store, cookie) is not None
         for junk in (b"\xff\xfe\x00", b"h", b"h x nan", b"h x inf", b"k", b"k " + b"pkce:session:x " * 5000, b"z k"):
@@ -269,7 +215,7 @@ async def test_two_users_interleaved_always_get_their_own_session(redis_server: 
     key = strong_secret_key()
     one, two = make_store(redis_server.url, key), make_store(redis_server.url, key)
     async with stores(one, two):
-        cookies = {sub: await saved(one, new_session(sub)) for sub in ("alice", "bob")}
+        cookies = {sub: await saved(one, new_session(sub, **tokens(sub))) for sub in ("alice", "bob")}
         await live(one)
         for _ in range(10):
             subs = list(cookies) * 5
@@ -283,7 +229,7 @@ async def test_a_logout_elsewhere_beats_fills_racing_it_and_a_killed_subscriber(
     key = strong_secret_key()
     one, two = make_store(redis_server.url, key), make_store(redis_server.url, key)
     async with stores(one, two):
-        cookie = await saved(one, new_session())
+        cookie = await saved(one, new_session(**tokens()))
         await live(one)
         await live(two)
         await inspector.client_kill_filter(_type="pubsub")  # resubscribed silently by redis-py
@@ -300,7 +246,7 @@ async def test_concurrent_save_and_backchannel_logout_leave_no_session(redis_ser
     key = strong_secret_key()
     one, two = make_store(redis_server.url, key), make_store(redis_server.url, key)
     async with stores(one, two):
-        session = new_session(sid="op-9")
+        session = new_session(sid="op-9", **tokens())
         cookie = await saved(one, session)
         await live(one)
         assert await served(one, cookie) is not None
@@ -320,7 +266,7 @@ async def test_a_redis_restart_that_empties_it_drops_what_the_cache_held() -> No
     with RedisServer() as server:
         store = make_store(server.url, strong_secret_key())
         async with stores(store):
-            cookie = await saved(store, new_session())
+            cookie = await saved(store, new_session(**tokens()))
             await live(store)
             assert await served(store, cookie) is not None
             server.stop()
@@ -357,7 +303,7 @@ async def test_bookkeeping_stays_bounded_under_dead_cookies(redis_server: RedisS
         sealer = Sealer([key], "session-id")
         for index in range(100):  # ids sealed by us, sessions long gone: every one a GET that misses
             assert await served(store, sealer.seal(f"gone-{index}".encode())) is None
-        cookies = [await saved(store, new_session(f"user{i}")) for i in range(20)]
+        cookies = [await saved(store, new_session(f"user{i}", **tokens(f"user{i}"))) for i in range(20)]
         for cookie in cookies:
             assert await served(store, cookie) is not None
         cache = store.cache
@@ -400,7 +346,7 @@ async def test_a_failed_shared_refresh_releases_its_lock(
 
     try:
         with pytest.raises(ProviderError):
-            await shared.single_flight(new_session(), failing)
+            await shared.single_flight(new_session(**tokens()), failing)
         assert [k async for k in inspector.scan_iter(match="pkce:refresh-lock:*")] == []
     finally:
         await revocations.aclose()
@@ -411,7 +357,7 @@ async def test_no_exception_escapes_the_middleware_when_redis_dies_under_a_warm_
         async with open_site(session_store=server.url) as site:
             store = site.middleware._parts.store
             assert isinstance(store, RedisStore)
-            session = new_session(claims={"sub": "alice", "iss": site.config.issuer})
+            session = new_session(claims={"sub": "alice", "iss": site.config.issuer}, **tokens())
             site.client.cookies.set(SESSION_COOKIE, await saved(store, session), domain="app.test")
             await live(store)
             server.stop()

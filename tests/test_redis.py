@@ -14,44 +14,43 @@ persistence or replicas loses every session when it restarts, and its users log 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import hashlib
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator
-from typing import Any
 
 import httpx
 import pytest
 import redis.asyncio
-from starlette.types import Scope
 
 from pkce_middleware import ProviderError, SessionEnded, StoreUnavailable
 from pkce_middleware._components import bound_purpose
-from pkce_middleware._cookies import CookiePolicy, CookieWriter
+from pkce_middleware._cookies import CookieWriter
 from pkce_middleware._crypto import Sealer
-from pkce_middleware._redis_store import RedisStore
-from pkce_middleware._session import Session, SessionCodec
+from pkce_middleware._session import Session
 from tests.support.hostile_provider import REMOVE, HostileProvider
 from tests.support.processes import free_port
-from tests.support.redis_checks import cache_live, cache_off, command_calls, difference, redis_site, session_keys
+from tests.support.redis_checks import (
+    cache_live,
+    cache_off,
+    command_calls,
+    difference,
+    make_store,
+    new_session,
+    redis_site,
+    request_with,
+    saved,
+    session_keys,
+    set_cookie_value,
+    stores,
+)
 from tests.support.redis_server import RedisServer
 from tests.support.site import SESSION_COOKIE, login, session_codec, strong_secret_key
 
 pytestmark = pytest.mark.redis
 
 JSON = {"Accept": "application/json"}
-
-
-@pytest.fixture
-async def inspector(redis_server: RedisServer) -> AsyncIterator[redis.asyncio.Redis]:
-    """A separate client to look into Redis; every test starts from an empty database."""
-    client = redis.asyncio.from_url(redis_server.url)
-    await client.flushdb()
-    yield client
-    await client.aclose()
 
 
 def sealed_id(key: str, session_id: str) -> str:
@@ -341,67 +340,6 @@ async def test_hung_redis_times_out_to_a_503_and_recovers() -> None:
 
 
 # -- the store itself ------------------------------------------------------------------------------
-
-POLICY = CookiePolicy(secure=True)
-
-
-def make_store(url: str, key: str | list[str], **options: Any) -> RedisStore:
-    """A store as one app process builds it (its own codec, caches and client)."""
-    keys = [key] if isinstance(key, str) else key
-    return RedisStore(
-        url, SessionCodec(Sealer(keys, "session")), POLICY, Sealer(keys, "session-id"), max_age=3600, **options
-    )
-
-
-def new_session(sub: str = "alice", sid: str | None = "op-1", **fields: Any) -> Session:
-    now = int(time.time())
-    claims = {"sub": sub, **({"sid": sid} if sid is not None else {})}
-    values: dict[str, Any] = {
-        "id": secrets.token_urlsafe(24),
-        "claims": claims,
-        "access_token": "at-1",
-        "id_token": "",
-        "refresh_token": "rt-1",
-        "access_expires_at": now + 30,
-        "scopes": ("openid",),
-        "created_at": now,
-        "expires_at": now + 3600,
-        "last_seen": now,
-    }
-    values.update(fields)
-    return Session(**values)
-
-
-def request_with(cookie: str | None) -> Scope:
-    headers = [(b"cookie", f"{SESSION_COOKIE}={cookie}".encode())] if cookie is not None else []
-    return {"type": "http", "headers": headers}
-
-
-def set_cookie_value(writer: CookieWriter) -> str | None:
-    """The session cookie's value `writer` sets, `""` if it deletes it, `None` if it leaves it alone."""
-    for name, value in writer.raw_headers:
-        text = value.decode("latin-1")
-        if name == b"set-cookie" and text.startswith(f"{SESSION_COOKIE}="):
-            return "" if "Max-Age=0" in text else text.split(";")[0].split("=", 1)[1].strip('"')
-    return None
-
-
-async def saved(store: RedisStore, session: Session) -> str:
-    """Save `session` as a login does; the cookie value that points at it."""
-    writer = CookieWriter()
-    await store.save(session, request_with(None), writer)
-    cookie = set_cookie_value(writer)
-    assert cookie
-    return cookie
-
-
-@contextlib.asynccontextmanager
-async def stores(*made: RedisStore) -> AsyncIterator[None]:
-    try:
-        yield
-    finally:
-        for store in made:
-            await store.aclose()
 
 
 async def test_concurrent_refresh_across_two_processes_redeems_once(

@@ -21,7 +21,7 @@ import redis.asyncio
 from pkce_middleware._redis_cache import CHANNEL, SessionCache
 from pkce_middleware._session import Session
 from tests.support.hostile_provider import HostileProvider
-from tests.support.redis_checks import cache_live, command_calls, difference, redis_site, redis_store_of
+from tests.support.redis_checks import cache_live, command_calls, difference, new_session, redis_site, redis_store_of
 from tests.support.redis_server import RedisServer
 from tests.support.site import SESSION_COOKIE, Site, login, strong_secret_key
 
@@ -32,14 +32,6 @@ ORIGIN = {"Origin": "https://app.test"}
 #: How long another process may keep serving an ended session: the cache's `stale_after` (1 s),
 #: plus the heartbeat period and room for a busy machine.
 SEEN_WITHIN = 2.0
-
-
-@pytest.fixture
-async def inspector(redis_server: RedisServer) -> AsyncIterator[redis.asyncio.Redis]:
-    client = redis.asyncio.from_url(redis_server.url)
-    await client.flushdb()
-    yield client
-    await client.aclose()
 
 
 async def refused_within(client: httpx.AsyncClient, seconds: float) -> float:
@@ -243,18 +235,8 @@ def live_cache(**options: float) -> SessionCache:
 
 
 def some_session(session_id: str = "s1") -> Session:
-    now = int(time.time())
-    return Session(
-        id=session_id,
-        claims={"sub": "alice"},
-        access_token="at",
-        id_token="",
-        refresh_token=None,
-        access_expires_at=now + 300,
-        scopes=("openid",),
-        created_at=now,
-        expires_at=now + 3600,
-        last_seen=now,
+    return new_session(
+        sid=None, id=session_id, access_token="at", refresh_token=None, access_expires_at=int(time.time()) + 300
     )
 
 
