@@ -430,6 +430,8 @@ class Traffic:
     max_requests: int = 0
     sent: int = 0
     latencies: list[float] = dataclasses.field(default_factory=list)
+    #: The checks of logged-out cookies on the other process, once `OTHER_PROCESS_BOUND` has passed.
+    rechecks: list[asyncio.Task[None]] = dataclasses.field(default_factory=list)
 
     async def request(self, user: User, app: str, *, fetch: bool) -> None:
         """One request with `user`'s cookies, its answer judged and counted."""
@@ -525,7 +527,12 @@ class Traffic:
             report.note("error", f"{user.name} logout on {app}: {response.status} {response.text[:120]!r}")
         for other in self.apps:
             await self.request(user, other, fetch=True)
-        # Once the other process's cache must have heard of it, refused there too.
+        # Apart from the logouts' pace: once the other process's cache must have heard of it.
+        self.rechecks.append(asyncio.get_running_loop().create_task(self.recheck(user, app)))
+
+    async def recheck(self, user: User, app: str) -> None:
+        """`user`'s logged-out cookies, refused by the processes other than `app` too."""
+        assert user.logged_out is not None
         await asyncio.sleep(max(0.0, user.logged_out + OTHER_PROCESS_BOUND - time.monotonic()))
         for other in self.apps:
             if other != app:
@@ -555,6 +562,8 @@ async def run_phase(
         tasks.append(rss.watch(traffic.deadline))
     async with asyncio.timeout(seconds + DRAIN_SECONDS):
         await asyncio.gather(*tasks)
+        await asyncio.gather(*traffic.rechecks)
+    traffic.rechecks.clear()
 
 
 async def sweep(traffic: Traffic, concurrency: int) -> None:
