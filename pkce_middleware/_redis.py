@@ -19,7 +19,8 @@ Three deployments, told apart by the URL's scheme (`check_url` says what is wron
 
 The query string works alike for all (`?socket_timeout=0.5`) and wins over the defaults here.
 
-This module, `_redis_store` and `_redis_revocations` import the `redis` package (and `_config`
+This module and the Redis-backed ones (`_redis_store`, `_redis_writes`, `_redis_cache`,
+`_redis_revocations`, `_shared_refresh`) import the `redis` package (and `_config`
 imports this one, only to check a Redis URL it was given), so the package is needed only by those
 who configure a Redis URL.
 """

@@ -38,7 +38,6 @@ References:
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import secrets
 import time
@@ -52,11 +51,21 @@ from starlette.types import Scope
 
 from ._cookies import CookiePolicy, CookieWriter, read_cookie, request_cookies
 from ._crypto import Sealer
-from ._exceptions import ProviderTimeout, Reason, RefreshBusy, SessionEnded
+from ._exceptions import RefreshBusy, SessionEnded
 from ._redis import connect, is_cluster, redacted, redis_key, text, unavailable
 from ._redis_cache import CHANNEL, SessionCache, announcement
+from ._redis_writes import (
+    GONE,
+    SAVE_SCRIPT,
+    SUPERSEDED,
+    WRITTEN,
+    delete_across_slots,
+    fingerprint,
+    sealed_part,
+    write_across_slots,
+)
 from ._session import Session, SessionCodec
-from ._store import Loaded, Refresh, chunk_names, refresh_key
+from ._store import Loaded, Refresh, chunk_names, refresh_budget, refresh_key, refresh_within
 
 __all__: list[str] = []
 
@@ -67,86 +76,6 @@ _MAX_ID_COOKIE = 200
 #: The idle clock is written back at most once a minute (`_lifecycle.IDLE_RESOLUTION`), and clocks of
 #: several processes differ a little: a key outlives the idle timeout by this much.
 _IDLE_SLACK = 120
-#: The refresh must finish this long before the lock expires, so the result is saved while we still
-#: hold it; a lock that expired under a running refresh would let a second process redeem the token.
-_LOCK_SAFETY = 5.0
-
-# How a session is written, in both scripts below. A value is `<tokens>!<sealed session>`, where
-# `<tokens>` is a digest of the session's tokens (`_fingerprint`). An update (`update == "1"`) only
-# replaces a session that still exists, so a request that loaded a session just before a logout or
-# back-channel logout cannot bring it back by writing it; and only one with the tokens the writer
-# started from (`expected`), so a request that loaded the session before another process
-# refreshed it cannot undo the refresh by writing back its idle clock: the provider has rotated
-# the old refresh token out, and restoring it would log the user out at the next refresh. Values
-# written before there was a digest (no `!`) are replaced unconditionally, as they were.
-# Returns 1 (written), 0 (gone) or 2 (superseded: newer tokens are there; nothing written).
-_PUT = """
-local function put(key, value, ttl, update, expected)
-  if update == '1' then
-    local current = redis.call('GET', key)
-    if not current then
-      return 0
-    end
-    local mark = string.find(current, '!', 1, true)
-    if mark and string.sub(current, 1, mark - 1) ~= expected then
-      return 2
-    end
-  end
-  redis.call('SET', key, value, 'EX', ttl)
-  return 1
-end
-"""
-
-# One round trip, atomic. A Lua script rather than MULTI because the write must be conditional
-# (`_PUT`). The index
-# sets expire with their last member (EXPIREAT of the highest score), which a MULTI cannot compute,
-# and this needs no Redis 7 `EXPIRE ... GT`. The change is announced to the other processes' session
-# caches (`_redis_cache`) in the same script, so no write goes unannounced.
-# KEYS[1]: session key; KEYS[2..]: index sets. ARGV: value, ttl, now, update-only flag, the
-# invalidation channel, the expected token digest.
-_SAVE_SCRIPT = (
-    _PUT
-    + """
-local written = put(KEYS[1], ARGV[1], ARGV[2], ARGV[4], ARGV[6])
-if written ~= 1 then
-  return written
-end
-redis.call('PUBLISH', ARGV[5], 'k ' .. KEYS[1])
-local expires = tonumber(ARGV[3]) + tonumber(ARGV[2])
-for i = 2, #KEYS do
-  redis.call('ZADD', KEYS[i], expires, KEYS[1])
-  if ARGV[4] ~= '1' then
-    redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', '(' .. ARGV[3])
-  end
-  local last = redis.call('ZRANGE', KEYS[i], -1, -1, 'WITHSCORES')
-  redis.call('EXPIREAT', KEYS[i], last[2])
-end
-return 1
-"""
-)
-
-# `_PUT` alone, for a Redis Cluster (see `_INDEX_SCRIPT`). KEYS[1]: session key. ARGV: value, ttl,
-# update-only flag, expected token digest.
-_PUT_SCRIPT = _PUT + "return put(KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4])\n"
-
-#: What `_write` found.
-_WRITTEN, _GONE, _SUPERSEDED = 1, 0, 2
-
-# On a Redis Cluster a script may only touch keys of one hash slot, and a session's key and its
-# index sets hash apart (the key is found from the cookie's id, an index from a `sid` or `sub`), so
-# there `_write` runs this on each index set, then a plain SET. The index entry is written first:
-# a back-channel logout that runs in between deletes a key not yet written, which is a logout
-# that came before the login (as when the script runs after it); never a session the logout missed.
-# KEYS[1]: an index set. ARGV: the session key, when it expires, now, update-only flag.
-_INDEX_SCRIPT = """
-redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
-if ARGV[4] ~= '1' then
-  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[3])
-end
-local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
-redis.call('EXPIREAT', KEYS[1], last[2])
-return 1
-"""
 
 
 class RedisStore:
@@ -175,8 +104,7 @@ class RedisStore:
         health_check_interval: int = 30,
         cache_size: int = 1024,
     ) -> None:
-        if lock_timeout <= 2 * _LOCK_SAFETY:
-            raise ValueError(f"lock_timeout must be more than {2 * _LOCK_SAFETY} seconds")
+        self._refresh_budget = refresh_budget(lock_timeout)
         self._url = url
         self._codec = codec
         self._policy = policy
@@ -216,7 +144,7 @@ class RedisStore:
             self._client = connect(
                 self._url, socket_timeout=self._socket_timeout, health_check_interval=self._health_check_interval
             )
-            self._save_script = self._client.register_script(_SAVE_SCRIPT)
+            self._save_script = self._client.register_script(SAVE_SCRIPT)
         self._cache.ensure_listening(self._client)
         return self._client
 
@@ -290,7 +218,7 @@ class RedisStore:
             raw = await self._redis().get(key)
         if raw is None:
             return None  # expired, logged out, or revoked by a back-channel logout
-        blob = _sealed(raw)
+        blob = sealed_part(raw)
         session = self._codec.open(blob)  # cached by the blob: no decryption while it is unchanged
         if session is None or session.id != session_id:
             # Sealed with a key no longer configured, or (only with write access to Redis) a
@@ -306,13 +234,13 @@ class RedisStore:
         # The request's own session is updated only if it still exists; any other id is a new login.
         update = found is not None and found[1] == session.id
         if self._in_redis.get(session.id) is session:
-            outcome = _WRITTEN  # saved by the refresh that made it
+            outcome = WRITTEN  # saved by the refresh that made it
         else:
             # A write-back keeps the tokens of the session it loaded: it expects them in Redis.
             outcome = await self._write(session, now=now, update=update, expected=session)
-        if outcome == _WRITTEN:
+        if outcome == WRITTEN:
             self._policy.set(cookies, self._name, self._id_sealer.seal(session.id.encode()), max_age=self._max_age)
-        elif outcome == _SUPERSEDED:
+        elif outcome == SUPERSEDED:
             # Another process refreshed it since this request loaded it: its tokens stay, and this
             # request's idle clock is dropped (the next request writes its own). The cookie is right.
             logger.info("session not written back, refreshed meanwhile: sub=%r", session.sub)
@@ -327,22 +255,22 @@ class RedisStore:
 
     async def _write(self, session: Session, *, now: int, update: bool, expected: Session) -> int:
         """Store `session` (atomically, with its index entries), if it is a new one or, for an
-        update, if Redis still has the tokens of `expected`: `_WRITTEN`, `_GONE` (ended, or over)
-        or `_SUPERSEDED` (see `_PUT`)."""
+        update, if Redis still has the tokens of `expected`: `WRITTEN`, `GONE` (ended, or over)
+        or `SUPERSEDED` (see `PUT`)."""
         ttl = session.expires_at - now
         if self._idle_timeout is not None:
             ttl = min(ttl, session.last_seen + self._idle_timeout + _IDLE_SLACK - now)
         if ttl <= 0:
-            return _GONE
+            return GONE
         key = redis_key("session", session.id)
-        value = f"{_fingerprint(session)}!{self._codec.seal(session)}"
-        flag, digest = ("1" if update else "0"), _fingerprint(expected)
+        value = f"{fingerprint(session)}!{self._codec.seal(session)}"
+        flag, digest = ("1" if update else "0"), fingerprint(expected)
         client = self._redis()
         if is_cluster(client):
-            outcome = await _write_across_slots(
+            outcome = await write_across_slots(
                 client, key, value, self._indexes(session), ttl=ttl, now=now, update=flag, expected=digest
             )
-            if outcome == _WRITTEN:
+            if outcome == WRITTEN:
                 await self._announce([key])
             return outcome
         assert self._save_script is not None  # registered with the client
@@ -352,7 +280,7 @@ class RedisStore:
                     keys=[key, *self._indexes(session)], args=[value, ttl, now, flag, CHANNEL, digest], client=client
                 )
             )
-        if outcome == _WRITTEN:
+        if outcome == WRITTEN:
             self._cache.invalidate([key])  # announced by the script; this process drops it now
         return outcome
 
@@ -368,7 +296,7 @@ class RedisStore:
                 members = (
                     {} if session is None else {i: [redis_key("session", session.id)] for i in self._indexes(session)}
                 )
-                await _delete_across_slots(client, keys, members)
+                await delete_across_slots(client, keys, members)
             else:
                 with unavailable("MULTI discard"):
                     async with client.pipeline(transaction=True) as pipe:
@@ -442,18 +370,12 @@ class RedisStore:
                 raise SessionEnded("the session ended (logout) while its refresh was due")
             if _tokens_changed(session, current):
                 return current
-            try:
-                async with asyncio.timeout(self._lock_timeout - _LOCK_SAFETY):
-                    result = await refresh(current)
-            except TimeoutError:
-                raise ProviderTimeout(
-                    f"refresh took longer than {self._lock_timeout - _LOCK_SAFETY}s", error=Reason.REFRESH_TIMEOUT
-                ) from None
+            result = await refresh_within(self._refresh_budget, refresh, current)
             # Saved before the lock is released, so whoever acquires it next finds the new tokens.
             outcome = await self._write(result, now=int(time.time()), update=True, expected=current)
-            if outcome == _GONE:
+            if outcome == GONE:
                 raise SessionEnded("the session ended (logout) during its refresh")
-            if outcome == _SUPERSEDED:
+            if outcome == SUPERSEDED:
                 # Only if our lock expired and another process refreshed too: its tokens are the
                 # ones in Redis now, so they are the ones every process goes on with.
                 newer = await self._read(result.id)
@@ -468,7 +390,7 @@ class RedisStore:
         try:
             await lock.release()
         except LockError:
-            # Expired under us: `_LOCK_SAFETY` makes this a refresh that was cut short anyway.
+            # Expired under us: `LOCK_SAFETY` makes this a refresh that was cut short anyway.
             logger.warning("refresh lock expired before release: store=%r", self)
         except RedisError as exc:
             # The result is saved; the lock expires by itself within `lock_timeout`.
@@ -490,7 +412,7 @@ class RedisStore:
             raw = await self._redis().get(redis_key("session", session_id))
         if raw is None:
             return None
-        session = self._codec.open(_sealed(raw))
+        session = self._codec.open(sealed_part(raw))
         return session if session is not None and session.id == session_id else None
 
     async def revoke(self, *, sid: str | None, sub: str | None, now: float) -> None:
@@ -510,7 +432,7 @@ class RedisStore:
         # Only the sessions listed now: a login that happens after the logout keeps its session.
         keys = [text(member) for member in members if isinstance(member, bytes | str)]
         if is_cluster(client):
-            await _delete_across_slots(client, keys, {index: keys})
+            await delete_across_slots(client, keys, {index: keys})
         else:
             with unavailable("MULTI revoke"):
                 async with client.pipeline(transaction=True) as pipe:
@@ -530,61 +452,6 @@ class RedisStore:
     async def claim_jti(self, jti: str, *, ttl: int) -> bool:
         with unavailable("SET NX jti"):
             return bool(await self._redis().set(redis_key("jti", jti), b"1", nx=True, ex=max(1, ttl)))
-
-
-async def _write_across_slots(
-    client: redis.asyncio.Redis,
-    key: str,
-    value: str,
-    indexes: list[str],
-    *,
-    ttl: int,
-    now: int,
-    update: str,
-    expected: str,
-) -> int:
-    """`_SAVE_SCRIPT` on a Redis Cluster: the index entries (see `_INDEX_SCRIPT`), then the session."""
-    # Registering only hashes the text; the script is loaded on a node when it first lacks it.
-    script = client.register_script(_INDEX_SCRIPT)
-    for index in indexes:
-        with unavailable("EVALSHA index"):
-            await script(keys=[index], args=[key, now + ttl, now, update], client=client)
-    # Written as in the script (`_PUT`): a logout that ran after the index entry left an entry for a
-    # key that is gone, pruned once it expires.
-    with unavailable("EVALSHA put"):
-        return int(
-            await client.register_script(_PUT_SCRIPT)(keys=[key], args=[value, ttl, update, expected], client=client)
-        )
-
-
-async def _delete_across_slots(client: redis.asyncio.Redis, keys: list[str], members: dict[str, list[str]]) -> None:
-    """The logout's MULTI on a Redis Cluster: delete the sessions `keys`, announce it, then drop
-    `members` from their index sets; each a command of its own, in this order.
-
-    The deletion comes first: if a later step fails (a 503, so the provider or the user tries again),
-    the sessions are gone and, still listed, are found again. Announced only once deleted, so no
-    process reads a session back into its cache after dropping it.
-    """
-    with unavailable("DEL"):
-        # redis-py sends one DEL per hash slot.
-        await client.delete(*keys)
-    with unavailable("PUBLISH"):
-        await client.publish(CHANNEL, announcement(keys))
-    for index, names in members.items():
-        with unavailable("ZREM"):
-            await client.zrem(index, *names)
-
-
-def _fingerprint(session: Session) -> str:
-    """A digest of the session's tokens, stored beside it in clear (see `_PUT`): it names no token,
-    and tokens are random enough that it cannot be turned back into one."""
-    tokens = f"{session.access_token}\0{session.refresh_token or ''}"
-    return hashlib.sha256(tokens.encode("utf-8", "surrogatepass")).hexdigest()[:32]
-
-
-def _sealed(raw: bytes | str) -> str:
-    """The sealed session of a stored value, with or without its token digest in front."""
-    return text(raw).rpartition("!")[2]
 
 
 def _tokens_changed(before: Session, after: Session) -> bool:

@@ -7,7 +7,7 @@ out. `SharedRefresh` lets one process redeem it and hands its result to the othe
 
 1. The first process to need the refresh takes `pkce:refresh-lock:<h>` (`SET NX PX`, a random
    value, `lock_timeout`), looks once more for a result (the holder before it may have just
-   finished), then refreshes, bounded to `_LOCK_SAFETY` seconds less than the lock lives.
+   finished), then refreshes, bounded to `_store.LOCK_SAFETY` seconds less than the lock lives.
 2. It stores the refreshed session under `pkce:refresh-result:<h>` for `result_ttl` seconds, then
    deletes the lock if the lock is still its own (compare-and-delete).
 3. The other processes take the result, or take over once the lock is free (its holder failed,
@@ -40,19 +40,15 @@ import logging
 import secrets
 import time
 
-from ._exceptions import ProviderTimeout, Reason, RefreshBusy, StoreUnavailable
+from ._exceptions import RefreshBusy, StoreUnavailable
 from ._redis import redis_key, text, unavailable
 from ._redis_revocations import SharedRevocations
 from ._session import Session, SessionCodec
-from ._store import Refresh, refresh_key
+from ._store import Refresh, refresh_budget, refresh_key, refresh_within
 
 __all__: list[str] = []
 
 logger = logging.getLogger("pkce_middleware")
-
-#: The refresh must end this long before its lock expires, so the result is stored while the lock
-#: is still held; a lock that expired under a running refresh would let a second process redeem.
-_LOCK_SAFETY = 5.0
 
 # Deletes the lock only if it still holds our random value: one that expired and was taken by
 # another process is that process's to release.
@@ -84,12 +80,10 @@ class SharedRefresh:
         result_ttl: float = 60.0,
         poll: float = 0.05,
     ) -> None:
-        if lock_timeout <= 2 * _LOCK_SAFETY:
-            raise ValueError(f"lock_timeout must be more than {2 * _LOCK_SAFETY} seconds")
         self._revocations = revocations
         self._codec = codec
         self._lock_ms = int(lock_timeout * 1000)
-        self._refresh_timeout = lock_timeout - _LOCK_SAFETY
+        self._refresh_budget = refresh_budget(lock_timeout)
         self._lock_wait = lock_wait
         self._result_ms = int(result_ttl * 1000)
         self._poll = poll
@@ -115,13 +109,7 @@ class SharedRefresh:
         if found is not None:
             return found
         try:
-            try:
-                async with asyncio.timeout(self._refresh_timeout):
-                    refreshed = await refresh(session)
-            except TimeoutError:
-                raise ProviderTimeout(
-                    f"refresh took longer than {self._refresh_timeout}s", error=Reason.REFRESH_TIMEOUT
-                ) from None
+            refreshed = await refresh_within(self._refresh_budget, refresh, session)
             await self._publish(result, refreshed)
             return refreshed
         finally:
@@ -183,5 +171,5 @@ class SharedRefresh:
             logger.warning("refresh lock not released: reason=%s detail=%s", exc.error, exc.detail)
             return
         if not released:
-            # Expired under us: `_LOCK_SAFETY` makes this a refresh that was cut short anyway.
+            # Expired under us: `_store.LOCK_SAFETY` makes this a refresh that was cut short anyway.
             logger.warning("refresh lock expired before release: store=%r", self)

@@ -15,6 +15,7 @@ the reverse (the layout of Django's and aiohttp-session's session backends):
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import hashlib
 from collections.abc import Awaitable, Callable
@@ -23,6 +24,7 @@ from typing import Protocol
 from starlette.types import Scope
 
 from ._cookies import CookieWriter
+from ._exceptions import ProviderTimeout, Reason
 from ._session import Session
 
 __all__: list[str] = []
@@ -98,3 +100,25 @@ class RevocationLog(Protocol):
 def refresh_key(session: Session) -> str:
     """Per refresh token, not per session: after a refresh the next one is for the new token."""
     return hashlib.sha256(f"{session.id}:{session.refresh_token}".encode("utf-8", "surrogatepass")).hexdigest()
+
+
+#: A refresh under a cross-process lock must end this long before the lock expires, so its result
+#: is saved while the lock is still held: a lock that expired under a running refresh would let a
+#: second process redeem the same refresh token.
+LOCK_SAFETY = 5.0
+
+
+def refresh_budget(lock_timeout: float) -> float:
+    """How long a refresh under a lock of `lock_timeout` seconds may take."""
+    if lock_timeout <= 2 * LOCK_SAFETY:
+        raise ValueError(f"lock_timeout must be more than {2 * LOCK_SAFETY} seconds")
+    return lock_timeout - LOCK_SAFETY
+
+
+async def refresh_within(seconds: float, refresh: Refresh, session: Session) -> Session:
+    """`refresh(session)`, a `ProviderTimeout` (`refresh_timeout`) past `seconds`."""
+    try:
+        async with asyncio.timeout(seconds):
+            return await refresh(session)
+    except TimeoutError:
+        raise ProviderTimeout(f"refresh took longer than {seconds}s", error=Reason.REFRESH_TIMEOUT) from None
