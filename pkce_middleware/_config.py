@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 from starlette.config import Config
 from starlette.datastructures import Secret
 
+from ._config_checks import check_limits
 from ._config_values import (
     _MAKE_A_KEY,
     _PARSERS,
@@ -42,26 +43,9 @@ TokenEndpointAuthMethod = Literal["client_secret_basic", "client_secret_post", "
 #: accepting it next to public keys is how "HMAC with the public key" attacks start.
 DEFAULT_ID_TOKEN_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA")
 _ALLOWED_ID_TOKEN_ALGORITHMS = frozenset(DEFAULT_ID_TOKEN_ALGORITHMS)
+
+
 #: As `_redis.SCHEMES`, which cannot be imported here: the `redis` package is optional.
-_REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+sentinel", "rediss+sentinel", "redis+cluster", "rediss+cluster")
-
-
-def _check_redis_url(variable: str, url: str, alternative: str) -> None:
-    if urlsplit(url).scheme not in _REDIS_SCHEMES:
-        schemes = ", ".join(f"{scheme}://" for scheme in _REDIS_SCHEMES)
-        raise ConfigError(f"{variable} must be `{alternative}` or a Redis URL ({schemes})")
-    try:
-        from ._redis import check_url
-    except ModuleNotFoundError as exc:
-        if (exc.name or "").partition(".")[0] != "redis":
-            raise
-        return  # `_components` says which package is missing, naming the variable too
-    problem = check_url(url)
-    if problem is not None:
-        # Not the URL itself: it may hold a password.
-        raise ConfigError(f"{variable} is not a usable Redis URL: {problem}")
-
-
 def _option(env: str, help: str, parse: str = "str", *, hint: str = "", **kwargs: Any) -> Any:
     # The metadata drives `from_environ` and the README's option table, so the two cannot drift apart.
     return dataclasses.field(metadata={"env": env, "help": help, "parse": parse, "hint": hint}, **kwargs)
@@ -391,30 +375,7 @@ class PKCEConfig:
                 "PKCE_REDIRECT_URI's path, PKCE_LOGIN_PATH, PKCE_LOGOUT_PATH, PKCE_BACKCHANNEL_LOGOUT_PATH "
                 "and PKCE_FRONTCHANNEL_LOGOUT_PATH must all differ"
             )
-        if self.response_mode not in ("query", "form_post"):
-            raise ConfigError("PKCE_RESPONSE_MODE must be query or form_post")
-        if "/" in self.public_paths:
-            raise ConfigError("PKCE_PUBLIC_PATHS must not contain / (that would make every path public)")
-        if self.session_max_age < 60:
-            raise ConfigError("PKCE_SESSION_MAX_AGE must be at least 60 seconds")
-        if self.session_idle_timeout < 60:
-            raise ConfigError("PKCE_SESSION_IDLE_TIMEOUT must be at least 60 seconds")
-        if not 0 <= self.refresh_margin <= 3600:
-            raise ConfigError("PKCE_REFRESH_MARGIN must be between 0 and 3600 seconds")
-        if self.session_store != "cookie":
-            _check_redis_url("PKCE_SESSION_STORE", self.session_store, "cookie")
-        if self.revocation_store != "memory":
-            _check_redis_url("PKCE_REVOCATION_STORE", self.revocation_store, "memory")
-            if self.session_store != "cookie":
-                raise ConfigError("PKCE_REVOCATION_STORE is for cookie sessions; Redis sessions are revoked in Redis")
-        if not 0 <= self.clock_leeway <= 300:
-            raise ConfigError("PKCE_CLOCK_LEEWAY must be between 0 and 300 seconds")
-        if not 0 < self.http_timeout <= 120:
-            raise ConfigError("PKCE_HTTP_TIMEOUT must be more than 0 and at most 120 seconds")
-        if self.token_endpoint_auth_method not in (None, "client_secret_basic", "client_secret_post", "none"):
-            raise ConfigError("PKCE_TOKEN_ENDPOINT_AUTH_METHOD must be client_secret_basic, client_secret_post or none")
-        if self.token_endpoint_auth_method not in (None, "none") and self.client_secret is None:
-            raise ConfigError("PKCE_TOKEN_ENDPOINT_AUTH_METHOD needs PKCE_CLIENT_SECRET")
+        check_limits(self)
         bad = [alg for alg in self.id_token_algorithms if alg not in _ALLOWED_ID_TOKEN_ALGORITHMS]
         if bad or not self.id_token_algorithms:
             raise ConfigError(
@@ -427,23 +388,7 @@ class PKCEConfig:
         set_(self, "websocket_origins", origins)
         set_(self, "_per_provider", self._each_provider())
         set_(self, "bearer_paths", tuple(_check_path("PKCE_BEARER_PATHS", p) for p in self.bearer_paths))
-        if self.resource is not None:
-            _check_url("PKCE_RESOURCE", self.resource)
-            if urlsplit(self.resource).query:
-                raise ConfigError("PKCE_RESOURCE must not have a query (RFC 8707 section 2)")
-            if any(not 0x21 <= ord(ch) < 0x7F or ch in '"\\<>^`{|}' for ch in self.resource):
-                # It is quoted in every 401's `WWW-Authenticate`, which must stay one valid header.
-                raise ConfigError(
-                    "PKCE_RESOURCE must be an ASCII URI (RFC 3986): percent-encode the path, "
-                    "and write a domain in its xn-- form"
-                )
-        elif self.bearer_paths:
-            raise ConfigError("PKCE_RESOURCE is required when PKCE_BEARER_PATHS is set (the audience tokens must name)")
         set_(self, "bearer_required_scopes", tuple(self.bearer_required_scopes))
-        if any(not scope or any(ch.isspace() or ch in '"\\' for ch in scope) for scope in self.bearer_required_scopes):
-            raise ConfigError("PKCE_BEARER_REQUIRED_SCOPES must hold scope names without spaces or quotes")
-        if not 0 <= self.introspection_cache_ttl <= 3600:
-            raise ConfigError("PKCE_INTROSPECTION_CACHE_TTL must be between 0 and 3600 seconds")
         for name, field, kind in _RULE_OPTIONS:
             try:
                 checked = getattr(Require(**{kind: getattr(self, field)}), kind)

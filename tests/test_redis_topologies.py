@@ -21,7 +21,7 @@ import redis
 from redis.crc import key_slot
 
 from pkce_middleware import ConfigError, PKCEMiddleware
-from pkce_middleware._config import _REDIS_SCHEMES
+from pkce_middleware._config_checks import _REDIS_SCHEMES
 from pkce_middleware._redis import SCHEMES
 from tests.support.hostile_provider import REMOVE, HostileProvider
 from tests.support.redis_checks import cache_live, redis_site
