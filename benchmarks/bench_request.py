@@ -50,8 +50,10 @@ from .scenarios import (
 )
 from .session_data import realistic_session
 
-#: Targets for the middleware's hot path (`pkce (same cookie)`: added cost over the bare app).
-TARGET_ADDED_US = 10.0
+#: Targets (issue #14) for the middleware's cost over the bare app: a session this process has
+#: opened before (`pkce (same cookie)`), and one it has not (`pkce (cold, cache off)`).
+TARGET_ADDED_US = 5.0
+TARGET_COLD_ADDED_US = 15.0
 TARGET_SHARE_OF_SESSION = 0.50
 #: Longest `--rep-seconds`: a rep must end well within the minute after which a session is written back.
 MAX_REP_SECONDS = 10.0
@@ -121,13 +123,14 @@ def target_checks(result: list[Row], *, gating: bool) -> dict[str, Any]:
     added, same_share = by_name[PKCE_SAME].added_us, share(PKCE_SAME)
     cold_added, cold_share = by_name[PKCE_COLD].added_us, share(PKCE_COLD)
     added_ok, share_ok = added <= TARGET_ADDED_US, same_share < TARGET_SHARE_OF_SESSION
+    cold_ok = cold_added <= TARGET_COLD_ADDED_US
     return {
         "variant": PKCE_SAME,
         "added_us": added,
         "added_ok": added_ok,
         "share_of_session": same_share,
         "share_ok": share_ok,
-        "cache_miss": {"variant": PKCE_COLD, "added_us": cold_added, "share_of_session": cold_share},
+        "cache_miss": {"variant": PKCE_COLD, "added_us": cold_added, "share_of_session": cold_share, "ok": cold_ok},
         "reissue": {"variant": PKCE_AGED, "added_us": by_name[PKCE_AGED].added_us},
         "lines": [
             target_line(
@@ -141,8 +144,12 @@ def target_checks(result: list[Row], *, gating: bool) -> dict[str, Any]:
                 f"({added:.2f} of {session_added:.2f} µs; target < {TARGET_SHARE_OF_SESSION:.0%})",
                 gating=gating,
             ),
-            f"cache miss: {PKCE_COLD} adds {cold_added:.2f} µs over {BARE}, {cold_share:.0%} of what "
-            "SessionMiddleware adds (what a session's first request on a worker costs; no target)",
+            target_line(
+                cold_ok,
+                f"cache miss: {PKCE_COLD} adds {cold_added:.2f} µs over {BARE} (target <= {TARGET_COLD_ADDED_US:g} µs), "
+                f"{cold_share:.0%} of what SessionMiddleware adds (what a session's first request on a worker costs)",
+                gating=gating,
+            ),
             f"re-issue: {PKCE_AGED} adds {by_name[PKCE_AGED].added_us:.2f} µs over {BARE} "
             f"({by_name[PKCE_AGED].median_us - by_name[PKCE_SAME].median_us:+.2f} µs against {PKCE_SAME}: "
             "a client that never stores the re-issued cookie; the sealing is shared, the header sent each time)",

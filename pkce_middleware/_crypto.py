@@ -17,8 +17,6 @@ References:
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import os
 from collections.abc import Sequence
@@ -28,6 +26,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from . import _base64url
+
 __all__: list[str] = []
 
 _VERSION = b"\x01"
@@ -35,20 +35,6 @@ _KID_SIZE = 4
 _NONCE_SIZE = 12
 _HEADER_SIZE = len(_VERSION) + _KID_SIZE + _NONCE_SIZE
 _TAG_SIZE = 16
-
-_URLSAFE = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
-_STANDARD = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
-#: For `bytes.translate`: base64url to standard base64, and every other byte (`+`, `/` and `=`
-#: too) to "!", which strict decoding refuses.
-_TO_STANDARD = bytes(_STANDARD[_URLSAFE.index(byte)] if byte in _URLSAFE else ord("!") for byte in range(256))
-#: Which last characters an unpadded encoding may end with, by its length modulo 4: after 2 or 3
-#: characters of a final group, 4 or 2 low bits are unused and must be zero (RFC 4648 section 3.5).
-_LAST_CHARACTERS = (
-    _URLSAFE.decode(),
-    "",
-    _URLSAFE[::16].decode(),
-    _URLSAFE[::4].decode(),
-)
 
 
 class Sealer:
@@ -69,10 +55,10 @@ class Sealer:
         self._current_kid = next(iter(self._keys))
         # Version and key id are the first 40 bits: six characters and four bits of the seventh,
         # whose last two bits are the nonce's. Comparing text answers `is_current` on every
-        # request without decoding anything.
-        head = base64.urlsafe_b64encode(_VERSION + self._current_kid + b"\0").decode("ascii")[:7]
-        seventh = _URLSAFE.index(head[6].encode())  # its nonce bits are zero here
-        self._current_heads = frozenset(head[:6] + chr(_URLSAFE[seventh + bits]) for bits in range(4))
+        # request without decoding anything (one spelling per value of those two bits).
+        self._current_heads = frozenset(
+            _base64url.encode(_VERSION + self._current_kid + bytes([bits << 6]))[:7] for bits in range(4)
+        )
 
     def __repr__(self) -> str:
         return f"Sealer(purpose={self._aad.decode()!r}, keys={len(self._keys)})"
@@ -80,27 +66,18 @@ class Sealer:
     def seal(self, plaintext: bytes) -> str:
         nonce = os.urandom(_NONCE_SIZE)
         sealed = self._keys[self._current_kid].encrypt(nonce, plaintext, self._aad)
-        return base64.urlsafe_b64encode(_VERSION + self._current_kid + nonce + sealed).rstrip(b"=").decode("ascii")
+        return _base64url.encode(_VERSION + self._current_kid + nonce + sealed)
 
     def open(self, value: str) -> bytes | None:
         """The plaintext, or `None` when the value is malformed, forged, or sealed with an unknown key.
 
-        Only the canonical encoding opens, the one `seal` writes: a value is a bearer credential,
-        and letting `=` padding, `+`/`/`, whitespace or stray bits in the last character give
-        other spellings of the same cookie would let a copy pass for a different one.
+        Only the canonical encoding opens, the one `seal` writes (see `_base64url`).
         """
         if len(value) > self._max_length:
             return None
-        try:
-            # Every byte outside the base64url alphabet becomes "!", which strict mode refuses;
-            # it also refuses a length that is 1 modulo 4, as no byte string encodes to that.
-            raw = binascii.a2b_base64(
-                value.encode("ascii").translate(_TO_STANDARD) + b"=" * (-len(value) % 4), strict_mode=True
-            )
-        except (binascii.Error, ValueError):
+        raw = _base64url.decode(value)
+        if raw is None:
             return None
-        if value and value[-1] not in _LAST_CHARACTERS[len(value) % 4]:
-            return None  # the unused low bits of the last character must be zero
         if len(raw) < _HEADER_SIZE + _TAG_SIZE or raw[:1] != _VERSION:
             return None
         aead = self._keys.get(raw[1 : 1 + _KID_SIZE])

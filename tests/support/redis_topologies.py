@@ -12,6 +12,10 @@
     with RedisClusterNodes() as cluster:                 # three masters, all 16384 slots assigned
         cluster.url                                      # redis+cluster://127.0.0.1:<p1>,...:<p3>/
 
+    SentinelGroup(certificates), RedisClusterNodes(certificates)
+                                                         # the same, every node TLS only (replication,
+                                                         # sentinels and cluster bus too): rediss+...://
+
 Every process is a `tests.support.processes.Process` (the redis-servers through `RedisServer`). A
 group is ready when Redis says so, polled, never after a fixed sleep: a sentinel once it knows the
 replica and the two other sentinels, a replica once its link to the master is up, a cluster once
@@ -28,7 +32,7 @@ import ipaddress
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -171,28 +175,62 @@ def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
     )
 
 
+def _tls_options(certificates: Certificates, port: int) -> list[tuple[str, str]]:
+    """A redis-server's (or sentinel's) settings to listen on `port` with TLS only, ask clients for
+    a certificate of the CA, and use TLS, with the client certificate, for its own connections to
+    the other nodes."""
+    return [
+        ("port", "0"),
+        ("tls-port", str(port)),
+        ("tls-cert-file", str(certificates.server_cert)),
+        ("tls-key-file", str(certificates.server_key)),
+        ("tls-ca-cert-file", str(certificates.ca)),
+        ("tls-auth-clients", "yes"),
+        # The server certificate is for servers only (extended key usage): a node that connects to
+        # another (replica, sentinel, cluster bus) shows the client certificate instead.
+        ("tls-client-cert-file", str(certificates.client_cert)),
+        ("tls-client-key-file", str(certificates.client_key)),
+        ("tls-replication", "yes"),
+    ]
+
+
+def _tls_args(certificates: Certificates, port: int) -> list[str]:
+    return [word for name, value in _tls_options(certificates, port) for word in (f"--{name}", value)]
+
+
+def _tls_query(certificates: Certificates, ca: Path) -> str:
+    """The query string of a client URL that trusts `ca` and shows the client certificate."""
+    return urlencode(
+        {"ssl_ca_certs": ca, "ssl_certfile": certificates.client_cert, "ssl_keyfile": certificates.client_key}
+    )
+
+
+def _client(port: int, certificates: Certificates | None) -> redis.Redis:
+    """A client of the node (server or sentinel) at `port`, over TLS when the nodes speak it."""
+    if certificates is None:
+        return redis.Redis(host=LOOPBACK, port=port, socket_timeout=5)
+    return redis.Redis(
+        host=LOOPBACK,
+        port=port,
+        socket_timeout=5,
+        ssl=True,
+        ssl_ca_certs=str(certificates.ca),
+        ssl_certfile=str(certificates.client_cert),
+        ssl_keyfile=str(certificates.client_key),
+    )
+
+
 class TLSRedisServer(RedisServer):
     """A `redis-server` that speaks TLS only (`--port 0`), and asks clients for a certificate of the CA."""
 
-    def __init__(self, certificates: Certificates, *, startup_timeout: float | None = None) -> None:
-        super().__init__(startup_timeout=startup_timeout)
+    def __init__(
+        self, certificates: Certificates, *, args: Sequence[str] = (), startup_timeout: float | None = None
+    ) -> None:
+        super().__init__(args=args, startup_timeout=startup_timeout)
         self.certificates = certificates
 
     def _listen_args(self) -> list[str]:
-        return [
-            "--port",
-            "0",
-            "--tls-port",
-            str(self.port),
-            "--tls-cert-file",
-            str(self.certificates.server_cert),
-            "--tls-key-file",
-            str(self.certificates.server_key),
-            "--tls-ca-cert-file",
-            str(self.certificates.ca),
-            "--tls-auth-clients",
-            "yes",
-        ]
+        return _tls_args(self.certificates, self.port)
 
     @property
     def url(self) -> str:
@@ -200,34 +238,40 @@ class TLSRedisServer(RedisServer):
 
     def url_trusting(self, ca: Path) -> str:
         """The rediss:// URL of a client that trusts `ca` and shows the client certificate."""
-        query = urlencode(
-            {
-                "ssl_ca_certs": ca,
-                "ssl_certfile": self.certificates.client_cert,
-                "ssl_keyfile": self.certificates.client_key,
-            }
-        )
-        return f"rediss://{LOOPBACK}:{self.port}/0?{query}"
+        return f"rediss://{LOOPBACK}:{self.port}/0?{_tls_query(self.certificates, ca)}"
 
 
 # -- Sentinel -------------------------------------------------------------------------------------
 
 
 class Sentinel(Launcher):
-    """One sentinel (`redis-server <conf> --sentinel`) watching `MASTER_NAME` at `master_port`."""
+    """One sentinel (`redis-server <conf> --sentinel`) watching `MASTER_NAME` at `master_port`; TLS
+    only (to clients, to the servers and to the other sentinels) when given `certificates`."""
 
-    def __init__(self, master_port: int, directory: Path, *, startup_timeout: float | None = None) -> None:
+    def __init__(
+        self,
+        master_port: int,
+        directory: Path,
+        *,
+        certificates: Certificates | None = None,
+        startup_timeout: float | None = None,
+    ) -> None:
         super().__init__(startup_timeout=startup_timeout)
         self.master_port = master_port
+        self.certificates = certificates
         self._directory = directory
 
     def _launch(self) -> None:
         # A sentinel rewrites its configuration file (what it learnt), so each has its own.
         config = self._directory / f"sentinel-{self.port}.conf"
+        if self.certificates is None:
+            listen = [f"port {self.port}"]
+        else:
+            listen = [f"{name} {value}" for name, value in _tls_options(self.certificates, self.port)]
         config.write_text(
             "\n".join(
                 [
-                    f"port {self.port}",
+                    *listen,
                     f"bind {LOOPBACK}",
                     "daemonize no",
                     'logfile ""',
@@ -252,19 +296,26 @@ class Sentinel(Launcher):
         self._process.start_and_wait()
 
     def client(self) -> redis.Redis:
-        return redis.Redis(host=LOOPBACK, port=self.port, socket_timeout=5)
+        return _client(self.port, self.certificates)
 
 
 class SentinelGroup:
-    """A master, one replica and three sentinels (quorum 2) on 127.0.0.1; see the module docstring."""
+    """A master, one replica and three sentinels (quorum 2) on 127.0.0.1; see the module docstring.
+    With `certificates`, every one of them speaks TLS only, among themselves too."""
 
-    def __init__(self, *, startup_timeout: float | None = None) -> None:
+    def __init__(self, certificates: Certificates | None = None, *, startup_timeout: float | None = None) -> None:
+        self.certificates = certificates
         self._startup_timeout = startup_timeout
         self._dir = tempfile.TemporaryDirectory(prefix="pkce-sentinel-")
-        self.master = RedisServer(startup_timeout=startup_timeout)
+        self.master = self._server()
         self.replica: RedisServer | None = None
         self.sentinels: list[Sentinel] = []
         self._stack = contextlib.ExitStack()
+
+    def _server(self, args: Sequence[str] = ()) -> RedisServer:
+        if self.certificates is None:
+            return RedisServer(args=args, startup_timeout=self._startup_timeout)
+        return TLSRedisServer(self.certificates, args=args, startup_timeout=self._startup_timeout)
 
     def __enter__(self) -> Self:
         try:
@@ -285,13 +336,13 @@ class SentinelGroup:
         servers = contextlib.ExitStack()
         self._stack.enter_context(servers)
         servers.enter_context(self.master)
-        self.replica = servers.enter_context(
-            RedisServer(args=["--replicaof", LOOPBACK, str(self.master.port)], startup_timeout=self._startup_timeout)
-        )
+        self.replica = servers.enter_context(self._server(["--replicaof", LOOPBACK, str(self.master.port)]))
         poll("replica linked to its master", self._replica_linked, self._startup_timeout)
         directory = Path(self._dir.name)
         for _ in range(3):
-            sentinel = Sentinel(self.master.port, directory, startup_timeout=self._startup_timeout)
+            sentinel = Sentinel(
+                self.master.port, directory, certificates=self.certificates, startup_timeout=self._startup_timeout
+            )
             # Entered after the servers, so left before them.
             self.sentinels.append(self._stack.enter_context(sentinel))
         for sentinel in self.sentinels:
@@ -299,14 +350,27 @@ class SentinelGroup:
 
     def _replica_linked(self) -> str | None:
         assert self.replica is not None
-        with redis.Redis(host=LOOPBACK, port=self.replica.port, socket_timeout=5) as client:
+        with self.client(self.replica.port) as client:
             info = client.info("replication")
         return None if info.get("master_link_status") == "up" else f"replication {info}"
 
+    def client(self, port: int) -> redis.Redis:
+        """A client of the server at `port` (over TLS when the group speaks it)."""
+        return _client(port, self.certificates)
+
     @property
     def url(self) -> str:
+        if self.certificates is None:
+            hosts = ",".join(f"{LOOPBACK}:{sentinel.port}" for sentinel in self.sentinels)
+            return f"redis+sentinel://{hosts}/{MASTER_NAME}/0"
+        return self.url_trusting(self.certificates.ca)
+
+    def url_trusting(self, ca: Path) -> str:
+        """The rediss+sentinel:// URL of a client that trusts `ca` and shows the client certificate
+        (to the sentinels and the servers alike)."""
+        assert self.certificates is not None
         hosts = ",".join(f"{LOOPBACK}:{sentinel.port}" for sentinel in self.sentinels)
-        return f"redis+sentinel://{hosts}/{MASTER_NAME}/0"
+        return f"rediss+sentinel://{hosts}/{MASTER_NAME}/0?{_tls_query(self.certificates, ca)}"
 
     def master_port(self) -> int:
         """The master's port, as the first sentinel sees it."""
@@ -335,7 +399,7 @@ class SentinelGroup:
                     _, port = client.sentinel_get_master_addr_by_name(MASTER_NAME)
                 if int(port) == before:
                     return f"sentinel {sentinel.port} names the old master {before}"
-            with redis.Redis(host=LOOPBACK, port=self.master_port(), socket_timeout=5) as client:
+            with self.client(self.master_port()) as client:
                 role = client.info("replication")["role"]
             return None if role == "master" else f"new master's role is {role}"
 
@@ -360,11 +424,20 @@ def _knows_group(sentinel: Sentinel) -> Callable[[], str | None]:
 
 class ClusterNode(RedisServer):
     """A `redis-server` in cluster mode, its bus on a free port of its own (the default, port + 10000,
-    may be taken or above 65535)."""
+    may be taken or above 65535); TLS only (to clients and on the bus) when given `certificates`."""
+
+    def __init__(self, certificates: Certificates | None = None, *, startup_timeout: float | None = None) -> None:
+        super().__init__(startup_timeout=startup_timeout)
+        self.certificates = certificates
 
     def _listen_args(self) -> list[str]:
+        if self.certificates is None:
+            listen = super()._listen_args()
+        else:
+            # With tls-cluster the bus speaks TLS, and the node announces its TLS port to clients.
+            listen = [*_tls_args(self.certificates, self.port), "--tls-cluster", "yes"]
         return [
-            *super()._listen_args(),
+            *listen,
             "--cluster-enabled",
             "yes",
             "--cluster-config-file",
@@ -377,11 +450,13 @@ class ClusterNode(RedisServer):
 
 
 class RedisClusterNodes:
-    """Three cluster-mode masters on 127.0.0.1 sharing the 16384 slots (no replicas)."""
+    """Three cluster-mode masters on 127.0.0.1 sharing the 16384 slots (no replicas); TLS only when
+    given `certificates`."""
 
-    def __init__(self, *, startup_timeout: float | None = None) -> None:
+    def __init__(self, certificates: Certificates | None = None, *, startup_timeout: float | None = None) -> None:
+        self.certificates = certificates
         self._startup_timeout = startup_timeout
-        self.nodes = [ClusterNode(startup_timeout=startup_timeout) for _ in range(3)]
+        self.nodes = [ClusterNode(certificates, startup_timeout=startup_timeout) for _ in range(3)]
         self._stack = contextlib.ExitStack()
 
     def __enter__(self) -> Self:
@@ -401,8 +476,12 @@ class RedisClusterNodes:
 
     def _create(self) -> None:
         addresses = [f"{LOOPBACK}:{node.port}" for node in self.nodes]
+        tls: list[str] = []
+        if self.certificates is not None:
+            certs = self.certificates
+            tls = ["--tls", "--cacert", str(certs.ca), "--cert", str(certs.client_cert), "--key", str(certs.client_key)]
         result = subprocess.run(
-            ["redis-cli", "--cluster", "create", *addresses, "--cluster-replicas", "0", "--cluster-yes"],
+            ["redis-cli", *tls, "--cluster", "create", *addresses, "--cluster-replicas", "0", "--cluster-yes"],
             capture_output=True,
             text=True,
             timeout=startup_timeout(self._startup_timeout),
@@ -411,21 +490,29 @@ class RedisClusterNodes:
         if result.returncode != 0:
             raise ProcessError(f"redis-cli --cluster create failed:\n{result.stdout}\n{result.stderr}")
         for node in self.nodes:
-            poll(f"cluster node {node.port} ready", _cluster_ok(node.port), self._startup_timeout)
+            poll(f"cluster node {node.port} ready", _cluster_ok(node.port, self.certificates), self._startup_timeout)
 
     @property
     def url(self) -> str:
-        return "redis+cluster://" + ",".join(f"{LOOPBACK}:{node.port}" for node in self.nodes) + "/"
+        if self.certificates is None:
+            return "redis+cluster://" + ",".join(f"{LOOPBACK}:{node.port}" for node in self.nodes) + "/"
+        return self.url_trusting(self.certificates.ca)
+
+    def url_trusting(self, ca: Path) -> str:
+        """The rediss+cluster:// URL of a client that trusts `ca` and shows the client certificate."""
+        assert self.certificates is not None
+        hosts = ",".join(f"{LOOPBACK}:{node.port}" for node in self.nodes)
+        return f"rediss+cluster://{hosts}/?{_tls_query(self.certificates, ca)}"
 
     def clients(self) -> Iterator[redis.Redis]:
-        """A plain client per node (to look at what each one holds)."""
+        """A client per node, not a cluster client (to look at what each one holds)."""
         for node in self.nodes:
-            yield redis.Redis(host=LOOPBACK, port=node.port, socket_timeout=5)
+            yield _client(node.port, self.certificates)
 
 
-def _cluster_ok(port: int) -> Callable[[], str | None]:
+def _cluster_ok(port: int, certificates: Certificates | None) -> Callable[[], str | None]:
     def check() -> str | None:
-        with redis.Redis(host=LOOPBACK, port=port, socket_timeout=5) as client:
+        with _client(port, certificates) as client:
             info = client.cluster("INFO")
         # Every node must know every slot's owner, or a client's first command may bounce (CLUSTERDOWN).
         if info.get("cluster_state") == "ok" and str(info.get("cluster_slots_ok")) == "16384":
