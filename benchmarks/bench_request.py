@@ -146,8 +146,9 @@ def target_checks(result: list[Row], *, gating: bool) -> dict[str, Any]:
             ),
             target_line(
                 cold_ok,
-                f"cache miss: {PKCE_COLD} adds {cold_added:.2f} µs over {BARE} (target <= {TARGET_COLD_ADDED_US:g} µs), "
-                f"{cold_share:.0%} of what SessionMiddleware adds (what a session's first request on a worker costs)",
+                f"cache miss: {PKCE_COLD} adds {cold_added:.2f} µs over {BARE} "
+                f"(target <= {TARGET_COLD_ADDED_US:g} µs), {cold_share:.0%} of what "
+                "SessionMiddleware adds (what a session's first request on a worker costs)",
                 gating=gating,
             ),
             f"re-issue: {PKCE_AGED} adds {by_name[PKCE_AGED].added_us:.2f} µs over {BARE} "
