@@ -48,11 +48,15 @@ from redis.asyncio.connection import (
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import NoBackoff
-from redis.exceptions import ConnectionError, RedisError
+from redis.exceptions import ConnectionError, RedisClusterException, RedisError
 
 from ._exceptions import StoreUnavailable
 
 __all__: list[str] = []
+
+#: What a Redis that cannot serve raises: `RedisError`s, and what a Cluster client raises when no
+#: node it knows of answers (`RedisClusterException` is no `RedisError`).
+REDIS_DOWN = (RedisError, RedisClusterException)
 
 PREFIX = "pkce:"
 
@@ -251,7 +255,7 @@ def text(raw: bytes | str) -> str:
 def unavailable(what: str) -> Iterator[None]:
     try:
         yield
-    except RedisError as exc:
+    except REDIS_DOWN as exc:
         # Connection refused or reset, timeout, LOADING, READONLY, OOM, NOAUTH: Redis cannot serve,
         # and that is a 503 for this request, never a logout.
         raise StoreUnavailable(f"redis {what}: {type(exc).__name__}: {exc}") from exc

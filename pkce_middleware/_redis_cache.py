@@ -42,9 +42,8 @@ from collections import OrderedDict
 from collections.abc import Iterable
 
 import redis.asyncio
-from redis.exceptions import RedisError
 
-from ._redis import PREFIX, text
+from ._redis import PREFIX, REDIS_DOWN, text
 from ._session import Session
 
 __all__: list[str] = []
@@ -178,7 +177,7 @@ class SessionCache:
             unexpected: Exception | None = None
             try:
                 cause = await self._listen(client)
-            except (RedisError, OSError) as exc:
+            except (*REDIS_DOWN, OSError) as exc:
                 cause = type(exc).__name__
             except Exception as exc:
                 # Not a Redis outage but a client surprise (redis-py's cluster pubsub has raised

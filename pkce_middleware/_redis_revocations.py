@@ -19,10 +19,9 @@ import contextlib
 import logging
 
 import redis.asyncio
-from redis.exceptions import RedisError
 
 from ._exceptions import StoreUnavailable
-from ._redis import PREFIX, connect, is_cluster, redacted, redis_key, text, unavailable
+from ._redis import PREFIX, REDIS_DOWN, connect, is_cluster, redacted, redis_key, text, unavailable
 from ._revocations import SKEW_MARGIN, SOFT_CAP, MemoryRevocations
 from ._session import Session
 
@@ -120,7 +119,7 @@ class SharedRevocations:
         oldest = _entry_id(added)[0] - int(self._local.entry_ttl * 1000)
         try:
             await client.xtrim(_LOG, minid=f"{max(0, oldest)}-0", approximate=False)
-        except RedisError as exc:  # the logout is shared; the next one trims
+        except REDIS_DOWN as exc:  # the logout is shared; the next one trims
             logger.info("revocation log not trimmed: store=%r error=%s", self, type(exc).__name__)
 
     def covers(self, session: Session) -> bool:
@@ -183,7 +182,7 @@ class SharedRevocations:
                 if self._failing:
                     logger.info("revocations syncing again: store=%r", self)
                 self._failing = False
-            except RedisError as exc:
+            except REDIS_DOWN as exc:
                 if not self._failing:  # once per outage, not once per second
                     logger.warning("revocations not syncing: store=%r error=%s", self, type(exc).__name__)
                 self._failing = True

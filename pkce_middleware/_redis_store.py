@@ -46,13 +46,13 @@ from collections import OrderedDict
 import redis.asyncio
 from redis.asyncio.lock import Lock
 from redis.commands.core import AsyncScript
-from redis.exceptions import LockError, RedisError
+from redis.exceptions import LockError
 from starlette.types import Scope
 
 from ._cookies import CookiePolicy, CookieWriter, read_cookie, request_cookies
 from ._crypto import Sealer
 from ._exceptions import RefreshBusy, SessionEnded
-from ._redis import connect, is_cluster, redacted, redis_key, text, unavailable
+from ._redis import REDIS_DOWN, connect, is_cluster, redacted, redis_key, text, unavailable
 from ._redis_cache import CHANNEL, SessionCache, announcement
 from ._redis_writes import (
     GONE,
@@ -158,7 +158,7 @@ class RedisStore:
         client = self._redis()
         try:
             await client.ping()
-        except RedisError as exc:
+        except REDIS_DOWN as exc:
             # Not fatal: the app can start (health checks, public pages) and sessions work as soon
             # as Redis answers; until then session requests get a 503.
             logger.warning("session store not answering at startup: store=%r error=%s", self, type(exc).__name__)
@@ -392,7 +392,7 @@ class RedisStore:
         except LockError:
             # Expired under us: `LOCK_SAFETY` makes this a refresh that was cut short anyway.
             logger.warning("refresh lock expired before release: store=%r", self)
-        except RedisError as exc:
+        except REDIS_DOWN as exc:
             # The result is saved; the lock expires by itself within `lock_timeout`.
             logger.warning("refresh lock not released: store=%r error=%s", self, type(exc).__name__)
 
@@ -402,7 +402,7 @@ class RedisStore:
         self._cache.invalidate(keys)
         try:
             await self._cache.publish(self._redis(), keys)
-        except RedisError as exc:
+        except REDIS_DOWN as exc:
             # The write is done. Other processes read the key again by the cache's `max_age` at
             # the latest, and sooner if their channel is failing too (likely when Redis is).
             logger.warning("session change not announced: store=%r error=%s", self, type(exc).__name__)

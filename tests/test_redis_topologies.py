@@ -2,9 +2,10 @@
 
 Each deployment is started once for its tests by `tests.support.redis_topologies`: a TLS-only
 server with a private CA made at setup (which also asks for a client certificate), a master with a
-replica and three sentinels, and a three-master cluster. The middleware runs in front of the
-hostile provider as in `test_redis`; what is asserted is what a browser sees (the user named in the
-page, status codes, cookies), and for the cluster where the keys went.
+replica and three sentinels, and a three-master cluster; the last two also with every node speaking
+TLS only (to clients, and among themselves: replication, sentinels, cluster bus). The middleware
+runs in front of the hostile provider as in `test_redis`; what is asserted is what a browser sees
+(the user named in the page, status codes, cookies), and for the cluster where the keys went.
 """
 
 from __future__ import annotations
@@ -257,6 +258,61 @@ async def test_a_master_that_dies_is_a_503_until_the_sentinels_promote_the_repli
         await refused(site, cookie)
 
 
+# -- Sentinel over TLS ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tls_sentinel_group(certificates: Certificates) -> Iterator[SentinelGroup]:
+    # Shared: no test here fails the group over, and starting one takes seconds (sentinels find each
+    # other through hello messages sent every 2 s).
+    with SentinelGroup(certificates) as group:
+        yield group
+
+
+async def test_rediss_sentinel_sessions_over_tls_to_the_sentinels_and_the_servers(
+    tls_sentinel_group: SentinelGroup,
+) -> None:
+    group = tls_sentinel_group
+    assert group.url.startswith("rediss+sentinel://127.0.0.1:")
+    async with redis_site(group.url) as site:
+        assert (await login(site.client, site.hostile)).status_code == 303
+        cookie = site.client.cookies[SESSION_COOKIE]
+        response = await site.client.get("/")
+        assert response.status_code == 200 and response.text == "hello alice"
+
+        # The session is on the master the sentinels named, and reached the replica: replication,
+        # too, works with TLS only.
+        assert group.replica is not None
+        with group.client(group.master_port()) as master, group.client(group.replica.port) as replica:
+            assert master.wait(1, 10_000) == 1
+            sessions = list(master.scan_iter(match="pkce:session:*"))
+            assert len(sessions) == 1
+            assert replica.exists(*sessions) == 1
+
+        await logout(site.client)
+        await refused(site, cookie)
+
+
+async def test_rediss_sentinel_with_an_untrusted_ca_is_a_503_and_a_log_line_not_a_crash(
+    tls_sentinel_group: SentinelGroup, caplog: pytest.LogCaptureFixture
+) -> None:
+    group = tls_sentinel_group
+    assert group.certificates is not None
+    caplog.set_level(logging.INFO, logger="pkce_middleware")
+    async with redis_site(group.url_trusting(group.certificates.other_ca)) as site:
+        response = await login(site.client, site.hostile)
+        assert response.status_code == 503, response.text
+        assert "reason: session_store_unavailable" in response.text
+        assert SESSION_COOKIE not in site.client.cookies
+    # The client never gets past the sentinels, so it cannot learn the master. redis-py (8.1) sums up
+    # each sentinel's failure by its type only, so the handshake's own words are not in the line.
+    messages = [r.getMessage() for r in caplog.records if r.name == "pkce_middleware"]
+    assert any(
+        "session_store_unavailable" in m and "No master found for 'pkce'" in m and "ConnectionError" in m
+        for m in messages
+    ), messages
+
+
 # -- Cluster ------------------------------------------------------------------------------------------
 
 
@@ -390,3 +446,57 @@ async def test_cluster_shared_revocation_log(cluster: RedisClusterNodes, cluster
                 assert len(cluster_keys("pkce:revocation-log")) == 1
         finally:
             await other.aclose()
+
+
+# -- Cluster over TLS ----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tls_cluster(certificates: Certificates) -> Iterator[RedisClusterNodes]:
+    with RedisClusterNodes(certificates) as nodes:
+        yield nodes
+
+
+async def test_rediss_cluster_sessions_over_tls_to_every_node(tls_cluster: RedisClusterNodes) -> None:
+    assert tls_cluster.url.startswith("rediss+cluster://127.0.0.1:")
+    nodes = list(tls_cluster.clients())
+    try:
+        for node in nodes:
+            node.flushall()
+        async with redis_site(tls_cluster.url) as site:
+            # Keys go to random slots: users log in until every node holds some, so the client has
+            # had to open a TLS connection to each (3 nodes, a few keys a login: about 3 logins).
+            browsers: list[httpx.AsyncClient] = []
+            while not all(next(node.scan_iter(match="pkce:*"), None) for node in nodes):
+                assert len(browsers) < 20, "the keys of 20 logins never reached every node"
+                browser = site.client if not browsers else site.browser()
+                site.hostile.sub = f"user-{len(browsers)}"
+                assert (await login(browser, site.hostile)).status_code == 303
+                browsers.append(browser)
+            for number, browser in enumerate(browsers):
+                response = await browser.get("/")
+                assert response.status_code == 200 and response.text == f"hello user-{number}"
+            assert sum(len(list(node.scan_iter(match="pkce:session:*"))) for node in nodes) == len(browsers)
+
+            cookie = site.client.cookies[SESSION_COOKIE]
+            await logout(site.client)
+            await refused(site, cookie)
+            for number, browser in enumerate(browsers[1:], start=1):
+                assert (await browser.get("/")).text == f"hello user-{number}"
+    finally:
+        for node in nodes:
+            node.close()
+
+
+async def test_rediss_cluster_with_an_untrusted_ca_is_a_503_and_a_log_line_not_a_crash(
+    tls_cluster: RedisClusterNodes, caplog: pytest.LogCaptureFixture
+) -> None:
+    assert tls_cluster.certificates is not None
+    caplog.set_level(logging.INFO, logger="pkce_middleware")
+    async with redis_site(tls_cluster.url_trusting(tls_cluster.certificates.other_ca)) as site:
+        response = await login(site.client, site.hostile)
+        assert response.status_code == 503, response.text
+        assert "reason: session_store_unavailable" in response.text
+        assert SESSION_COOKIE not in site.client.cookies
+    messages = [r.getMessage() for r in caplog.records if r.name == "pkce_middleware"]
+    assert any("session_store_unavailable" in m and "certificate verify failed" in m for m in messages), messages
