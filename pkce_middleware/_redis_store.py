@@ -239,7 +239,12 @@ class RedisStore:
             # A write-back keeps the tokens of the session it loaded: it expects them in Redis.
             outcome = await self._write(session, now=now, update=update, expected=session)
         if outcome == WRITTEN:
-            self._policy.set(cookies, self._name, self._id_sealer.seal(session.id.encode()), max_age=self._max_age)
+            # A cookie that names this session already, sealed with the newest key, stays as it is:
+            # a write-back changes what Redis holds, not the cookie (no Set-Cookie to send). Its
+            # Max-Age, set at login, already ends with the session.
+            if not (update and found is not None and self._id_sealer.is_current(found[0])):
+                sealed = self._id_sealer.seal(session.id.encode())
+                self._policy.set(cookies, self._name, sealed, max_age=self._max_age)
         elif outcome == SUPERSEDED:
             # Another process refreshed it since this request loaded it: its tokens stay, and this
             # request's idle clock is dropped (the next request writes its own). The cookie is right.

@@ -94,6 +94,22 @@ async def test_login_puts_only_a_small_sealed_id_in_the_cookie(
         assert response.text == "hello alice"
 
 
+async def test_a_refresh_sends_no_cookie_the_browser_already_has(redis_server: RedisServer) -> None:
+    # The Redis store's cookie only names the session: a refresh changes what Redis holds.
+    async with redis_site(redis_server.url) as site:
+        site.hostile.token_overrides = {"expires_in": 30}  # due for refresh at once (60 s margin)
+        await login(site.client, site.hostile)
+        cookie = site.client.cookies[SESSION_COOKIE]
+        response = await site.client.get("/")
+        assert response.text == "hello alice"
+        assert site.hostile.calls["refresh"] == 1
+        assert "set-cookie" not in response.headers
+        assert site.client.cookies[SESSION_COOKIE] == cookie
+        # The same cookie now carries the refreshed session: no second refresh.
+        assert (await site.client.get("/")).text == "hello alice"
+        assert site.hostile.calls["refresh"] == 1
+
+
 async def test_redis_commands_per_request_kind(redis_server: RedisServer, inspector: redis.asyncio.Redis) -> None:
     async with redis_site(redis_server.url) as site:
         # Access tokens from logins are due for refresh at once (60 s margin); refreshed ones are not.
