@@ -58,6 +58,18 @@ async def refused(site: Site, cookie: str) -> None:
     assert (await replay.get("/", headers=JSON)).status_code == 401
 
 
+async def refused_login(url: str, caplog: pytest.LogCaptureFixture) -> list[str]:
+    """A login against the store at `url`, which cannot be reached: a 503 and no session, not a
+    crash. The middleware's log messages, for the test to find the reason in."""
+    caplog.set_level(logging.INFO, logger="pkce_middleware")
+    async with redis_site(url) as site:
+        response = await login(site.client, site.hostile)
+        assert response.status_code == 503, response.text
+        assert "reason: session_store_unavailable" in response.text
+        assert SESSION_COOKIE not in site.client.cookies
+    return [r.getMessage() for r in caplog.records if r.name == "pkce_middleware"]
+
+
 # -- configuration ----------------------------------------------------------------------------------
 
 
@@ -170,13 +182,7 @@ async def test_a_tls_handshake_that_fails_is_a_503_and_a_log_line_not_a_crash(
         # what it reads next is the server's alert or, when the server has closed first, a reset.
         url = f"rediss://127.0.0.1:{tls_server.port}/0?ssl_ca_certs={certs.ca}"
         details = ("certificate required", "Connection reset by peer")
-    caplog.set_level(logging.INFO, logger="pkce_middleware")
-    async with redis_site(url) as site:
-        response = await login(site.client, site.hostile)
-        assert response.status_code == 503, response.text
-        assert "reason: session_store_unavailable" in response.text
-        assert SESSION_COOKIE not in site.client.cookies
-    messages = [r.getMessage() for r in caplog.records if r.name == "pkce_middleware"]
+    messages = await refused_login(url, caplog)
     assert any("session_store_unavailable" in m and any(d in m for d in details) for m in messages), messages
 
 
@@ -298,15 +304,9 @@ async def test_rediss_sentinel_with_an_untrusted_ca_is_a_503_and_a_log_line_not_
 ) -> None:
     group = tls_sentinel_group
     assert group.certificates is not None
-    caplog.set_level(logging.INFO, logger="pkce_middleware")
-    async with redis_site(group.url_trusting(group.certificates.other_ca)) as site:
-        response = await login(site.client, site.hostile)
-        assert response.status_code == 503, response.text
-        assert "reason: session_store_unavailable" in response.text
-        assert SESSION_COOKIE not in site.client.cookies
     # The client never gets past the sentinels, so it cannot learn the master. redis-py (8.1) sums up
     # each sentinel's failure by its type only, so the handshake's own words are not in the line.
-    messages = [r.getMessage() for r in caplog.records if r.name == "pkce_middleware"]
+    messages = await refused_login(group.url_trusting(group.certificates.other_ca), caplog)
     assert any(
         "session_store_unavailable" in m and "No master found for 'pkce'" in m and "ConnectionError" in m
         for m in messages
@@ -492,11 +492,5 @@ async def test_rediss_cluster_with_an_untrusted_ca_is_a_503_and_a_log_line_not_a
     tls_cluster: RedisClusterNodes, caplog: pytest.LogCaptureFixture
 ) -> None:
     assert tls_cluster.certificates is not None
-    caplog.set_level(logging.INFO, logger="pkce_middleware")
-    async with redis_site(tls_cluster.url_trusting(tls_cluster.certificates.other_ca)) as site:
-        response = await login(site.client, site.hostile)
-        assert response.status_code == 503, response.text
-        assert "reason: session_store_unavailable" in response.text
-        assert SESSION_COOKIE not in site.client.cookies
-    messages = [r.getMessage() for r in caplog.records if r.name == "pkce_middleware"]
+    messages = await refused_login(tls_cluster.url_trusting(tls_cluster.certificates.other_ca), caplog)
     assert any("session_store_unavailable" in m and "certificate verify failed" in m for m in messages), messages
