@@ -2,7 +2,7 @@
 proofs and introspection answers, each checked by a function that takes values and returns a
 result or raises a `BearerError` naming the first rule broken.
 
-The network steps (the provider's keys, its introspection endpoint) are `_provider`'s; the
+The network steps (the provider's keys, its introspection endpoint) are `_provider_bearer`'s; the
 caches and the answers are `_resource`'s.
 
 References:

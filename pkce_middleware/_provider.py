@@ -1,12 +1,14 @@
-"""Everything that talks to the identity provider, through one `ProviderClient` (`_provider_http`).
+"""The identity provider as the rest of the package sees it: one `Provider` per configured provider.
 
-Discovery is fetched once and cached; the JWKS is cached for at most `JWKS_MAX_AGE`. An ID token
-or logout token with an unknown `kid` causes at most one JWKS refetch per `JWKS_REFETCH_INTERVAL`
-(logout tokens arrive at an unauthenticated endpoint, so that limit also keeps forged ones from
-driving our JWKS traffic), and a failed discovery or JWKS fetch is not retried for a few seconds.
-The calls themselves (one deadline each, a size cap, client authentication) are `_provider_http`'s.
-What the answers mean is decided without I/O elsewhere: `_discovery` (metadata, JWKS) and
-`_tokens` (token answers, JWTs); this module only does the calls between those steps.
+It is the login client (discovery, the authorization URL, code redemption, refresh, the
+end-session URL, logout tokens) and the facade over the provider's other parts, each in its own
+module and sharing one `ProviderClient`: the signing keys (`_provider_keys`), the userinfo
+endpoint (`_provider_userinfo`) and the bearer-token calls of the resource server
+(`_provider_bearer`). Discovery is fetched once and cached, and a failed discovery is not retried
+for a few seconds. The calls themselves (one deadline each, a size cap, client authentication)
+are `_provider_http`'s. What the answers mean is decided without I/O elsewhere: `_discovery`
+(metadata, JWKS) and `_tokens` (token answers, JWTs); this module only does the calls between
+those steps.
 
 References:
     RFC 6749 sections 4.1.3 (token request) and 6 (refresh),
@@ -18,63 +20,35 @@ References:
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import secrets
 import time
-from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
-from urllib.parse import urlencode, urlsplit
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 from authlib.common.urls import add_params_to_uri
 from authlib.oauth2.rfc6749.parameters import prepare_token_request
-from joserfc.jwk import KeySet
 
-from ._bearer import AccessTokenValidator, TokenInfo, check_introspection
+from ._bearer import AccessTokenValidator, TokenInfo
 from ._config import PKCEConfig
-from ._discovery import ProviderMetadata, parse_jwks
-from ._exceptions import (
-    BearerError,
-    BearerUnavailable,
-    ConfigError,
-    DiscoveryMismatch,
-    IDTokenError,
-    ProviderError,
-    Reason,
-    SessionEnded,
-    UnknownKeyId,
-)
+from ._discovery import ProviderMetadata
+from ._exceptions import ConfigError, DiscoveryMismatch, IDTokenError, ProviderError, Reason, SessionEnded
 from ._flow import LoginFlow
-from ._provider_http import DISCOVERY, INTROSPECTION, JWKS, USERINFO, ProviderClient
+from ._provider_bearer import BearerChecks
+from ._provider_http import DISCOVERY, ProviderClient
 from ._provider_http import MAX_RESPONSE_BYTES as MAX_RESPONSE_BYTES  # re-exported: tests may use it here
-from ._tokens import (
-    CODE_GRANT,
-    PLAIN_CODE_GRANT,
-    PROTOCOL_CLAIMS,
-    REFRESH_GRANT,
-    LogoutClaims,
-    TokenValidator,
-    check_userinfo,
-    merged_claims,
-    plain_profile,
-)
+from ._provider_keys import ProviderKeys
+from ._provider_userinfo import Userinfo
+from ._tokens import CODE_GRANT, PLAIN_CODE_GRANT, REFRESH_GRANT, LogoutClaims, TokenValidator, merged_claims
 
 __all__: list[str] = []
 
 logger = logging.getLogger("pkce_middleware")
 
-JWKS_REFETCH_INTERVAL = 60.0
 #: After a failed discovery, later logins wait this long before asking again (no retry storms).
 DISCOVERY_RETRY_INTERVAL = 5.0
-#: The same for a failed JWKS fetch: without it, every callback during an outage would ask again.
-JWKS_RETRY_INTERVAL = 5.0
-#: A key the provider withdrew (compromised, retired) stops being trusted at most this long after.
-#: Discovery has no such limit: its endpoints and issuer are configuration that a provider changes
-#: only with its clients' knowledge, and re-checking it while running could only turn a working
-#: service into a failing one; the keys are what an attacker who stole one would need us to keep.
-JWKS_MAX_AGE = 24 * 3600.0
-_T = TypeVar("_T")
 #: Core section 11: offline_access is to be asked for with prompt=consent; providers ignore it
 #: otherwise (oidc-provider drops the scope), and the session would get no refresh token.
 _OFFLINE_ACCESS = "offline_access"
@@ -88,12 +62,11 @@ class Provider:
         self._metadata_failed_at = -DISCOVERY_RETRY_INTERVAL
         #: Why the last discovery failed, repeated while later logins wait to ask again.
         self._metadata_failure = ""
-        self._keys: KeySet | None = None
-        self._keys_fetched_at = 0.0
-        self._keys_forced_at = -JWKS_REFETCH_INTERVAL
-        self._keys_failed_at = -JWKS_RETRY_INTERVAL
         self._lock = asyncio.Lock()
         self._validator: TokenValidator | None = None
+        self._keys = ProviderKeys(self._http, lock=self._lock)
+        self._userinfo = Userinfo(config, self._http, self._keys)
+        self._bearer = BearerChecks(config, self._http, self._keys, self.metadata)
 
     def __repr__(self) -> str:
         return f"Provider(issuer={self._config.issuer!r})"
@@ -103,9 +76,9 @@ class Provider:
         # A server may run the lifespan again after a shutdown closed the client (TestClient does).
         self._http.open()
         try:
-            await self.metadata()
+            metadata = await self.metadata()
             if not self._config.plain_oauth:  # no ID tokens, so no keys
-                await self._load_keys(force=False)
+                await self._keys.load(metadata, force=False)
         except DiscoveryMismatch as exc:
             # The lifespan fails and will not shut down, so nothing else would close the client.
             await self.aclose()
@@ -242,21 +215,23 @@ class Provider:
             # No ID token: who signed in is what the profile endpoint says for this access token.
             token = await self._http.post_token(metadata, body, PLAIN_CODE_GRANT)
             token.pop("id_token", None)  # nothing here could validate one, so none is kept or sent on
-            return token, await self.userinfo(token["access_token"], sub=None)
+            return token, await self._userinfo.fetch(metadata, None, token["access_token"], sub=None)
         validator = self._validator
         assert validator is not None  # set together with the metadata just awaited
         token = await self._http.post_token(metadata, body, CODE_GRANT)
         # The ID token was minted during that call: judged by the clock after it, or with no
         # leeway one minted as our second turned over would be "from the future".
         now = max(now, int(time.time()))
-        claims = await self._verify(
+        claims = await self._keys.verify(
+            metadata,
             lambda keys: validator.validate(
                 token["id_token"], keys, nonce=flow.nonce, access_token=token["access_token"], now=now
             ),
             error=Reason.ID_TOKEN_INVALID,
         )
         if self._config.userinfo:
-            claims = merged_claims(claims, await self.userinfo(token["access_token"], sub=claims["sub"]))
+            info = await self._userinfo.fetch(metadata, validator, token["access_token"], sub=claims["sub"])
+            claims = merged_claims(claims, info)
         return token, claims
 
     async def refresh(
@@ -282,80 +257,18 @@ class Provider:
         claims: dict[str, Any] | None = None
         if raw is not None:
             assert validator is not None
-            claims = await self._verify(
+            claims = await self._keys.verify(
+                metadata,
                 lambda keys: validator.validate_refreshed(
                     raw, keys, previous_claims=previous_claims, access_token=token["access_token"], now=now
                 ),
                 error=Reason.REFRESH_ID_TOKEN_INVALID,
             )
         if self._config.userinfo or self._config.plain_oauth:
-            claims = await self._refreshed_userinfo(token["access_token"], claims, previous_claims)
+            claims = await self._userinfo.after_refresh(
+                metadata, validator, token["access_token"], claims, previous_claims
+            )
         return token, claims
-
-    async def _refreshed_userinfo(
-        self, access_token: str, id_claims: dict[str, Any] | None, previous_claims: Mapping[str, Any]
-    ) -> dict[str, Any] | None:
-        """The claims after a refresh with `PKCE_USERINFO`: userinfo read again, so the user's claims
-        (groups, email) follow the provider, not the first login.
-
-        The refresh grant has already happened: its tokens (a rotated refresh token is the only one
-        left) must reach the session even when userinfo fails, so an outage keeps the session's user
-        claims over the new ID token's protocol claims (or `None`, all of them, without a new ID
-        token). A userinfo answer for another `sub`, or a signed one that does not verify, is an
-        `IDTokenError`: the session ends, as it does for such an ID token.
-        """
-        try:
-            info = await self.userinfo(access_token, sub=str(previous_claims.get("sub", "")))
-        except IDTokenError:
-            raise
-        except ProviderError as exc:
-            logger.warning(
-                "userinfo failed at refresh; keeping the session's claims: reason=%s detail=%s", exc.error, exc.detail
-            )
-            return None if id_claims is None else merged_claims(id_claims, previous_claims)
-        if self._config.plain_oauth:
-            return info  # the profile is all a plain provider says of its user
-        if id_claims is None:
-            id_claims = {k: v for k, v in previous_claims.items() if k in PROTOCOL_CLAIMS}
-        return merged_claims(id_claims, info)
-
-    async def userinfo(self, access_token: str, *, sub: str | None) -> dict[str, Any]:
-        """OIDC Core 5.3: the userinfo answer (JSON, or a JWT signed with the provider's keys), whose
-        `sub` must be `sub`. For a plain OAuth 2.0 provider its profile, with `sub` taken from
-        `PKCE_USER_ID_CLAIM` (`sub=None`: whoever it is, at login)."""
-        metadata = await self.metadata()
-        validator = self._validator
-        assert metadata.userinfo_endpoint is not None  # discovery, or the configuration, checked it
-        response, body = await self._http.call_raw(
-            "GET", metadata.userinfo_endpoint, USERINFO, headers={"Authorization": f"Bearer {access_token}"}
-        )
-        if response.status_code != 200:
-            raise ProviderError(f"userinfo answered HTTP {response.status_code}", error=Reason.USERINFO_FAILED)
-        media_type = response.headers.get("content-type", "").split(";")[0].strip().lower()
-        if media_type == "application/jwt":
-            raw = body.decode("ascii", "replace").strip()
-            if raw.count(".") == 4:
-                raise ProviderError("encrypted userinfo (JWE) is not supported", error=Reason.USERINFO_INVALID)
-            if validator is None:
-                raise ProviderError("a signed profile from a provider without keys", error=Reason.USERINFO_INVALID)
-            data: Any = await self._verify(
-                lambda keys: validator.validate_userinfo(raw, keys), error=Reason.USERINFO_INVALID
-            )
-        else:
-            try:
-                data = json.loads(body)
-            except (ValueError, RecursionError):
-                raise ProviderError("userinfo answer is not JSON", error=Reason.USERINFO_INVALID) from None
-        try:
-            if self._config.plain_oauth:
-                return plain_profile(data, id_claim=self._config.user_id_claim, sub=sub)
-            assert sub is not None
-            return check_userinfo(data, sub=sub)
-        except IDTokenError as exc:
-            if exc.error == Reason.USERINFO_SUB_MISMATCH:
-                # A verdict, not an outage: this access token is another user's (at refresh: the session ends).
-                raise
-            raise ProviderError(exc.detail, error=exc.error) from None
 
     async def validate_logout_token(self, raw: str, *, now: int) -> LogoutClaims:
         """Back-Channel Logout 1.0 section 2.6; `IDTokenError` (`logout_token_invalid`, 400) on any rule.
@@ -363,126 +276,23 @@ class Provider:
         Fetching the JWKS may still fail with `ProviderError`/`ProviderTimeout` (the provider's trouble,
         not the token's). The `jti` is returned unchecked: replay detection needs the session store.
         """
-        await self.metadata()
+        metadata = await self.metadata()
         validator = self._validator
         if validator is None:
             raise IDTokenError(
                 "a plain OAuth 2.0 provider sends no logout tokens", error=Reason.LOGOUT_TOKEN_INVALID, status_code=400
             )
-        return await self._verify(
+        return await self._keys.verify(
+            metadata,
             lambda keys: validator.validate_logout_token(raw, keys, now=now),
             error=Reason.LOGOUT_TOKEN_INVALID,
             status_code=400,
         )
 
-    # -- access tokens (bearer paths) -------------------------------------------------------------
+    # -- access tokens (bearer paths): `_provider_bearer`'s --------------------------------------
 
     async def verify_access_token(self, raw: str, validator: AccessTokenValidator, *, now: float) -> TokenInfo:
-        """A JWT access token checked with the provider's keys (RFC 9068 section 4).
-
-        A token with an unknown `kid` refetches the JWKS at most once per interval, as ID tokens
-        do: tokens arrive at an open door, so forged ones must not drive our JWKS traffic. Keys
-        that cannot be fetched are the provider's trouble (`BearerUnavailable`, 503), not the token's.
-        """
-        await self._bearer_metadata()
-        try:
-            return await self._verify(lambda keys: validator.validate(raw, keys, now=now), error=Reason.BEARER_INVALID)
-        except IDTokenError as exc:  # the key refetch's verdict: still no key for this token
-            raise BearerError(exc.detail, error=Reason.BEARER_INVALID) from None
-        except ProviderError as exc:
-            raise BearerUnavailable(f"JWKS: {exc.detail}", error=exc.error) from None
+        return await self._bearer.verify_access_token(raw, validator, now=now)
 
     async def introspect(self, token: str, *, resource: str, now: float) -> TokenInfo:
-        """RFC 7662 with our client's credentials: the checked answer for an opaque token."""
-        metadata = await self._bearer_metadata()
-        endpoint = metadata.introspection_endpoint
-        if endpoint is None:
-            raise BearerError("an opaque token, and the provider offers no introspection", error=Reason.BEARER_INVALID)
-        headers = {"Content-Type": "application/x-www-form-urlencoded"}
-        body = urlencode({"token": token, "token_type_hint": "access_token"})
-        url, headers, body = self._http.client_auth(metadata).prepare("POST", endpoint, headers, body)
-        try:
-            response, data = await self._http.call("POST", url, INTROSPECTION, headers=headers, content=body)
-        except ProviderError as exc:
-            raise BearerUnavailable(exc.detail, error=Reason.INTROSPECTION_UNAVAILABLE) from None
-        if response.status_code == 400 and isinstance(data, dict) and isinstance(data.get("error"), str):
-            # RFC 7662 section 2.3 / RFC 6749 section 5.2: the provider refuses this token outright
-            # (oidc-provider's `unsupported_token_type` for an ID token): a verdict, not an outage.
-            raise BearerError(f"introspection refused the token: {data['error'][:40]!r}", error=Reason.BEARER_INVALID)
-        if response.status_code != 200:
-            raise BearerUnavailable(
-                f"introspection answered HTTP {response.status_code}", error=Reason.INTROSPECTION_UNAVAILABLE
-            )
-        return check_introspection(
-            data, issuer=self._config.issuer, resource=resource, now=now, leeway=self._config.clock_leeway
-        )
-
-    async def _bearer_metadata(self) -> ProviderMetadata:
-        try:
-            return await self.metadata()
-        except ProviderError as exc:
-            raise BearerUnavailable(f"discovery: {exc.detail}", error=exc.error) from None
-
-    async def _verify(self, check: Callable[[KeySet], _T], *, error: Reason, status_code: int | None = None) -> _T:
-        """`check(keys)` with the cached JWKS, and once more with a refetched one for an unknown `kid`.
-
-        Every `IDTokenError` leaves with reason code `error`, so login, refresh and logout tokens
-        are told apart in the log.
-        """
-        try:
-            keys = await self._load_keys(force=False)
-            try:
-                return check(keys)
-            except UnknownKeyId as exc:
-                kid = exc.kid
-            if time.monotonic() - self._keys_forced_at < JWKS_REFETCH_INTERVAL:
-                raise IDTokenError(f"kid {kid!r} unknown and the JWKS was refetched moments ago")
-            keys = await self._load_keys(force=True)
-            try:
-                return check(keys)
-            except UnknownKeyId:
-                raise IDTokenError(f"kid {kid!r} not in the provider's JWKS") from None
-        except IDTokenError as exc:
-            raise IDTokenError(exc.detail, error=error, status_code=status_code) from None
-
-    async def _load_keys(self, *, force: bool) -> KeySet:
-        """The JWKS: cached, refetched when older than `JWKS_MAX_AGE`, or on `force` (an unknown `kid`).
-
-        A failed fetch raises, unless it only meant to renew keys we still hold: those stay in use
-        (an outage must not end every login) until a fetch succeeds. Either way the next attempt
-        waits `JWKS_RETRY_INTERVAL`.
-        """
-        if self._keys is not None and not force and not self._keys_expired():
-            return self._keys
-        metadata = await self.metadata()
-        async with self._lock:
-            now = time.monotonic()
-            if self._keys is not None:
-                if force and now - self._keys_forced_at < JWKS_REFETCH_INTERVAL:
-                    return self._keys  # another login just refetched while this one waited
-                if not force and not self._keys_expired():
-                    return self._keys  # another login fetched them while this one waited
-            if now - self._keys_failed_at < JWKS_RETRY_INTERVAL:
-                if self._keys is not None and not force:
-                    return self._keys
-                raise ProviderError("JWKS fetch failed moments ago", error=Reason.PROVIDER_UNAVAILABLE)
-            if force:
-                self._keys_forced_at = now
-            try:
-                keys = parse_jwks(await self._http.get_json(metadata.jwks_uri, JWKS))
-            except ProviderError as exc:
-                self._keys_failed_at = time.monotonic()
-                if self._keys is None or force:
-                    raise
-                logger.warning(
-                    "JWKS refetch failed (%s); still using the keys fetched %d s ago",
-                    exc.error,
-                    now - self._keys_fetched_at,
-                )
-                return self._keys
-            self._keys = keys
-            self._keys_fetched_at = time.monotonic()
-            return keys
-
-    def _keys_expired(self) -> bool:
-        return time.monotonic() - self._keys_fetched_at >= JWKS_MAX_AGE
+        return await self._bearer.introspect(token, resource=resource, now=now)

@@ -3,8 +3,9 @@
 Each call has one deadline, start to finish (httpx's timeouts are per read, so a provider that
 drips bytes would otherwise hold a request open for ever), and a cap on the size of what it reads.
 Its failures leave as `ProviderError`/`ProviderTimeout` with the reason codes of its `Call`.
-Token endpoint calls carry our client authentication. What the answers mean is `_provider`'s
-(and, without I/O, `_discovery`'s and `_tokens`'s) to decide.
+Token endpoint calls carry our client authentication. What the answers mean is for `_provider`
+and the modules beside it (`_provider_keys`, `_provider_userinfo`, `_provider_bearer`), and,
+without I/O, `_discovery` and `_tokens`, to decide.
 
 References:
     RFC 6749 sections 2.3.1 (client authentication) and 4.1.3 (token request).

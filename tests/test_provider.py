@@ -35,7 +35,7 @@ from pkce_middleware import (
     ProviderTimeout,
     SessionEnded,
 )
-from pkce_middleware import _provider as provider_module
+from pkce_middleware import _provider_keys as keys_module
 from pkce_middleware._flow import LoginFlow
 from pkce_middleware._provider import Provider
 from pkce_middleware._tokens import LogoutClaims
@@ -860,7 +860,7 @@ async def test_failed_jwks_fetch_is_not_retried_at_once(
     assert site.hostile.calls["jwks"] == 1
 
     site.hostile.jwks_behaviour = "ok"
-    monkeypatch.setattr(provider_module, "JWKS_RETRY_INTERVAL", 0.0)
+    monkeypatch.setattr(keys_module, "JWKS_RETRY_INTERVAL", 0.0)
     third = site.browser()
     assert (await login(third, site.hostile)).status_code == 303
     assert site.hostile.calls["jwks"] == 2
@@ -883,7 +883,7 @@ async def test_a_key_the_provider_withdrew_is_refused_once_the_jwks_is_too_old(
     site.hostile.rotate_key("op-key-2")  # op-key-1 leaked, say; whoever has it signs what they like
     forged = site.hostile.logout_token(key=withdrawn)
 
-    monkeypatch.setattr(provider_module, "JWKS_MAX_AGE", 0.0)
+    monkeypatch.setattr(keys_module, "JWKS_MAX_AGE", 0.0)
     response = await post_logout_token(site, forged)
 
     assert (response.status_code, response.json()) == (400, {"error": "logout_token_invalid"})
@@ -902,7 +902,7 @@ async def test_when_renewing_an_old_jwks_fails_its_keys_stay_in_use(
 ) -> None:
     caplog.set_level(logging.WARNING, logger="pkce_middleware")
     assert (await login(site.client, site.hostile)).status_code == 303
-    monkeypatch.setattr(provider_module, "JWKS_MAX_AGE", 0.0)
+    monkeypatch.setattr(keys_module, "JWKS_MAX_AGE", 0.0)
     site.hostile.jwks_behaviour = "error_500"
 
     second = await login(site.browser(), site.hostile)
