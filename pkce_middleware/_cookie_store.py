@@ -120,7 +120,7 @@ class CookieStore:
         if session is not None:
             # A copy of the cookie (another tab's socket, or a thief's) must not outlive the logout.
             try:
-                await self._revocations.add(f"id:{session.id}", time.time())
+                await self._revocations.add(session.revocation_names()[0], time.time())
             except StoreUnavailable as exc:  # the local logout still happens; other processes miss it
                 logger.warning("logout not shared: reason=%s", exc.error)
         present = request_cookies(scope)

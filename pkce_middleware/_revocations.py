@@ -153,12 +153,10 @@ class MemoryRevocations:
         ended = self.ended
         if not len(ended):
             return False
-        if f"id:{session.id}" in ended:
+        by_id, by_sid, by_sub = session.revocation_names()
+        if by_id in ended or (by_sid is not None and by_sid in ended):
             return True
-        sid = session.sid_key
-        if sid is not None and f"sid:{sid}" in ended:
-            return True
-        at = ended.at(f"sub:{session.sub_key}")
+        at = ended.at(by_sub)
         return at is not None and session.created_at <= at + self.skew_margin
 
     def remember_jti(self, jti: str, *, ttl: float) -> bool:

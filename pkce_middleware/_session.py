@@ -103,6 +103,9 @@ class Session:
     last_seen: int
     #: The provider it was made with, of several (`PKCE_PROVIDERS`); "" with one.
     provider: str = ""
+    #: `revocation_names`, made on first use: once a process has seen a logout, every request
+    #: looks its session up by these, and one Session serves every request of its cookie.
+    _revocation_names: tuple[str, str | None, str] | None = dataclasses.field(default=None, init=False, compare=False)
 
     def __repr__(self) -> str:
         return f"Session(sub={self.claims.get('sub')!r}, expires_at={self.expires_at})"
@@ -125,6 +128,16 @@ class Session:
     def sub_key(self) -> str:
         """`sub` as logouts name it: `sub` is unique per provider only."""
         return revocation_key(self.provider, self.sub)
+
+    def revocation_names(self) -> tuple[str, str | None, str]:
+        """The entries of a revocation log that end this session: `id:`, `sid:` (if it has a
+        `sid`) and `sub:` (`_revocations`)."""
+        names = self._revocation_names
+        if names is None:
+            sid = self.sid_key
+            names = (f"id:{self.id}", None if sid is None else f"sid:{sid}", f"sub:{self.sub_key}")
+            self._revocation_names = names
+        return names
 
     @classmethod
     def new(

@@ -8,6 +8,7 @@ logouts compare no clocks, and a `sub:` logout errs on the side of ending a sess
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import secrets
 from typing import Any
@@ -172,3 +173,15 @@ async def test_the_skew_margin_can_be_chosen() -> None:
     await revocations.add("sub:alice", NOW)
     assert revocations.covers(session(created_at=NOW))
     assert not revocations.covers(session(created_at=NOW + 0.01))
+
+
+async def test_a_session_changed_after_a_lookup_is_looked_up_by_its_new_names() -> None:
+    # The names a session is looked up by are kept with it (every request of a cookie shares one
+    # Session); a refresh that brings another `sid` makes a new Session, which must not inherit them.
+    revocations = MemoryRevocations(max_age=MAX_AGE)
+    await revocations.add("sid:op-2", NOW)
+    before = session(sid="op-1")
+    assert not revocations.covers(before)
+    after = dataclasses.replace(before, claims={"sub": "alice", "sid": "op-2"})
+    assert revocations.covers(after)
+    assert not revocations.covers(before)
