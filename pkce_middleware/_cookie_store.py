@@ -72,6 +72,9 @@ class CookieStore:
         await self._revocations.aclose()
 
     async def load(self, scope: Scope) -> Loaded | None:
+        return self.load_now(scope)
+
+    def load_now(self, scope: Scope) -> Loaded | None:
         value = read_cookie(scope, self._name_bytes)
         if value is None:
             return None

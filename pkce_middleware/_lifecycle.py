@@ -19,7 +19,7 @@ import dataclasses
 import logging
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 from starlette.types import Scope
 
@@ -27,7 +27,7 @@ from ._config import PKCEConfig
 from ._exceptions import IDTokenError, ProviderError, RefreshBusy, SessionEnded, SessionUnavailable
 from ._provider import Provider
 from ._session import OIDCCredentials, OIDCUser, Session
-from ._store import SessionStore
+from ._store import PENDING, Pending, SessionStore
 
 __all__: list[str] = []
 
@@ -70,6 +70,20 @@ class SessionManager:
         #: `REISSUE_WINDOW`, per instance (a benchmark widens it to measure a burst without end).
         self.reissue_window = REISSUE_WINDOW
 
+    def current_now(self, scope: Scope) -> Current | Literal[Pending.PENDING] | None:
+        """`current` when it needs no I/O (the store answers from memory, no refresh is due), else
+        `PENDING`: the path of nearly every request, without the cost of a coroutine."""
+        loaded = self._store.load_now(scope)
+        if loaded is None or loaded is PENDING:
+            return loaded
+        session = loaded.session
+        now = int(time.time())
+        if not self._usable(session, now):
+            return None
+        if self._refresh_due(session, now):
+            return PENDING
+        return self._settled(session, now, write=loaded.stale)
+
     async def current(self, scope: Scope) -> Current | None:
         """The live session of this request, refreshed if due; `None` if it has none or it ended."""
         loaded = await self._store.load(scope)
@@ -80,8 +94,9 @@ class SessionManager:
         if not self._usable(session, now):
             return None
         write = loaded.stale
-        expiry = session.access_expires_at
-        if session.refresh_token is not None and expiry is not None and expiry - self._margin <= now:
+        if self._refresh_due(session, now):
+            expiry = session.access_expires_at
+            assert expiry is not None  # `_refresh_due`
             try:
                 session = await self._store.single_flight(session, self._refresh)
                 write = True
@@ -95,6 +110,15 @@ class SessionManager:
                 if now >= expiry:
                     raise SessionUnavailable(f"refresh failed ({exc.error}) and the access token expired") from exc
                 logger.warning("refresh failed, serving with the current access token: reason=%s", exc.error)
+        return self._settled(session, now, write=write)
+
+    def _refresh_due(self, session: Session, now: int) -> bool:
+        expiry = session.access_expires_at
+        return session.refresh_token is not None and expiry is not None and expiry - self._margin <= now
+
+    def _settled(self, session: Session, now: int, *, write: bool) -> Current:
+        """The request's `Current`: with the idle clock moved to now when the session is written
+        anyway, or re-issued once half the idle window has passed (`_reissue`)."""
         if write:
             if session.last_seen != now:
                 session = dataclasses.replace(session, last_seen=now)

@@ -44,6 +44,7 @@ from ._responses import is_navigation
 from ._routes import Routes
 from ._rules import Require
 from ._session import Session
+from ._store import PENDING
 from ._websockets import public_path, refuse_websocket, routed_paths, sending_session, watched_websocket
 
 __all__ = ["PKCEMiddleware"]
@@ -103,6 +104,7 @@ class PKCEMiddleware:
             token_challenges=self._resource.challenges if self._resource is not None else None,
         )
         self._routes = Routes(self._parts, self._hooks)
+        self._lifecycle = self._parts.lifecycle
         try:
             self._modes = Modes(config.bearer_paths, modes or {})
         except ValueError as exc:
@@ -146,7 +148,9 @@ class PKCEMiddleware:
                     # A token decides, even beside a session cookie: one request, one identity.
                     await self._serve_token(presented, scope, receive, send)
                     return
-            current = await self._parts.lifecycle.current(scope)
+            current = self._lifecycle.current_now(scope)
+            if current is PENDING:  # a refresh is due, or the store must ask its server
+                current = await self._lifecycle.current(scope)
             if current is None and not self._is_public(scope["path"]) and kind == "http":
                 if is_navigation(scope["method"], Headers(scope=scope)):
                     await self._routes.start_login(scope, receive, send, return_to=request_target(scope))

@@ -42,6 +42,7 @@ import logging
 import secrets
 import time
 from collections import OrderedDict
+from typing import Literal
 
 import redis.asyncio
 from redis.asyncio.lock import Lock
@@ -65,7 +66,7 @@ from ._redis_writes import (
     write_across_slots,
 )
 from ._session import Session, SessionCodec
-from ._store import Loaded, Refresh, chunk_names, refresh_budget, refresh_key, refresh_within
+from ._store import PENDING, Loaded, Pending, Refresh, chunk_names, refresh_budget, refresh_key, refresh_within
 
 __all__: list[str] = []
 
@@ -204,15 +205,24 @@ class RedisStore:
 
     # -- the protocol --------------------------------------------------------------------------
 
-    async def load(self, scope: Scope) -> Loaded | None:
+    def load_now(self, scope: Scope) -> Loaded | Literal[Pending.PENDING] | None:
         found = self._cookie_id(scope)
         if found is None:
             return None  # no cookie, or one we did not seal: no Redis command at all
-        value, session_id, key = found
+        value, _, key = found
         cached = self._cache.get(key)
-        if cached is not None:
-            kept, kept_current = cached
-            return Loaded(kept, stale=not (kept_current and self._id_sealer.is_current(value)))
+        if cached is None:
+            return PENDING
+        kept, kept_current = cached
+        return Loaded(kept, stale=not (kept_current and self._id_sealer.is_current(value)))
+
+    async def load(self, scope: Scope) -> Loaded | None:
+        loaded = self.load_now(scope)
+        if loaded is not PENDING:
+            return loaded
+        found = self._cookie_id(scope)
+        assert found is not None  # `load_now` found it
+        value, session_id, key = found
         ticket = self._cache.begin(key)
         with unavailable("GET"):
             raw = await self._redis().get(key)
