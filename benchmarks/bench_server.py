@@ -68,6 +68,7 @@ from .server_apps import BODY, hello
 from .session_data import CLIENT_ID, SessionData, realistic_session
 
 BARE = "bare"
+CONTROL = "bare, second process"
 COOKIE_FRESH = "pkce cookie store (fresh cookie)"
 COOKIE_AGED = "pkce cookie store (aged cookie)"
 REDIS = "pkce redis store"
@@ -664,8 +665,11 @@ def drive(port: int, cookie: str, request: bytes, options: Options, *, seconds: 
     )
 
 
-def variants(stack: contextlib.ExitStack, issuer: str, data: SessionData) -> tuple[list[Variant], str | None]:
-    """The variants, and why the Redis row is skipped (`None`: it runs)."""
+def variants(
+    stack: contextlib.ExitStack, issuer: str, data: SessionData, *, control: bool = False
+) -> tuple[list[Variant], str | None]:
+    """The variants, and why the Redis row is skipped (`None`: it runs); with `control`, a second
+    bare server right after the first, whose ratio to it is what two identical processes differ by."""
     secret_key = secrets.token_urlsafe(32)
     base = {"PKCE_ISSUER": issuer, "PKCE_CLIENT_ID": CLIENT_ID, "PKCE_SECRET_KEY": secret_key}
     cookie_env = {**base, "PKCE_SESSION_STORE": "cookie"}
@@ -684,6 +688,10 @@ def variants(stack: contextlib.ExitStack, issuer: str, data: SessionData) -> tup
             f"(idle timeout {cookie_config.session_idle_timeout} s), and the client never takes the re-issued one",
         ),
     ]
+    if control:
+        result.insert(
+            1, Variant(CONTROL, "benchmarks.server_apps:bare", base, lambda: fresh_cookie(cookie_env, data), False)
+        )
     skipped = redis_unavailable()
     if skipped is None:
         from tests.support.redis_server import RedisServer
@@ -812,7 +820,7 @@ def report(
         print(f"redis row skipped: {skipped}")
     print(
         "cookies: "
-        + "; ".join(f"{row.name} {row.median.cookie_chars} chars" for row in rows if row.name != BARE)
+        + "; ".join(f"{row.name} {row.median.cookie_chars} chars" for row in rows if row.name not in (BARE, CONTROL))
         + f" ({BARE} gets the request of {COOKIE_FRESH})"
     )
     print()
@@ -828,6 +836,12 @@ def report(
     for row in rows:
         if row.median.note:
             print(f"{row.name}: {row.median.note}")
+    by_name = {row.name: row for row in rows}
+    if CONTROL in by_name and BARE in by_name:
+        # Processes of the same code differ by their memory layout and hash seeds, not only by
+        # when they ran: a difference between rows smaller than this one is no difference.
+        apart = by_name[CONTROL].median.load.rate / by_name[BARE].median.load.rate - 1
+        print(f"control: two bare processes {apart:+.1%} apart; read differences between rows against it")
     busy = [row.name for row in rows if (row.median.load.client_cpu or 0.0) > 0.9]
     if busy:
         print(
@@ -882,6 +896,11 @@ def main(argv: list[str] | None = None) -> int:
         default=1,
         help=f"run every variant this many times, in turn, and report the median (default 1, at most {MAX_ROUNDS})",
     )
+    parser.add_argument(
+        "--control",
+        action="store_true",
+        help="a second bare server as a row of its own: how far two identical processes differ in this run",
+    )
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON to PATH")
     args = parser.parse_args(argv)
     seconds = args.duration if args.duration is not None else QUICK_SECONDS if args.quick else DEFAULT_SECONDS
@@ -910,7 +929,7 @@ def main(argv: list[str] | None = None) -> int:
         with contextlib.ExitStack() as stack:  # stops every server, also on errors, Ctrl-C and SIGTERM
             issuer = stack.enter_context(unreachable_issuer())
             data = realistic_session(int(time.time()))
-            planned, skipped = variants(stack, issuer, data)
+            planned, skipped = variants(stack, issuer, data, control=args.control)
             servers = []
             for variant in planned:
                 print(f"starting {variant.name} ...", file=sys.stderr, flush=True)
