@@ -16,11 +16,6 @@ from starlette.authentication import AuthCredentials, BaseUser
 from . import _base64url
 from ._crypto import Sealer
 
-try:  # a dependency on CPython; PyPy (which orjson does not support) decodes with `json` only
-    import orjson
-except ImportError:  # pragma: no cover - CI runs CPython
-    orjson = None  # type: ignore[assignment]
-
 __all__ = ["OIDCCredentials", "OIDCUser"]
 
 _CACHE_KEY_CHARS = 24
@@ -311,15 +306,8 @@ def _id_token_parts(session: Session) -> tuple[str, bytes, str] | None:
 def _loads(plaintext: bytes) -> Any:
     """What `_dumps` wrote (sealed, so nobody else could have), decoded.
 
-    orjson first: a cookie's first request on a process is mostly decoding, and it reads this
-    JSON in a third of the time. What only `json` reads (NaN, integers past 64 bits, a lone
-    surrogate in a claim) it refuses, and `json` decodes it as before.
+    Not orjson: it turns integers past 64 bits into floats, so a claim would change.
     """
-    if orjson is not None:
-        try:
-            return orjson.loads(plaintext)
-        except orjson.JSONDecodeError:
-            pass
     # Text, not bytes (which json.loads first guesses the encoding of), and no whitespace to skip
     # around what `_dumps` wrote.
     text = plaintext.decode()
@@ -455,7 +443,7 @@ class SessionCodec:
             if self._bindings is not None and data.get("pb") != self._bindings.get(session.provider):
                 # Sealed for a provider (or client) that is no longer this one under that name.
                 return None
-        except (ValueError, KeyError, TypeError, AttributeError, IndexError):
+        except (ValueError, KeyError, TypeError, AttributeError, IndexError, RecursionError):
             # Only we can seal, so this is a cookie from an incompatible version: treat it as absent.
             return None
         self._remember(value, session)
