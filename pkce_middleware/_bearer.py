@@ -33,8 +33,8 @@ from joserfc.errors import JoseError
 from joserfc.jwk import JWKRegistry
 from joserfc.jws import JWSRegistry
 
+from ._claims import frozen_claims
 from ._exceptions import BearerError, BearerUnavailable, IDTokenError, Reason, UnknownKeyId
-from ._session import _frozen_claims
 from ._tokens import _is_text, _pick_key
 
 __all__: list[str] = []
@@ -141,7 +141,7 @@ def token_info(claims: Mapping[str, Any], *, jkt_bound: bool = False) -> TokenIn
     if jkt_bound and jkt is None:
         raise BearerError("introspection says DPoP but gives no cnf.jkt", error=Reason.BEARER_INVALID)
     # Read-only all the way down: the same claims serve every request of a cached token.
-    return TokenInfo(_frozen_claims(claims), client_id, tuple(scope.split()), float(claims["exp"]), jkt)
+    return TokenInfo(frozen_claims(claims), client_id, tuple(scope.split()), float(claims["exp"]), jkt)
 
 
 class AccessTokenValidator:

@@ -11,27 +11,24 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import re
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal, cast
 from urllib.parse import urlsplit
 
-from starlette.config import Config
 from starlette.datastructures import Secret
 
-from ._config_checks import check_limits
+from ._config_checks import check_limits, check_provider
+from ._config_environ import option_rows, values_from_environ
 from ._config_values import (
     _MAKE_A_KEY,
-    _PARSERS,
     LOOPBACK_HOSTS,
     _check_path,
     _check_secret_keys,
     _check_url,
-    _show,
 )
 from ._exceptions import ConfigError
 from ._origins import normalise_origin
-from ._providers_config import _PROVIDER_NAME, PROVIDER_OPTIONS, ProviderConfig, _providers_from
+from ._providers_config import ProviderConfig, per_provider
 from ._rules import Require
 
 # ProviderConfig and LOOPBACK_HOSTS live in _providers_config.py and _config_values.py; re-exported here.
@@ -45,7 +42,6 @@ DEFAULT_ID_TOKEN_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS5
 _ALLOWED_ID_TOKEN_ALGORITHMS = frozenset(DEFAULT_ID_TOKEN_ALGORITHMS)
 
 
-#: As `_redis.SCHEMES`, which cannot be imported here: the `redis` package is optional.
 def _option(env: str, help: str, parse: str = "str", *, hint: str = "", **kwargs: Any) -> Any:
     # The metadata drives `from_environ` and the README's option table, so the two cannot drift apart.
     return dataclasses.field(metadata={"env": env, "help": help, "parse": parse, "hint": hint}, **kwargs)
@@ -309,42 +305,9 @@ class PKCEConfig:
         set_(self, "secret_key", _check_secret_keys(self.secret_key))
         if isinstance(self.client_secret, str):
             set_(self, "client_secret", Secret(self.client_secret) if self.client_secret else None)
-        endpoints = (self.authorization_endpoint, self.token_endpoint, self.userinfo_endpoint)
         if self.providers:
             set_(self, "providers", tuple(self.providers))
-            # A global client secret would go to every provider without one of its own.
-            if self.issuer or self.client_id or self.client_secret is not None or any(endpoints):
-                raise ConfigError(
-                    "PKCE_PROVIDERS is set: each provider is configured by PKCE_PROVIDER_<NAME>_ISSUER, "
-                    "_CLIENT_ID, _CLIENT_SECRET, ..., not by PKCE_ISSUER, PKCE_CLIENT_ID or PKCE_CLIENT_SECRET"
-                )
-        elif any(endpoints):
-            # Plain OAuth 2.0: the endpoints are the provider; there is no discovery. A `PKCE_ISSUER`
-            # beside them is only the issuer it names in RFC 9207's `iss` (checked when sent).
-            if self.issuer:
-                _check_url("PKCE_ISSUER", self.issuer)
-            for name, value in zip(
-                ("PKCE_AUTHORIZATION_ENDPOINT", "PKCE_TOKEN_ENDPOINT", "PKCE_USERINFO_ENDPOINT"), endpoints, strict=True
-            ):
-                if value is None:
-                    raise ConfigError(f"{name} is required for a plain OAuth 2.0 provider")
-                _check_url(name, value)
-            if not self.user_id_claim:
-                raise ConfigError("PKCE_USER_ID_CLAIM must name a member of the profile")
-            for name, set_value in (("PKCE_RESOURCE", self.resource), ("PKCE_BEARER_PATHS", self.bearer_paths)):
-                if set_value:
-                    raise ConfigError(
-                        f"{name} needs an OpenID provider (PKCE_ISSUER): tokens are checked with its keys"
-                    )
-        elif not self.issuer and not self.providers:
-            raise ConfigError(
-                "PKCE_ISSUER is required but not set (or, for a plain OAuth 2.0 provider, PKCE_AUTHORIZATION_ENDPOINT, "
-                "PKCE_TOKEN_ENDPOINT and PKCE_USERINFO_ENDPOINT)"
-            )
-        elif self.issuer:
-            _check_url("PKCE_ISSUER", self.issuer)
-        if not self.client_id and not self.providers:
-            raise ConfigError("PKCE_CLIENT_ID is required but not set")
+        check_provider(self)
         if self.redirect_uri is not None:
             _check_url("PKCE_REDIRECT_URI", self.redirect_uri)
             if urlsplit(self.redirect_uri).path in ("", "/") or urlsplit(self.redirect_uri).query:
@@ -386,7 +349,7 @@ class PKCEConfig:
         if any(normalise_origin(origin) is None for origin in origins):
             raise ConfigError("PKCE_WEBSOCKET_ORIGINS must hold origins such as https://app.example (no path)")
         set_(self, "websocket_origins", origins)
-        set_(self, "_per_provider", self._each_provider())
+        set_(self, "_per_provider", per_provider(self, self.providers))
         set_(self, "bearer_paths", tuple(_check_path("PKCE_BEARER_PATHS", p) for p in self.bearer_paths))
         set_(self, "bearer_required_scopes", tuple(self.bearer_required_scopes))
         for name, field, kind in _RULE_OPTIONS:
@@ -395,36 +358,6 @@ class PKCEConfig:
             except (TypeError, ValueError) as exc:
                 raise ConfigError(f"{name}: {exc}") from None
             set_(self, field, checked if isinstance(checked, str) else tuple(checked))
-
-    def _each_provider(self) -> tuple[tuple[str, str, PKCEConfig], ...]:
-        if not self.providers:
-            return (("", "", self),)
-        names = [provider.name for provider in self.providers]
-        if len(set(names)) != len(names):
-            raise ConfigError("PKCE_PROVIDERS names a provider twice")
-        configs = []
-        for provider in self.providers:
-            if not _PROVIDER_NAME.fullmatch(provider.name):
-                raise ConfigError(f"PKCE_PROVIDERS: {provider.name!r} is not a short lower-case name (a-z, 0-9)")
-            unknown = set(provider.options) - set(PROVIDER_OPTIONS)
-            if unknown:
-                raise ConfigError(f"provider {provider.name!r}: no such per-provider option {sorted(unknown)}")
-            try:
-                # Bearer tokens come from the first provider only: the others need not be OpenID ones.
-                overrides: dict[str, Any] = {"providers": (), **provider.options}
-                if provider is not self.providers[0]:
-                    overrides.update(resource=None, bearer_paths=())
-                own = dataclasses.replace(self, **overrides)
-            except ConfigError as exc:
-                # Name the variable this provider's value came from.
-                detail = exc.detail
-                for option in PROVIDER_OPTIONS:
-                    detail = re.sub(
-                        rf"\bPKCE_{option.upper()}\b", f"PKCE_PROVIDER_{provider.name.upper()}_{option.upper()}", detail
-                    )
-                raise ConfigError(detail) from None
-            configs.append((provider.name, provider.display_name or provider.name, own))
-        return tuple(configs)
 
     @property
     def each_provider(self) -> tuple[tuple[str, str, PKCEConfig], ...]:
@@ -486,43 +419,12 @@ class PKCEConfig:
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None) -> PKCEConfig:
         """Read the `PKCE_*` variables (from `os.environ` unless given)."""
-        config = Config(environ=os.environ if environ is None else environ)
-        values: dict[str, Any] = {}
-        for field in dataclasses.fields(cls):
-            env = field.metadata["env"]
-            required = field.default is dataclasses.MISSING
-            raw = config(env, default=None)
-            if field.metadata["parse"] == "providers":
-                if raw is not None and raw.strip():
-                    values[field.name] = _providers_from(
-                        config, raw, parsers={f.name: f.metadata["parse"] for f in dataclasses.fields(cls)}
-                    )
-                continue
-            if raw is None or (raw.strip() == "" and not required):
-                if required:
-                    hint = field.metadata["hint"]
-                    raise ConfigError(f"{env} is required but not set" + (f"; {hint}" if hint else "")) from None
-                continue
-            try:
-                values[field.name] = _PARSERS[field.metadata["parse"]](raw)
-            except ValueError:
-                # The value itself is left out: it may be a secret.
-                raise ConfigError(f"{env} is not a valid {field.metadata['parse']}") from None
-        return cls(**values)
+        return cls(**values_from_environ(dataclasses.fields(cls), os.environ if environ is None else environ))
 
     @classmethod
     def options(cls) -> list[tuple[str, str, str]]:
         """`(variable, default, description)` for each option, in declaration order (the README table)."""
-        rows = []
-        for field in dataclasses.fields(cls):
-            if field.default is dataclasses.MISSING:
-                default = "required"
-            elif field.default is None:
-                default = "unset"
-            else:
-                default = _show(field.default, field.metadata["parse"])
-            rows.append((field.metadata["env"], default, field.metadata["help"]))
-        return rows
+        return option_rows(dataclasses.fields(cls))
 
     def __repr__(self) -> str:
         shown = (f"{field.name}={getattr(self, field.name)!r}" for field in dataclasses.fields(self))

@@ -5,16 +5,66 @@ also normalise a value (keys, scopes, paths, algorithms, rules, providers) stay 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
+from typing import Protocol
 from urllib.parse import urlsplit
+
+from starlette.datastructures import Secret
 
 from ._config_values import _check_url
 from ._exceptions import ConfigError
 
-if TYPE_CHECKING:
-    from ._config import PKCEConfig
-
 __all__: list[str] = []
+
+
+class Checked(Protocol):
+    """What these checks read of a `PKCEConfig` (a protocol: `_config` imports this module)."""
+
+    @property
+    def providers(self) -> Sequence[object]: ...
+    @property
+    def issuer(self) -> str | None: ...
+    @property
+    def client_id(self) -> str | None: ...
+    @property
+    def client_secret(self) -> str | Secret | None: ...
+    @property
+    def authorization_endpoint(self) -> str | None: ...
+    @property
+    def token_endpoint(self) -> str | None: ...
+    @property
+    def userinfo_endpoint(self) -> str | None: ...
+    @property
+    def user_id_claim(self) -> str: ...
+    @property
+    def response_mode(self) -> str: ...
+    @property
+    def public_paths(self) -> tuple[str, ...]: ...
+    @property
+    def session_max_age(self) -> int: ...
+    @property
+    def session_idle_timeout(self) -> int: ...
+    @property
+    def refresh_margin(self) -> int: ...
+    @property
+    def session_store(self) -> str: ...
+    @property
+    def revocation_store(self) -> str: ...
+    @property
+    def clock_leeway(self) -> int: ...
+    @property
+    def http_timeout(self) -> float: ...
+    @property
+    def token_endpoint_auth_method(self) -> str | None: ...
+    @property
+    def resource(self) -> str | None: ...
+    @property
+    def bearer_paths(self) -> tuple[str, ...]: ...
+    @property
+    def bearer_required_scopes(self) -> tuple[str, ...]: ...
+    @property
+    def introspection_cache_ttl(self) -> int: ...
+
 
 _REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+sentinel", "rediss+sentinel", "redis+cluster", "rediss+cluster")
 
@@ -35,7 +85,44 @@ def _check_redis_url(variable: str, url: str, alternative: str) -> None:
         raise ConfigError(f"{variable} is not a usable Redis URL: {problem}")
 
 
-def check_limits(config: PKCEConfig) -> None:
+def check_provider(config: Checked) -> None:
+    """Which provider the options name (several, one plain OAuth 2.0 one, or one OpenID provider),
+    and that everything it needs is there."""
+    endpoints = (config.authorization_endpoint, config.token_endpoint, config.userinfo_endpoint)
+    if config.providers:
+        # A global client secret would go to every provider without one of its own.
+        if config.issuer or config.client_id or config.client_secret is not None or any(endpoints):
+            raise ConfigError(
+                "PKCE_PROVIDERS is set: each provider is configured by PKCE_PROVIDER_<NAME>_ISSUER, "
+                "_CLIENT_ID, _CLIENT_SECRET, ..., not by PKCE_ISSUER, PKCE_CLIENT_ID or PKCE_CLIENT_SECRET"
+            )
+    elif any(endpoints):
+        # Plain OAuth 2.0: the endpoints are the provider; there is no discovery. A `PKCE_ISSUER`
+        # beside them is only the issuer it names in RFC 9207's `iss` (checked when sent).
+        if config.issuer:
+            _check_url("PKCE_ISSUER", config.issuer)
+        names = ("PKCE_AUTHORIZATION_ENDPOINT", "PKCE_TOKEN_ENDPOINT", "PKCE_USERINFO_ENDPOINT")
+        for name, value in zip(names, endpoints, strict=True):
+            if value is None:
+                raise ConfigError(f"{name} is required for a plain OAuth 2.0 provider")
+            _check_url(name, value)
+        if not config.user_id_claim:
+            raise ConfigError("PKCE_USER_ID_CLAIM must name a member of the profile")
+        for name, set_value in (("PKCE_RESOURCE", config.resource), ("PKCE_BEARER_PATHS", config.bearer_paths)):
+            if set_value:
+                raise ConfigError(f"{name} needs an OpenID provider (PKCE_ISSUER): tokens are checked with its keys")
+    elif not config.issuer:
+        raise ConfigError(
+            "PKCE_ISSUER is required but not set (or, for a plain OAuth 2.0 provider, PKCE_AUTHORIZATION_ENDPOINT, "
+            "PKCE_TOKEN_ENDPOINT and PKCE_USERINFO_ENDPOINT)"
+        )
+    else:
+        _check_url("PKCE_ISSUER", config.issuer)
+    if not config.client_id and not config.providers:
+        raise ConfigError("PKCE_CLIENT_ID is required but not set")
+
+
+def check_limits(config: Checked) -> None:
     """Raise `ConfigError`, naming the variable, for the first value out of its range or choices."""
     if config.response_mode not in ("query", "form_post"):
         raise ConfigError("PKCE_RESPONSE_MODE must be query or form_post")

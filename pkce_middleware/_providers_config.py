@@ -9,19 +9,24 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from starlette.config import Config
 
 from ._config_values import _PARSERS
 from ._exceptions import ConfigError
 
+if TYPE_CHECKING:  # typeshed's protocol of dataclass instances, not a module of this package
+    from _typeshed import DataclassInstance
+
 __all__ = ["PROVIDER_OPTIONS", "ProviderConfig"]
 
 
 #: What one provider of several sets for itself: `PKCE_PROVIDER_<NAME>_<OPTION>`, OPTION being the
 #: single-provider variable without `PKCE_`.
+_Config = TypeVar("_Config", bound="DataclassInstance")
+
 PROVIDER_OPTIONS = (
     "issuer",
     "client_id",
@@ -69,3 +74,37 @@ def _providers_from(config: Config, raw: str, *, parsers: Mapping[str, str]) -> 
         display = config(prefix + "DISPLAY_NAME", default=None)
         providers.append(ProviderConfig(name=name, display_name=(display or "").strip(), options=options))
     return tuple(providers)
+
+
+def per_provider(config: _Config, providers: Sequence[ProviderConfig]) -> tuple[tuple[str, str, _Config], ...]:
+    """`(name, display name, configuration)` per provider: `config` with the provider's own options
+    (`dataclasses.replace`, so each is checked as a whole configuration is). One, named "", without
+    `PKCE_PROVIDERS`."""
+    if not providers:
+        return (("", "", config),)
+    names = [provider.name for provider in providers]
+    if len(set(names)) != len(names):
+        raise ConfigError("PKCE_PROVIDERS names a provider twice")
+    configs = []
+    for provider in providers:
+        if not _PROVIDER_NAME.fullmatch(provider.name):
+            raise ConfigError(f"PKCE_PROVIDERS: {provider.name!r} is not a short lower-case name (a-z, 0-9)")
+        unknown = set(provider.options) - set(PROVIDER_OPTIONS)
+        if unknown:
+            raise ConfigError(f"provider {provider.name!r}: no such per-provider option {sorted(unknown)}")
+        try:
+            # Bearer tokens come from the first provider only: the others need not be OpenID ones.
+            overrides: dict[str, Any] = {"providers": (), **provider.options}
+            if provider is not providers[0]:
+                overrides.update(resource=None, bearer_paths=())
+            own = dataclasses.replace(config, **overrides)
+        except ConfigError as exc:
+            # Name the variable this provider's value came from.
+            detail = exc.detail
+            for option in PROVIDER_OPTIONS:
+                detail = re.sub(
+                    rf"\bPKCE_{option.upper()}\b", f"PKCE_PROVIDER_{provider.name.upper()}_{option.upper()}", detail
+                )
+            raise ConfigError(detail) from None
+        configs.append((provider.name, provider.display_name or provider.name, own))
+    return tuple(configs)

@@ -8,22 +8,18 @@ import json
 import secrets
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
-from types import MappingProxyType
-from typing import Any, NoReturn
+from typing import Any
 
 from starlette.authentication import AuthCredentials, BaseUser
 
 from . import _base64url
+from ._claims import frozen_claims, frozen_parsed, kept, kept_parsed
 from ._crypto import Sealer
 
 __all__ = ["OIDCCredentials", "OIDCUser"]
 
 _CACHE_KEY_CHARS = 24
 
-#: ID token members that only served validation; they would only make the cookie larger.
-_VALIDATION_ONLY_CLAIMS = frozenset({"nonce", "at_hash", "c_hash", "s_hash"})
-#: What JSON decodes to besides lists and objects: immutable already, so never copied.
-_ATOMS = frozenset({str, int, float, bool, type(None)})
 #: How a sealed session starts when its claims are the ID token's payload, as the provider wrote
 #: it (`SessionCodec._seal`); their JSON text follows, `il` bytes long.
 _CLAIMS_FIRST = b'{"ic":'
@@ -148,7 +144,7 @@ class Session:
         seconds = int(now)
         return cls(
             id=secrets.token_urlsafe(24),
-            claims=_kept(claims),
+            claims=kept(claims),
             access_token=token["access_token"],
             # A plain OAuth 2.0 provider issues none.
             id_token=token.get("id_token", ""),
@@ -170,7 +166,7 @@ class Session:
             claims = {**{k: self.claims[k] for k in ("sid", "auth_time") if k in self.claims}, **claims}
             if "auth_time" in self.claims:
                 claims["auth_time"] = self.claims["auth_time"]  # the original login's, whatever a refresh says
-            claims = _kept(claims)
+            claims = kept(claims)
         return dataclasses.replace(
             self,
             claims=claims if claims is not None else self.claims,
@@ -207,75 +203,16 @@ def revocation_key(provider: str, value: str) -> str:
     return f"{provider}\x1f{value}" if provider else value
 
 
-class _FrozenDict(dict[str, Any]):
-    """A JSON object inside the claims (`address`, say): still a `dict`, so `json.dumps`, `==` and
-    `.copy()` (which gives a plain, mutable dict) work as before, but one that refuses changes."""
-
-    __slots__ = ()
-
-    def _refuse(self, *args: Any, **kwargs: Any) -> NoReturn:
-        raise TypeError("the claims are read-only; change a copy (claims.copy(), copy.deepcopy(claims))")
-
-    __setitem__ = __delitem__ = __ior__ = clear = pop = popitem = setdefault = update = _refuse
-
-    def __reduce__(self) -> tuple[type[dict[str, Any]], tuple[dict[str, Any]]]:
-        # copy, deepcopy and pickle make plain dicts (the default would rebuild one item by item).
-        return dict, (dict(self),)
-
-
-def _frozen(value: Any) -> Any:
-    """`value` (decoded JSON) that nobody can change: lists become tuples, objects `_FrozenDict`s.
-
-    The opened Session is cached per cookie value and serves every request of that cookie, so an
-    app that appended to `request.user.claims["groups"]` would change the claims of every later
-    request, and of the cookie sealed at the next write. Freezing once, when the session is
-    built, costs nothing per request (a deep copy per request would).
-    """
-    if type(value) in _ATOMS:  # most claims: a type lookup, not a chain of isinstance calls
-        return value
-    if isinstance(value, list | tuple):
-        return tuple([item if type(item) in _ATOMS else _frozen(item) for item in value])
-    if isinstance(value, Mapping):
-        return _FrozenDict({key: item if type(item) in _ATOMS else _frozen(item) for key, item in value.items()})
-    return value
-
-
-def _frozen_claims(claims: Mapping[str, Any]) -> Mapping[str, Any]:
-    return MappingProxyType({k: v if type(v) in _ATOMS else _frozen(v) for k, v in claims.items()})
-
-
-def _kept(claims: Mapping[str, Any]) -> Mapping[str, Any]:
-    """The claims as a session keeps them: frozen, without those that only served validation."""
-    return MappingProxyType(
-        {k: v if type(v) in _ATOMS else _frozen(v) for k, v in claims.items() if k not in _VALIDATION_ONLY_CLAIMS}
-    )
-
-
-def _frozen_parsed(claims: dict[str, Any]) -> Mapping[str, Any]:
-    """`_frozen_claims` of a dict just decoded, which nobody else holds: frozen in place, not copied."""
-    for key, value in claims.items():
-        if type(value) not in _ATOMS:
-            claims[key] = _frozen(value)  # a value replaced, no key added: the iteration stays valid
-    return MappingProxyType(claims)
-
-
-def _kept_parsed(claims: dict[str, Any]) -> Mapping[str, Any]:
-    """`_kept` of a dict just decoded, which nobody else holds."""
-    for name in _VALIDATION_ONLY_CLAIMS:
-        claims.pop(name, None)
-    return _frozen_parsed(claims)
-
-
 def _claims_of(id_token: str) -> Mapping[str, Any]:
     """The payload of an ID token we validated before sealing it (so no signature check here)."""
     payload = id_token.split(".")[1]
-    return _kept_parsed(json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))))
+    return kept_parsed(json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))))
 
 
 def _same_claims(session: Session) -> bool:
     try:
         # Both frozen, so a list in the token compares equal to the tuple it became in the session.
-        return bool(session.id_token) and _claims_of(session.id_token) == _frozen_claims(session.claims)
+        return bool(session.id_token) and _claims_of(session.id_token) == frozen_claims(session.claims)
     except (ValueError, IndexError, AttributeError):
         return False
 
@@ -298,7 +235,7 @@ def _id_token_parts(session: Session) -> tuple[str, bytes, str] | None:
         return None
     if not isinstance(claims, dict):
         return None
-    if _kept_parsed(claims) != _frozen_claims(session.claims):
+    if kept_parsed(claims) != frozen_claims(session.claims):
         return None
     return header, payload, signature
 
@@ -419,9 +356,9 @@ class SessionCodec:
                 return None
             # Read-only all the way down: the same Session serves every request of this cookie.
             if data["c"] is not None:
-                claims, id_token = _frozen_parsed(data["c"]), data["it"]
+                claims, id_token = frozen_parsed(data["c"]), data["it"]
             elif plaintext.startswith(_CLAIMS_FIRST):
-                claims = _kept_parsed(data["ic"])
+                claims = kept_parsed(data["ic"])
                 signed = plaintext[len(_CLAIMS_FIRST) : len(_CLAIMS_FIRST) + data["il"]]
                 id_token = f"{data['ih']}.{_base64url.encode(signed)}.{data['is']}"
             else:  # sealed before the claims travelled as JSON: they are parsed from the token

@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 
 from pkce_middleware import AccessDenied, ConfigError, PKCEConfig, Reason, Require, StepUpRequired
+from pkce_middleware._claims import kept
 from pkce_middleware._rules import Rules, claim_at, rule_path
-from pkce_middleware._session import _kept
 from tests.support.site import CLIENT_ID, ISSUER, strong_secret_key
 
 NOW = 1_700_000_000.0
@@ -205,7 +205,7 @@ def test_groups_are_read_from_a_dotted_path() -> None:
 
 def test_groups_from_session_claims_frozen_by_the_session() -> None:
     # What a session holds: read-only mappings, and tuples for lists.
-    claims = _kept({"sub": "a", "realm_access": {"roles": ["admins"]}, "groups": ["ops"]})
+    claims = kept({"sub": "a", "realm_access": {"roles": ["admins"]}, "groups": ["ops"]})
     assert Require(groups=["admins"], groups_claim="realm_access.roles").refusal(claims) is None
     assert Require(groups=["ops"]).refusal(claims) is None
     assert Require(groups=["admins"]).refusal(claims) == Reason.GROUP_NOT_ALLOWED
