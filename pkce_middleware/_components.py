@@ -14,6 +14,7 @@ import logging
 import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import httpx
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -81,6 +82,15 @@ class Components:
         old = await self.store.load(scope)
         await self.store.discard(old.session if old else None, scope, cookies)
         await self.store.save(session, scope, cookies)
+
+    async def session_in_code(self, claims: Mapping[str, Any], token: Mapping[str, Any]) -> list[str]:
+        """`PKCEMiddleware.create_session`: a session started as a login would, its Set-Cookie values."""
+        writer = CookieWriter()
+        # Of several providers (`PKCE_PROVIDERS`), a session of the first: "" names no provider there.
+        session = self.lifecycle.start(claims, token, next(iter(self.providers)))
+        # A request that carries no cookie: nothing to replace or delete, as on a first login.
+        await self.start_session(session, {"type": "http", "headers": []}, writer)
+        return [value.decode("latin-1") for name, value in writer.raw_headers if name == b"set-cookie"]
 
 
 def worker_count(environ: Mapping[str, str] | None = None, parent_cmdline: bytes | None = None) -> int:

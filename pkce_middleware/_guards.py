@@ -22,7 +22,7 @@ from urllib.parse import quote, urlencode
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import RedirectResponse, Response
-from starlette.types import Receive, Scope
+from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 
 from ._exceptions import AccessDenied, BearerError, LoginRequired, PKCEMiddlewareError, StepUpRequired
@@ -30,8 +30,9 @@ from ._flow import safe_return_path
 from ._hooks import Hooks, log_refusal
 from ._resource import TokenCredentials
 from ._responses import NO_STORE, is_navigation
-from ._rules import Require, RuleOptions
+from ._rules import Require, RuleOptions, Rules
 from ._scope import get_user
+from ._websockets import refuse_websocket, routed_paths
 
 __all__ = ["restrict"]
 
@@ -59,12 +60,37 @@ class Guard:
         login_path: str,
         leeway: int,
         token_challenges: Callable[[BearerError], list[str]] | None = None,
+        rules: Rules | None = None,
     ) -> None:
         self._hooks = hooks
+        #: The middleware's rules by path (`refusal`); a guard used by a route's decorator has none.
+        self._rules = rules
         self.login_path = login_path
         self.leeway = leeway
         #: The `WWW-Authenticate` values for a token's caller (`_resource`), when bearer paths exist.
         self._token_challenges = token_challenges
+
+    def refusal(self, claims: Mapping[str, Any], scope: Scope) -> AccessDenied | StepUpRequired | None:
+        """The first refusal among the middleware's rules for this request's path; `None` lets it in."""
+        assert self._rules is not None
+        # Under a mount (`Mount("/app", ...)`, `--root-path`) the app routes on the path without the
+        # prefix, which is what rules name; the full path's rules must pass too.
+        rules = self._rules.for_request(scope["path"])
+        if scope.get("root_path"):
+            rules = (*rules, *(rule for path in routed_paths(scope)[1:] for rule in self._rules.for_request(path)))
+        for rule in rules:
+            refusal = self.verdict(rule, claims, scope)
+            if refusal is not None:
+                return refusal
+        return None
+
+    async def answer(self, refusal: PKCEMiddlewareError, scope: Scope, receive: Receive, send: Send) -> None:
+        """Send the refusal: the app's page or JSON over HTTP, a refused handshake or close for a socket."""
+        if scope["type"] == "websocket":
+            log_refusal(refusal, scope)
+            await refuse_websocket(scope, send, refusal.error, refusal.message)
+        else:
+            await (await self.response(refusal, scope, receive))(scope, receive, send)
 
     def verdict(self, rule: Require, claims: Mapping[str, Any], scope: Scope) -> AccessDenied | StepUpRequired | None:
         """The refusal of `rule` for these claims, with its links filled in; `None` lets them in."""

@@ -26,26 +26,23 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from ._bearer import Presented, presented_token
 from ._components import build, run_lifespan
 from ._config import PKCEConfig
-from ._cookies import CookieWriter
 from ._exceptions import (
-    AccessDenied,
     BearerError,
     ConfigError,
     LoginRequired,
     PKCEMiddlewareError,
     Reason,
-    StepUpRequired,
 )
 from ._guards import SCOPE_KEY as GUARD_KEY
 from ._guards import Guard, request_target
-from ._hooks import Hooks, OnError, OnLogin, OnLogout, log_refusal
+from ._hooks import Hooks, OnError, OnLogin, OnLogout
 from ._resource import Mode, Modes, ResourceServer, TokenCredentials, TokenUser
 from ._responses import is_navigation
 from ._routes import Routes
 from ._rules import Require
 from ._session import Session
 from ._store import PENDING
-from ._websockets import public_path, refuse_websocket, routed_paths, sending_session, watched_websocket
+from ._websockets import public_path, refuse_websocket, refused_socket, sending_session, watched_websocket
 
 __all__ = ["PKCEMiddleware"]
 
@@ -102,6 +99,7 @@ class PKCEMiddleware:
             login_path=config.login_path,
             leeway=config.clock_leeway,
             token_challenges=self._resource.challenges if self._resource is not None else None,
+            rules=self._parts.rules,
         )
         self._routes = Routes(self._parts, self._hooks)
         self._lifecycle = self._parts.lifecycle
@@ -135,12 +133,8 @@ class PKCEMiddleware:
             if kind == "http" and (route := self._routes.paths.get(scope["path"])) is not None:
                 await route(scope, receive, send)
                 return
-            if self._modes.active and (mode := self._modes.for_request(routed_paths(scope)[-1])) != "session":
-                presented = presented_token(scope["headers"]) if mode is not None else None
-                if mode is None:
-                    raise BearerError(
-                        "a path that resolves across modes", error=Reason.BEARER_MALFORMED, status_code=400
-                    )
+            if self._modes.active and (mode := self._modes.for_scope(scope)) != "session":
+                presented = presented_token(scope["headers"])
                 if presented is None and mode == "bearer" and self._is_public(scope["path"]):
                     await self._serve_anonymous(scope, receive, send)  # public stays public; never a session here
                     return
@@ -165,9 +159,9 @@ class PKCEMiddleware:
             # Even on a refusal: a refreshed session that is not written back loses its new tokens.
             send = await sending_session(self._parts.store, current.session, scope, send)
         if current is not None and self._parts.rules.active:
-            refusal = self._rule_refusal(current.session.claims, scope)
+            refusal = self._guard.refusal(current.session.claims, scope)
             if refusal is not None and not self._is_public(scope["path"]):
-                await self._answer_rule(refusal, scope, receive, send)
+                await self._guard.answer(refusal, scope, receive, send)
                 return
             if refusal is not None:
                 current = None  # a public path: the app sees this user as anonymous
@@ -196,10 +190,10 @@ class PKCEMiddleware:
             return
         user, credentials = TokenUser(info), TokenCredentials(info, presented.token)
         if self._parts.rules.active:
-            refusal = self._rule_refusal(info.claims, scope)
+            refusal = self._guard.refusal(info.claims, scope)
             if refusal is not None:
                 scope["auth"] = credentials  # the guard answers a token's caller as one: never a redirect
-                await self._answer_rule(refusal, scope, receive, send)
+                await self._guard.answer(refusal, scope, receive, send)
                 return
         scope["user"], scope["auth"] = user, credentials
         scope[GUARD_KEY] = self._guard
@@ -214,41 +208,14 @@ class PKCEMiddleware:
         scope[GUARD_KEY] = self._guard
         await self.app(scope, receive, send)
 
-    def _rule_refusal(self, claims: Mapping[str, Any], scope: Scope) -> AccessDenied | StepUpRequired | None:
-        # Under a mount (`Mount("/app", ...)`, `--root-path`) the app routes on the path without the
-        # prefix, which is what rules name; the full path's rules must pass too.
-        rules = self._parts.rules.for_request(scope["path"])
-        if scope.get("root_path"):
-            rules = (
-                *rules,
-                *(rule for path in routed_paths(scope)[1:] for rule in self._parts.rules.for_request(path)),
-            )
-        for rule in rules:
-            refusal = self._guard.verdict(rule, claims, scope)
-            if refusal is not None:
-                return refusal
-        return None
-
-    async def _answer_rule(self, refusal: PKCEMiddlewareError, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "websocket":
-            log_refusal(refusal, scope)
-            await refuse_websocket(scope, send, refusal.error, refusal.message)
-        else:
-            await (await self._guard.response(refusal, scope, receive))(scope, receive, send)
-
     async def _refuse(
         self, exc: PKCEMiddlewareError, scope: Scope, receive: Receive, send: Send, *, token_too: bool = False
     ) -> None:
         """Answer `exc`; `token_too`: the path also takes tokens, so a 401 also says how to get one."""
         if isinstance(exc, BearerError) and self._resource is not None and not exc.challenges:
             exc.challenges = self._resource.challenges(exc)
-        if scope["type"] == "websocket" and isinstance(exc, BearerError):
-            log_refusal(exc, scope)
-            await refuse_websocket(scope, send, exc.error, exc.message)
-            return
         if scope["type"] == "websocket":
-            log_refusal(exc, scope)
-            await send({"type": "websocket.close", "code": 1011, "reason": exc.error})
+            await refused_socket(exc, scope, send)
             return
         response = await self._hooks.error_response(exc, scope, receive)
         if isinstance(exc, LoginRequired):
@@ -289,12 +256,7 @@ class PKCEMiddleware:
         """
         if not isinstance(claims.get("sub"), str) or not claims["sub"]:
             raise ValueError("claims need a non-empty string 'sub'")
-        writer = CookieWriter()
-        # Of several providers (`PKCE_PROVIDERS`), a session of the first: "" names no provider there.
-        session = self._parts.lifecycle.start(claims, token, next(iter(self._parts.providers)))
-        # A request that carries no cookie: nothing to replace or delete, as on a first login.
-        await self._parts.start_session(session, {"type": "http", "headers": []}, writer)
-        return [value.decode("latin-1") for name, value in writer.raw_headers if name == b"set-cookie"]
+        return await self._parts.session_in_code(claims, token)
 
     async def __aenter__(self) -> PKCEMiddleware:
         await self._parts.startup()

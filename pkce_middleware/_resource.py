@@ -36,6 +36,7 @@ from ._exceptions import BearerError, BearerUnavailable, InsufficientScope, Reas
 from ._provider import Provider
 from ._rules import rule_path
 from ._session import OIDCCredentials, OIDCUser
+from ._websockets import routed_paths
 
 __all__ = ["Mode", "TokenCredentials", "TokenUser"]
 
@@ -116,6 +117,13 @@ class Modes:
         mode = self._match(resolved)
         if resolved != path and self._match(path) != mode:
             return None
+        return mode
+
+    def for_scope(self, scope: Scope) -> Mode:
+        """The mode of the path the app routes on; a `BearerError` (400) for one that has none."""
+        mode = self.for_request(routed_paths(scope)[-1])
+        if mode is None:
+            raise BearerError("a path that resolves across modes", error=Reason.BEARER_MALFORMED, status_code=400)
         return mode
 
     def _match(self, path: str) -> Mode:

@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ._cookies import CookieWriter
-from ._exceptions import PKCEMiddlewareError, Reason
+from ._exceptions import BearerError, PKCEMiddlewareError, Reason
 from ._hooks import log_refusal
 from ._session import Session
 from ._store import SessionStore
@@ -59,6 +59,16 @@ async def sending_session(store: SessionStore, session: Session, scope: Scope, s
         await send(message)
 
     return send_with_cookie
+
+
+async def refused_socket(exc: PKCEMiddlewareError, scope: Scope, send: Send) -> None:
+    """A WebSocket the middleware cannot let in: a token's caller is refused as any caller without
+    the right is; anything else (the provider or the store down) closes with 1011."""
+    log_refusal(exc, scope)
+    if isinstance(exc, BearerError):
+        await refuse_websocket(scope, send, exc.error, exc.message)
+    else:
+        await send({"type": "websocket.close", "code": 1011, "reason": exc.error})
 
 
 async def refuse_websocket(scope: Scope, send: Send, error: Reason, message: str) -> None:
