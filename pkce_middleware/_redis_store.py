@@ -50,11 +50,12 @@ from redis.commands.core import AsyncScript
 from redis.exceptions import LockError
 from starlette.types import Scope
 
-from ._cookies import CookiePolicy, CookieWriter, read_cookie, request_cookies
+from ._cookies import CookiePolicy, CookieWriter, request_cookies
 from ._crypto import Sealer
 from ._exceptions import RefreshBusy, SessionEnded
 from ._redis import REDIS_DOWN, connect, is_cluster, redacted, redis_key, text, unavailable
 from ._redis_cache import CHANNEL, SessionCache, announcement
+from ._redis_ids import SessionIds
 from ._redis_writes import (
     GONE,
     SAVE_SCRIPT,
@@ -72,8 +73,6 @@ __all__: list[str] = []
 
 logger = logging.getLogger("pkce_middleware")
 
-#: A sealed 32-character id is under 100 characters; anything much longer is not ours (no decryption).
-_MAX_ID_COOKIE = 200
 #: The idle clock is written back at most once a minute (`_lifecycle.IDLE_RESOLUTION`), and clocks of
 #: several processes differ a little: a key outlives the idle timeout by this much.
 _IDLE_SLACK = 120
@@ -109,7 +108,6 @@ class RedisStore:
         self._url = url
         self._codec = codec
         self._policy = policy
-        self._id_sealer = id_sealer
         self._max_age = max_age
         self._idle_timeout = idle_timeout
         self._lock_timeout = lock_timeout
@@ -117,14 +115,11 @@ class RedisStore:
         self._socket_timeout = socket_timeout
         self._health_check_interval = health_check_interval
         self._name = policy.session_name
-        self._name_bytes = policy.session_name.encode()
         # Cookies a store switch (cookie -> Redis) may have left behind; deleted when seen.
         self._legacy_names = chunk_names(policy.session_name)
         self._client: redis.asyncio.Redis | None = None
         self._save_script: AsyncScript | None = None
-        # Cookie value -> (session id, its key). The same cookie comes with every request of a
-        # session, and opening it is an AES-GCM decryption and a hash; only exact matches hit.
-        self._ids: OrderedDict[str, tuple[str, str]] = OrderedDict()
+        self._ids = SessionIds(id_sealer, policy.session_name, cache_size=cache_size)
         self._cache_size = cache_size
         self._refreshing: dict[str, asyncio.Task[Session]] = {}
         # Sessions `single_flight` handed out exactly as they are in Redis (by id, the very object):
@@ -178,35 +173,10 @@ class RedisStore:
             keys.insert(0, redis_key("sid", session.sid_key))
         return keys
 
-    def _cookie_id(self, scope: Scope) -> tuple[str, str, str] | None:
-        """The cookie's value, the session id sealed in it, and that session's key; `None` if the
-        cookie is absent, forged or foreign."""
-        value = read_cookie(scope, self._name_bytes)
-        if value is None:
-            return None
-        cached = self._ids.get(value)
-        if cached is not None:
-            self._ids.move_to_end(value)
-            return value, *cached
-        if len(value) > _MAX_ID_COOKIE:
-            return None
-        plaintext = self._id_sealer.open(value)
-        if plaintext is None:
-            return None
-        try:
-            session_id = plaintext.decode("ascii")
-        except UnicodeDecodeError:
-            return None
-        key = redis_key("session", session_id)
-        self._ids[value] = (session_id, key)
-        if len(self._ids) > self._cache_size:
-            self._ids.popitem(last=False)
-        return value, session_id, key
-
     # -- the protocol --------------------------------------------------------------------------
 
     def load_now(self, scope: Scope) -> Loaded | Literal[Pending.PENDING] | None:
-        found = self._cookie_id(scope)
+        found = self._ids.found(scope)
         if found is None:
             return None  # no cookie, or one we did not seal: no Redis command at all
         value, _, key = found
@@ -214,13 +184,13 @@ class RedisStore:
         if cached is None:
             return PENDING
         kept, kept_current = cached
-        return Loaded(kept, stale=not (kept_current and self._id_sealer.is_current(value)))
+        return Loaded(kept, stale=not (kept_current and self._ids.is_current(value)))
 
     async def load(self, scope: Scope) -> Loaded | None:
         loaded = self.load_now(scope)
         if loaded is not PENDING:
             return loaded
-        found = self._cookie_id(scope)
+        found = self._ids.found(scope)
         assert found is not None  # `load_now` found it
         value, session_id, key = found
         ticket = self._cache.begin(key)
@@ -236,11 +206,11 @@ class RedisStore:
             return None
         current = self._codec.is_current(blob)
         self._cache.put(key, ticket, session, current=current)
-        return Loaded(session, stale=not (current and self._id_sealer.is_current(value)))
+        return Loaded(session, stale=not (current and self._ids.is_current(value)))
 
     async def save(self, session: Session, scope: Scope, cookies: CookieWriter) -> None:
         now = int(time.time())
-        found = self._cookie_id(scope)
+        found = self._ids.found(scope)
         # The request's own session is updated only if it still exists; any other id is a new login.
         update = found is not None and found[1] == session.id
         if self._in_redis.get(session.id) is session:
@@ -252,8 +222,8 @@ class RedisStore:
             # A cookie that names this session already, sealed with the newest key, stays as it is:
             # a write-back changes what Redis holds, not the cookie (no Set-Cookie to send). Its
             # Max-Age, set at login, already ends with the session.
-            if not (update and found is not None and self._id_sealer.is_current(found[0])):
-                sealed = self._id_sealer.seal(session.id.encode())
+            if not (update and found is not None and self._ids.is_current(found[0])):
+                sealed = self._ids.seal(session.id)
                 self._policy.set(cookies, self._name, sealed, max_age=self._max_age)
         elif outcome == SUPERSEDED:
             # Another process refreshed it since this request loaded it: its tokens stay, and this
@@ -300,7 +270,7 @@ class RedisStore:
         return outcome
 
     async def discard(self, session: Session | None, scope: Scope, cookies: CookieWriter) -> None:
-        found = self._cookie_id(scope)
+        found = self._ids.found(scope)
         ids = {found[1]} if found is not None else set()
         if session is not None:
             ids.add(session.id)

@@ -307,7 +307,7 @@ async def test_bookkeeping_stays_bounded_under_dead_cookies(redis_server: RedisS
         for cookie in cookies:
             assert await served(store, cookie) is not None
         cache = store.cache
-        assert len(cache._pending) <= 8 and len(cache._entries) <= 8 and len(store._ids) <= 8
+        assert len(cache._pending) <= 8 and len(cache._entries) <= 8 and len(store._ids._opened) <= 8
 
 
 async def test_a_shared_refresh_result_is_no_cookie_and_leaves_no_lock(
