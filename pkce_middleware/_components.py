@@ -137,7 +137,7 @@ def build(
         used_states=UsedStates(),
         providers=providers,
         store=store,
-        lifecycle=SessionManager(config, store, providers),
+        lifecycle=SessionManager(config, store, providers, admissions=session_cache_size),
         rules=Rules(config.require, rules or {}),
     )
 

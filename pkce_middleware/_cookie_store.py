@@ -14,6 +14,7 @@ import functools
 import logging
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from starlette.types import Scope
@@ -174,6 +175,11 @@ class CookieStore:
 
     def is_revoked(self, session: Session) -> bool:
         return self._revocations.covers(session)
+
+    def watch(self, ended: Callable[[], None]) -> bool:
+        # The cookie is all there is to a session; only a logout ends one before its time.
+        self._revocations.watch(ended)
+        return True
 
     async def alive(self, session: Session, scope: Scope) -> bool:
         return not self._revocations.covers(session)

@@ -1,8 +1,10 @@
 """A session's life after login: absolute and idle expiry, revocation, and silent refresh.
 
 `SessionManager.current()` runs on every request. Usually it is local work only: open the
-cookie (cached), compare a few timestamps. It writes the session back at most once a minute
-(sliding idle timeout), when a key rotation left it sealed with an old key, and after a refresh.
+cookie (cached), compare a few timestamps; a request whose `Cookie` header came before, while
+nothing but time can change the answer, skips even that (`_admissions`). It writes the session
+back at most twice per idle window (sliding idle timeout), when a key rotation left it sealed
+with an old key, and after a refresh.
 
 A refresh happens when the access token is within `refresh_margin` of expiry. Concurrent
 requests of one session share one refresh (the store's single-flight). A provider that refuses
@@ -23,6 +25,7 @@ from typing import Any, Literal
 
 from starlette.types import Scope
 
+from ._admissions import Admissions
 from ._config import PKCEConfig
 from ._exceptions import IDTokenError, ProviderError, RefreshBusy, SessionEnded, SessionUnavailable
 from ._provider import Provider
@@ -56,7 +59,10 @@ class Current:
 
 
 class SessionManager:
-    def __init__(self, config: PKCEConfig, store: SessionStore, providers: Mapping[str, Provider]) -> None:
+    def __init__(
+        self, config: PKCEConfig, store: SessionStore, providers: Mapping[str, Provider], *, admissions: int = 1024
+    ) -> None:
+        """`admissions`: how many `Cookie` headers to remember the session of (0: none)."""
         self._config = config
         self._store = store
         self._providers = providers
@@ -69,10 +75,19 @@ class SessionManager:
         self._reissued: dict[int, tuple[Session, int, Session, int]] = {}
         #: `REISSUE_WINDOW`, per instance (a benchmark widens it to measure a burst without end).
         self.reissue_window = REISSUE_WINDOW
+        self._admissions: Admissions | None = Admissions(admissions)
+        if not store.watch(self._admissions.clear):
+            self._admissions = None  # the store cannot say when a session ends: nothing is reused
 
     def current_now(self, scope: Scope) -> Current | Literal[Pending.PENDING] | None:
         """`current` when it needs no I/O (the store answers from memory, no refresh is due), else
         `PENDING`: the path of nearly every request, without the cost of a coroutine."""
+        admissions = self._admissions
+        if admissions is not None:
+            admitted = admissions.get(scope)
+            if admitted is not None and time.time() < admitted[0]:
+                session = admitted[1]
+                return Current(session, session.user(), session.credentials(), False)
         loaded = self._store.load_now(scope)
         if loaded is None or loaded is PENDING:
             return loaded
@@ -82,7 +97,10 @@ class SessionManager:
             return None
         if self._refresh_due(session, now):
             return PENDING
-        return self._settled(session, now, write=loaded.stale)
+        current = self._settled(session, now, write=loaded.stale)
+        if admissions is not None and not current.write:
+            admissions.admit(scope, current.session, self._unchanged_until(session, now))
+        return current
 
     async def current(self, scope: Scope) -> Current | None:
         """The live session of this request, refreshed if due; `None` if it has none or it ended."""
@@ -120,12 +138,25 @@ class SessionManager:
         """The request's `Current`: with the idle clock moved to now when the session is written
         anyway, or re-issued once half the idle window has passed (`_reissue`)."""
         if write:
-            if session.last_seen != now:
+            # `<`: a refresh that ended in a later second than this request began keeps its own
+            # (the very object the store saved, which then needs no second write).
+            if session.last_seen < now:
                 session = dataclasses.replace(session, last_seen=now)
         elif now - session.last_seen >= self._reissue_after:
             session, write = self._reissue(session, now)
         # Built per request: the app may change its copies without touching anyone else's.
         return Current(session, session.user(), session.credentials(), write)
+
+    def _unchanged_until(self, session: Session, now: int) -> int:
+        """Until when a request bringing `session` (as loaded, unwritten) gets the answer it got
+        at `now`: the first moment it could end, idle out, be due for a refresh or a re-issue."""
+        until = min(session.expires_at, session.last_seen + self._idle)
+        if session.refresh_token is not None and session.access_expires_at is not None:
+            until = min(until, session.access_expires_at - self._margin)
+        if now - session.last_seen < self._reissue_after:
+            return min(until, session.last_seen + self._reissue_after)
+        # Re-issued already: the renewed session is this minute's (`_reissue`), the next is new.
+        return min(until, (now // IDLE_RESOLUTION + 1) * IDLE_RESOLUTION)
 
     def _reissue(self, session: Session, now: int) -> tuple[Session, bool]:
         """`session` with its idle clock moved to now, the same object for every request that

@@ -31,6 +31,7 @@ import contextlib
 import dataclasses
 import hashlib
 import inspect
+import logging
 from collections.abc import Callable, Iterator
 from typing import Any, cast
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -46,13 +47,15 @@ from redis.asyncio.connection import (
     parse_url,
 )
 from redis.asyncio.retry import Retry
-from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
+from redis.asyncio.sentinel import MasterNotFoundError, Sentinel, SentinelConnectionPool
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError, RedisClusterException, RedisError
 
 from ._exceptions import StoreUnavailable
 
 __all__: list[str] = []
+
+logger = logging.getLogger("pkce_middleware")
 
 #: What a Redis that cannot serve raises: `RedisError`s, and what a Cluster client raises when no
 #: node it knows of answers (`RedisClusterException` is no `RedisError`).
@@ -68,6 +71,9 @@ _SENTINEL_PORT = 26379
 _SERVER_PORT = 6379
 #: Options for the sentinels' own connections, not the servers'.
 _SENTINEL_CREDENTIALS = ("sentinel_username", "sentinel_password")
+#: How much of an error's message goes into `StoreUnavailable` (and so the log line): redis-py's
+#: can run to kilobytes of connection reprs, and what happened is said in its first few hundred.
+_MESSAGE_LIMIT = 300
 
 
 def redis_key(kind: str, value: str) -> str:
@@ -229,6 +235,50 @@ class _SentinelMaster(redis.asyncio.Redis):
         await cast(SentinelConnectionPool, self.connection_pool).sentinel_manager.aclose()
 
 
+class _SentinelClient(redis.asyncio.Redis):
+    """A sentinel's client, which keeps the error of its last command (`None` after a success)."""
+
+    failure: RedisError | None = None
+
+    async def execute_command(self, *args: Any, **options: Any) -> Any:
+        try:
+            result = await super().execute_command(*args, **options)  # type: ignore[no-untyped-call]
+        except RedisError as exc:
+            self.failure = exc
+            raise
+        self.failure = None
+        return result
+
+
+class _Sentinel(Sentinel):
+    """Sentinels whose `MasterNotFoundError` says why no master was found.
+
+    redis-py's names each sentinel by its client's repr (some 800 characters each) and each failure
+    by its type only, and chains no cause: an untrusted CA or a wrong password would be nowhere in
+    the log, behind kilobytes of noise.
+    """
+
+    def __init__(self, nodes: list[tuple[str, int]], *, sentinel_kwargs: dict[str, Any], **options: Any) -> None:
+        super().__init__(nodes, sentinel_kwargs=sentinel_kwargs, **options)  # type: ignore[no-untyped-call]
+        # The same clients redis-py makes (it has no hook for their class), never connected yet.
+        self.sentinels = [_SentinelClient(host=host, port=port, **sentinel_kwargs) for host, port in nodes]
+
+    async def discover_master(self, service_name: str) -> Any:
+        try:
+            return await super().discover_master(service_name)
+        except MasterNotFoundError:
+            failures: list[tuple[str, RedisError | None]] = []
+            for client in self.sentinels:
+                where = client.connection_pool.connection_kwargs
+                failures.append((f"{where['host']}:{where['port']}", getattr(client, "failure", None)))
+            said = ", ".join(
+                f"{address} {'knows no master in good state' if failure is None else type(failure).__name__}"
+                for address, failure in failures
+            )
+            cause = next((failure for _, failure in failures if failure is not None), None)
+            raise MasterNotFoundError(f"No master found for {service_name!r} ({said})") from cause
+
+
 def _sentinel_master(topology: _Topology, defaults: dict[str, Any]) -> redis.asyncio.Redis:
     options = {**defaults, **topology.options}
     # The sentinels get the same timeouts, retry and TLS settings, but their own credentials: the
@@ -239,7 +289,7 @@ def _sentinel_master(topology: _Topology, defaults: dict[str, Any]) -> redis.asy
         if name.startswith(("socket_", "ssl")) or name in ("retry", "health_check_interval")
     }
     to_sentinels.update(topology.sentinel_options)
-    sentinel = Sentinel(list(topology.nodes), sentinel_kwargs=to_sentinels, **options)  # type: ignore[no-untyped-call]
+    sentinel = _Sentinel(list(topology.nodes), sentinel_kwargs=to_sentinels, **options)
     # The pool asks the sentinels for the master whenever it connects, so after a failover the
     # first command on a connection to the old master (now a replica: READONLY, or gone: refused)
     # is retried once on a connection to the new one.
@@ -258,7 +308,29 @@ def unavailable(what: str) -> Iterator[None]:
     except REDIS_DOWN as exc:
         # Connection refused or reset, timeout, LOADING, READONLY, OOM, NOAUTH: Redis cannot serve,
         # and that is a 503 for this request, never a logout.
-        raise StoreUnavailable(f"redis {what}: {type(exc).__name__}: {exc}") from exc
+        detail = f"redis {what}: {_described(exc)}"
+        if isinstance(exc, RedisClusterException):
+            # No `RedisError`: the cluster client was asked what no cluster serves (keys of two
+            # slots in one command: a bug here) or reached none of the nodes it knows. Either
+            # needs an operator's look, and the stack tells which.
+            logger.warning("redis cluster client failed: %s", detail, exc_info=exc)
+        raise StoreUnavailable(detail) from exc
+
+
+def _described(exc: BaseException) -> str:
+    """`Type: message`, bounded, and the error that caused it when that says more (a refused TLS
+    handshake under a `ConnectionError`, a sentinel's failure under `MasterNotFoundError`)."""
+    said = f"{type(exc).__name__}: {_bounded(str(exc))}"
+    cause = exc.__cause__
+    if cause is None and not exc.__suppress_context__:
+        cause = exc.__context__
+    if cause is not None and str(cause) and str(cause) not in str(exc):
+        said += f" (cause: {type(cause).__name__}: {_bounded(str(cause))})"
+    return said
+
+
+def _bounded(message: str) -> str:
+    return message if len(message) <= _MESSAGE_LIMIT else message[:_MESSAGE_LIMIT] + "..."
 
 
 def redacted(url: str) -> str:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 
 import redis.asyncio
 
@@ -125,6 +126,9 @@ class SharedRevocations:
     def covers(self, session: Session) -> bool:
         self.ensure_syncing()
         return self._local.covers(session)
+
+    def watch(self, recorded: Callable[[], None]) -> None:
+        self._local.watch(recorded)  # where the other processes' logouts are folded in too
 
     async def claim_jti(self, jti: str, *, ttl: int) -> bool:
         try:

@@ -42,6 +42,7 @@ import logging
 import secrets
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Literal
 
 import redis.asyncio
@@ -53,6 +54,7 @@ from starlette.types import Scope
 from ._cookies import CookiePolicy, CookieWriter, request_cookies
 from ._crypto import Sealer
 from ._exceptions import RefreshBusy, SessionEnded
+from ._lifecycle import IDLE_RESOLUTION
 from ._redis import REDIS_DOWN, connect, is_cluster, redacted, redis_key, text, unavailable
 from ._redis_cache import CHANNEL, SessionCache, announcement
 from ._redis_ids import SessionIds
@@ -123,11 +125,15 @@ class RedisStore:
         self._cache_size = cache_size
         self._refreshing: dict[str, asyncio.Task[Session]] = {}
         # Sessions `single_flight` handed out exactly as they are in Redis (by id, the very object):
-        # the write-back that follows a refresh then only sets the cookie, instead of writing the
-        # same session again once per waiting request.
+        # the write-back that follows a refresh then writes nothing (at most it renews the cookie),
+        # instead of writing the same session again once per waiting request.
         self._in_redis: OrderedDict[str, Session] = OrderedDict()
         # Opened sessions by key, dropped when any process announces a change (`_redis_cache`).
         self._cache = SessionCache(size=cache_size)
+        # When this process last sent each session's cookie, and how often a refresh renews it (as
+        # often as the idle clock's re-issues, `_lifecycle.SessionManager`); see `save`.
+        self._cookie_sent: OrderedDict[str, int] = OrderedDict()
+        self._renew_after = max(IDLE_RESOLUTION, (idle_timeout or max_age) // 2)
 
     def __repr__(self) -> str:
         return f"RedisStore(url={redacted(self._url)!r})"
@@ -213,18 +219,22 @@ class RedisStore:
         found = self._ids.found(scope)
         # The request's own session is updated only if it still exists; any other id is a new login.
         update = found is not None and found[1] == session.id
-        if self._in_redis.get(session.id) is session:
+        refreshed = self._in_redis.get(session.id) is session
+        if refreshed:
             outcome = WRITTEN  # saved by the refresh that made it
         else:
             # A write-back keeps the tokens of the session it loaded: it expects them in Redis.
             outcome = await self._write(session, now=now, update=update, expected=session)
         if outcome == WRITTEN:
-            # A cookie that names this session already, sealed with the newest key, stays as it is:
-            # a write-back changes what Redis holds, not the cookie (no Set-Cookie to send). Its
-            # Max-Age, set at login, already ends with the session.
-            if not (update and found is not None and self._ids.is_current(found[0])):
-                sealed = self._ids.seal(session.id)
-                self._policy.set(cookies, self._name, sealed, max_age=self._max_age)
+            # The cookie is sent again even when it names this session already: browsers cap its
+            # lifetime whatever its Max-Age says (Chrome 400 days, Safari's ITP down to 7), so the
+            # one set at login would end an active user's session. The idle clock's write-backs
+            # (at most twice per idle window) and key rotations renew it. A refresh skips it if this
+            # process sent it within the same cadence: with access tokens shorter than half the
+            # idle window, refreshes keep the idle clock young and are the only writes there are.
+            named = update and found is not None and self._ids.is_current(found[0])
+            if not (named and refreshed and self._sent_lately(session.id, now)):
+                self._send_cookie(session, now, cookies)
         elif outcome == SUPERSEDED:
             # Another process refreshed it since this request loaded it: its tokens stay, and this
             # request's idle clock is dropped (the next request writes its own). The cookie is right.
@@ -237,6 +247,23 @@ class RedisStore:
         for name in self._legacy_names:
             if name in present:
                 self._policy.delete(cookies, name)
+
+    def _sent_lately(self, session_id: str, now: int) -> bool:
+        sent = self._cookie_sent.get(session_id)
+        return sent is not None and now - sent < self._renew_after
+
+    def _send_cookie(self, session: Session, now: int, cookies: CookieWriter) -> None:
+        # Max-Age is the larger of the configured maximum and what is left of this session: the
+        # first alone would end the cookie before the session when PKCE_SESSION_MAX_AGE was lowered
+        # after its login (a session keeps its `expires_at`), the second alone by however much
+        # this process's clock runs ahead of the one serving its last requests. A cookie that
+        # outlives its session costs one GET, which finds nothing and deletes it.
+        max_age = max(self._max_age, session.expires_at - now)
+        self._policy.set(cookies, self._name, self._ids.seal(session.id), max_age=max_age)
+        self._cookie_sent[session.id] = now
+        self._cookie_sent.move_to_end(session.id)
+        if len(self._cookie_sent) > self._cache_size:
+            self._cookie_sent.popitem(last=False)
 
     async def _write(self, session: Session, *, now: int, update: bool, expected: Session) -> int:
         """Store `session` (atomically, with its index entries), if it is a new one or, for an
@@ -429,6 +456,9 @@ class RedisStore:
 
     def is_revoked(self, session: Session) -> bool:
         return False  # a revoked session is deleted, so `load` no longer finds it
+
+    def watch(self, ended: Callable[[], None]) -> bool:
+        return False  # a session changes on the server; only the cache's invalidations tell
 
     async def alive(self, session: Session, scope: Scope) -> bool:
         loaded = await self.load(scope)

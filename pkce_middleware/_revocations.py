@@ -131,6 +131,7 @@ class MemoryRevocations:
         #: `skew_margin` after it (`sub:`; before it for `id:` and `sid:`) and is valid for
         #: `max_age`, as judged by clocks that may differ by up to `skew_margin` once more.
         self.entry_ttl = max_age + 2 * skew_margin
+        self._watchers: list[Callable[[], None]] = []
 
     def __repr__(self) -> str:
         return "MemoryRevocations()"
@@ -148,6 +149,11 @@ class MemoryRevocations:
         ttl = self.entry_ttl - max(0.0, age)
         if ttl > 0:
             self.ended.add(key, at, ttl=ttl)
+        for recorded in self._watchers:
+            recorded()
+
+    def watch(self, recorded: Callable[[], None]) -> None:
+        self._watchers.append(recorded)
 
     def covers(self, session: Session) -> bool:
         ended = self.ended

@@ -84,6 +84,11 @@ class SessionStore(Protocol):
     def is_revoked(self, session: Session) -> bool:
         """Whether a logout ended `session`, answered without I/O (it runs on every request)."""
 
+    def watch(self, ended: Callable[[], None]) -> bool:
+        """Call `ended` whenever a session may have ended other than by the passing of time (a
+        logout recorded here, or learned from another process); `False` if this store cannot tell,
+        and then no answer about its sessions may be reused (`_admissions`)."""
+
     async def alive(self, session: Session, scope: Scope) -> bool:
         """Whether `session` has not been logged out or revoked since the request opened it
         (asked now and then for a long-lived WebSocket)."""
@@ -105,6 +110,9 @@ class RevocationLog(Protocol):
 
     def covers(self, session: Session) -> bool:
         """Whether a recorded logout ended `session`; no I/O (every request asks)."""
+
+    def watch(self, recorded: Callable[[], None]) -> None:
+        """Call `recorded` whenever a logout is recorded, here or learned from another process."""
 
     async def claim_jti(self, jti: str, *, ttl: int) -> bool:
         """Record a logout token id; `False` if it was seen before (a replay)."""

@@ -19,12 +19,15 @@ import hashlib
 import logging
 import secrets
 import time
+from types import ModuleType, SimpleNamespace
 
 import httpx
 import pytest
 import redis.asyncio
 
 from pkce_middleware import ProviderError, SessionEnded, StoreUnavailable
+from pkce_middleware import _lifecycle as lifecycle
+from pkce_middleware import _redis_store as redis_store_module
 from pkce_middleware._components import bound_purpose
 from pkce_middleware._cookies import CookieWriter
 from pkce_middleware._crypto import Sealer
@@ -46,15 +49,32 @@ from tests.support.redis_checks import (
     stores,
 )
 from tests.support.redis_server import RedisServer
-from tests.support.site import SESSION_COOKIE, login, session_codec, strong_secret_key
+from tests.support.site import SESSION_COOKIE, Site, login, session_codec, strong_secret_key
 
 pytestmark = pytest.mark.redis
 
 JSON = {"Accept": "application/json"}
 
 
+IDLE = 3600
+
+
 def sealed_id(key: str, session_id: str) -> str:
     return Sealer([key], "session-id").seal(session_id.encode())
+
+
+def session_id_of(site: Site, cookie: str) -> bytes | None:
+    """The session id sealed in the site's session cookie `cookie`."""
+    return Sealer([str(k) for k in site.config.secret_keys], bound_purpose("session-id", site.config)).open(cookie)
+
+
+def session_cookies(response: httpx.Response) -> list[str]:
+    return [v for v in response.headers.get_list("set-cookie") if v.startswith(SESSION_COOKIE + "=")]
+
+
+def clock_at(monkeypatch: pytest.MonkeyPatch, module: ModuleType, moment: float) -> None:
+    """`module`'s clock stands at `moment`."""
+    monkeypatch.setattr(module, "time", SimpleNamespace(time=lambda: moment))
 
 
 def assert_store_unavailable_page(response: httpx.Response) -> None:
@@ -94,8 +114,12 @@ async def test_login_puts_only_a_small_sealed_id_in_the_cookie(
         assert response.text == "hello alice"
 
 
-async def test_a_refresh_sends_no_cookie_the_browser_already_has(redis_server: RedisServer) -> None:
-    # The Redis store's cookie only names the session: a refresh changes what Redis holds.
+async def test_a_refresh_sends_no_cookie_the_browser_already_has(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The Redis store's cookie only names the session: a refresh changes what Redis holds. The
+    # clock stands still, so no second turns over between the request's idle clock and the refresh's.
+    clock_at(monkeypatch, lifecycle, time.time())
     async with redis_site(redis_server.url) as site:
         site.hostile.token_overrides = {"expires_in": 30}  # due for refresh at once (60 s margin)
         await login(site.client, site.hostile)
@@ -108,6 +132,72 @@ async def test_a_refresh_sends_no_cookie_the_browser_already_has(redis_server: R
         # The same cookie now carries the refreshed session: no second refresh.
         assert (await site.client.get("/")).text == "hello alice"
         assert site.hostile.calls["refresh"] == 1
+
+
+async def test_an_active_session_gets_its_cookie_again_with_the_idle_reissue(
+    redis_server: RedisServer, inspector: redis.asyncio.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Browsers cap a cookie's lifetime whatever its Max-Age (Chrome 400 days, Safari's ITP down to
+    # 7): the cookie set at login must be sent again while the user comes back, or a month-long
+    # session ends at the cap.
+    month = 30 * 86400
+    start = time.time()
+    clock_at(monkeypatch, lifecycle, start)
+    async with redis_site(redis_server.url, session_max_age=month, session_idle_timeout=IDLE) as site:
+        site.hostile.token_overrides = {"expires_in": 30}  # the login's access token: refreshed at once
+        site.hostile.refresh_overrides = {"expires_in": 7200}  # the refreshed one: not due again in this test
+        await login(site.client, site.hostile)
+        cookie = site.client.cookies[SESSION_COOKIE]
+
+        refreshed = await site.client.get("/")
+        assert refreshed.text == "hello alice" and site.hostile.calls["refresh"] == 1
+        assert session_cookies(refreshed) == []
+        warm = await site.client.get("/")
+        assert warm.text == "hello alice" and session_cookies(warm) == []
+
+        # Half the idle window on, the idle clock is written back, and the cookie comes with it.
+        clock_at(monkeypatch, lifecycle, start + IDLE // 2 + 5)
+        reissued = await site.client.get("/")
+        assert reissued.text == "hello alice" and site.hostile.calls["refresh"] == 1
+        [set_cookie] = session_cookies(reissued)
+        assert f"Max-Age={month}" in set_cookie  # to the session's end, as at login
+        renewed = site.client.cookies[SESSION_COOKIE]
+        assert renewed != cookie  # sealed again (a fresh nonce), for the same session
+        assert session_id_of(site, renewed) == session_id_of(site, cookie)
+        assert len(await session_keys(inspector)) == 1
+
+        after = await site.client.get("/")
+        assert after.text == "hello alice" and session_cookies(after) == []
+
+
+async def test_a_session_refreshed_more_often_than_it_idles_gets_its_cookie_again_with_a_refresh(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Short access tokens: each refresh moves the idle clock, so the idle re-issue never comes, and
+    # a refresh sends the cookie once the one this process sent is half an idle window old.
+    start = time.time()
+    clock_at(monkeypatch, lifecycle, start)
+    async with redis_site(redis_server.url, session_idle_timeout=IDLE) as site:
+        site.hostile.token_overrides = {"expires_in": 30}
+        site.hostile.refresh_overrides = {"expires_in": 30}  # every access token is due at once
+        await login(site.client, site.hostile)
+        cookie = site.client.cookies[SESSION_COOKIE]
+        first = await site.client.get("/")
+        assert first.text == "hello alice" and site.hostile.calls["refresh"] == 1
+        assert session_cookies(first) == []  # sent at login, moments ago
+
+        # Only the store's clock, which dates the cookies it sends, moves on: the provider dates its
+        # tokens by the real one, and the session's own clock standing still keeps them valid.
+        clock_at(monkeypatch, redis_store_module, start + IDLE // 2 + 5)
+        renewing = await site.client.get("/")
+        assert renewing.text == "hello alice" and site.hostile.calls["refresh"] == 2
+        [set_cookie] = session_cookies(renewing)
+        assert "Max-Age=86400" in set_cookie
+        assert session_id_of(site, site.client.cookies[SESSION_COOKIE]) == session_id_of(site, cookie)
+
+        again = await site.client.get("/")
+        assert again.text == "hello alice" and site.hostile.calls["refresh"] == 3
+        assert session_cookies(again) == []
 
 
 async def test_redis_commands_per_request_kind(redis_server: RedisServer, inspector: redis.asyncio.Redis) -> None:
