@@ -306,6 +306,7 @@ async def cookie_rows(
     # Every answer carries the re-issued cookie, as within `REISSUE_WINDOW` of a re-issue (a page's
     # burst of requests); past the window a client that keeps no cookies costs what `PKCE_SAME` does.
     pkce_aged._parts.lifecycle.reissue_window = 10**9
+    pkce_aged._parts.lifecycle.reissue_answers = 10**9
     stack.push_async_callback(pkce_aged.aclose)
     aged_scope = browser_scope(aged_cookie(config, session.cookie_header))
 

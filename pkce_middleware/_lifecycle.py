@@ -42,11 +42,25 @@ IDLE_RESOLUTION = 60
 #: same old cookie share one new session and one sealing.
 MAX_REISSUES = 1024
 #: For this many seconds after a re-issue, requests still carrying the old cookie get the new one
-#: too (a page's parallel requests, sent before the browser stored it). Past that, a client still
-#: sending the old cookie keeps no cookies (a script, a load balancer's health check): it gets no
-#: Set-Cookie again until the next minute's re-issue, rather than a 2 kB header on every answer.
-#: A browser that lost every answer of the window gets the cookie with the next re-issue.
+#: too (a page's parallel requests, sent before the browser stored it), up to `REISSUE_ANSWERS` of
+#: them. Past that, a client still sending the old cookie keeps no cookies (a script, a load
+#: balancer's health check): it gets no Set-Cookie again until the next minute's re-issue, rather
+#: than a 2 kB header on every answer. A browser that lost every answer that carried it gets the
+#: cookie with the next re-issue, long before the idle timeout (half of it is still ahead).
 REISSUE_WINDOW = 5
+#: One answer the browser reads is enough; a page's first requests carry it, a flood does not.
+REISSUE_ANSWERS = 16
+
+
+@dataclasses.dataclass(slots=True)
+class _Reissue:
+    #: Kept with the entry, so its id cannot be reused while the entry lives.
+    old: Session
+    slot: int
+    renewed: Session
+    at: int
+    #: Answers that carried the renewed cookie so far.
+    answers: int
 
 
 @dataclasses.dataclass(slots=True)
@@ -72,9 +86,11 @@ class SessionManager:
         # A session then ends after between half and all of the idle timeout without requests,
         # and a busy one is re-issued twice per window, not on every request (no Set-Cookie).
         self._reissue_after = max(IDLE_RESOLUTION, self._idle // 2)
-        self._reissued: dict[int, tuple[Session, int, Session, int]] = {}
-        #: `REISSUE_WINDOW`, per instance (a benchmark widens it to measure a burst without end).
+        self._reissued: dict[int, _Reissue] = {}
+        #: `REISSUE_WINDOW` and `REISSUE_ANSWERS`, per instance (a benchmark widens them to measure
+        #: a burst without end).
         self.reissue_window = REISSUE_WINDOW
+        self.reissue_answers = REISSUE_ANSWERS
         self._admissions: Admissions | None = Admissions(admissions)
         if not store.watch(self._admissions.clear):
             self._admissions = None  # the store cannot say when a session ends: nothing is reused
@@ -161,17 +177,18 @@ class SessionManager:
     def _reissue(self, session: Session, now: int) -> tuple[Session, bool]:
         """`session` with its idle clock moved to now, the same object for every request that
         brings the same old session within a minute (so it is sealed once: `SessionCodec.seal`),
-        and whether this answer should carry it (`REISSUE_WINDOW`)."""
+        and whether this answer should carry it (`REISSUE_WINDOW`, `REISSUE_ANSWERS`)."""
         slot = now // IDLE_RESOLUTION
         known = self._reissued.get(id(session))
-        if known is not None and known[0] is session and known[1] == slot:
-            return known[2], now - known[3] < self.reissue_window
-        renewed = dataclasses.replace(session, last_seen=now)
-        if len(self._reissued) >= MAX_REISSUES:
-            self._reissued.clear()
-        # The old session is kept with the entry, so its id cannot be reused while the entry lives.
-        self._reissued[id(session)] = (session, slot, renewed, now)
-        return renewed, True
+        if known is None or known.old is not session or known.slot != slot:
+            if len(self._reissued) >= MAX_REISSUES:
+                self._reissued.clear()
+            known = _Reissue(session, slot, dataclasses.replace(session, last_seen=now), now, 0)
+            self._reissued[id(session)] = known
+        elif known.answers >= self.reissue_answers or now - known.at >= self.reissue_window:
+            return known.renewed, False  # (the answer that made it carries it, whatever the limits)
+        known.answers += 1
+        return known.renewed, True
 
     async def live(self, scope: Scope) -> Session | None:
         """The request's session if it is still valid (not expired, idle or logged out), without

@@ -1,6 +1,7 @@
 """Sliding expiry without a write per request: the idle clock goes back into the cookie only once
 half of `PKCE_SESSION_IDLE_TIMEOUT` has passed (ASP.NET Core's rule), and concurrent requests
-carrying the same old cookie share one re-issued cookie, sent to them for `REISSUE_WINDOW` seconds."""
+carrying the same old cookie share one re-issued cookie, sent to them for `REISSUE_WINDOW` seconds
+and to at most `REISSUE_ANSWERS` of them."""
 
 from __future__ import annotations
 
@@ -103,3 +104,17 @@ async def test_a_client_that_keeps_no_cookies_gets_the_reissue_only_in_its_windo
             answer = await old_cookie_request(site.middleware, aged)
             assert answer.text == "hello carol"
             assert session_cookies(answer) == []
+
+
+async def test_a_flood_with_the_old_cookie_gets_the_reissue_in_its_first_answers_only(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    frozen = time.time()
+    monkeypatch.setattr(lifecycle, "time", SimpleNamespace(time=lambda: frozen))
+    async with open_site(session_idle_timeout=IDLE) as site:
+        aged = seal_session(site.middleware, last_seen=int(frozen) - IDLE // 2 - 5)
+        answers = [await old_cookie_request(site.middleware, aged) for _ in range(lifecycle.REISSUE_ANSWERS + 4)]
+        assert all(answer.text == "hello carol" for answer in answers)
+        carried = [len(session_cookies(answer)) for answer in answers]
+        assert carried == [1] * lifecycle.REISSUE_ANSWERS + [0] * 4
+        assert len({cookie for answer in answers for cookie in session_cookies(answer)}) == 1
