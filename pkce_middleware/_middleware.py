@@ -111,6 +111,10 @@ class PKCEMiddleware:
             self._routes.paths.update(self._resource.paths)
         elif self._modes.active:
             raise ConfigError("PKCE_RESOURCE is required for bearer paths (modes=...): the audience tokens must name")
+        # Fixed from here on, and read by every request: one attribute each, not a chain.
+        self._route_paths = self._routes.paths
+        self._any_token_paths = self._modes.active
+        self._any_rules = self._parts.rules.active
 
     def __repr__(self) -> str:
         return f"PKCEMiddleware(app={self.app!r}, config={self.config!r})"
@@ -130,10 +134,10 @@ class PKCEMiddleware:
             return
         mode: Mode | None = "session"
         try:
-            if kind == "http" and (route := self._routes.paths.get(scope["path"])) is not None:
+            if kind == "http" and (route := self._route_paths.get(scope["path"])) is not None:
                 await route(scope, receive, send)
                 return
-            if self._modes.active and (mode := self._modes.for_scope(scope)) != "session":
+            if self._any_token_paths and (mode := self._modes.for_scope(scope)) != "session":
                 presented = presented_token(scope["headers"])
                 if presented is None and mode == "bearer" and self._is_public(scope["path"]):
                     await self._serve_anonymous(scope, receive, send)  # public stays public; never a session here
@@ -158,7 +162,7 @@ class PKCEMiddleware:
         if current is not None and current.write and kind == "http":
             # Even on a refusal: a refreshed session that is not written back loses its new tokens.
             send = await sending_session(self._parts.store, current.session, scope, send)
-        if current is not None and self._parts.rules.active:
+        if current is not None and self._any_rules:
             refusal = self._guard.refusal(current.session.claims, scope)
             if refusal is not None and not self._is_public(scope["path"]):
                 await self._guard.answer(refusal, scope, receive, send)
