@@ -8,7 +8,9 @@ What runs, all on 127.0.0.1:
 * one real `redis-server` (`tests.support.redis_server`);
 * two uvicorn processes of the same app (`benchmarks.server_apps:whoami`: `PKCEMiddleware` with
   `PKCE_SESSION_STORE=redis://...`, in front of an app that answers with the user's `sub`), with one
-  environment: one secret key, one redirect URI, as two replicas behind a load balancer.
+  environment: one secret key, one redirect URI, as two replicas behind a load balancer. With
+  `--store cookie`, sessions live in cookies instead and Redis carries what the processes share:
+  logouts (`PKCE_REVOCATION_STORE`) and refresh locks.
 
 Then, in phases, each bounded in count and time:
 
@@ -95,6 +97,11 @@ MAX_RSS_GROWTH_KB = 20 * 1024
 #: How long after a logout was answered the other process may still serve the session from its
 #: Redis session cache: the cache's `stale_after` (1 s) and room for a busy machine.
 OTHER_PROCESS_BOUND = 1.5
+#: `--store`: what each choice runs.
+STORES = {
+    "redis": "the Redis session store",
+    "cookie": "the cookie store, logouts shared through Redis (PKCE_REVOCATION_STORE)",
+}
 #: One request (including a login's every hop) gives up after this long: a stuck server is an error.
 REQUEST_TIMEOUT = 30.0
 #: The whole login phase may take this long per user (at LOGIN_CONCURRENCY at once), plus a minute.
@@ -141,6 +148,8 @@ class Report:
     token_ttl: int
     refresh_margin: int
     http: str
+    #: `redis`: sessions in the Redis store; `cookie`: in cookies, logouts shared through Redis.
+    store: str = "redis"
     logins_ok: int = 0
     logins_failed: int = 0
     login_seconds: float = 0.0
@@ -705,6 +714,7 @@ def soak(options: argparse.Namespace) -> Report:
         token_ttl=ttl,
         refresh_margin=margin,
         http=http_implementation(),
+        store=options.store,
     )
     rng = random.Random(options.seed)
     ports = [free_port(), free_port()]
@@ -722,7 +732,10 @@ def soak(options: argparse.Namespace) -> Report:
             )
         # One environment for both processes, as for replicas behind one origin: the first one's
         # callback is the redirect URI (browsers send their cookies to either port).
-        env = app_env(provider, client, ports[0], PKCE_SESSION_STORE=redis.url, PKCE_REFRESH_MARGIN=str(margin))
+        stores = {"PKCE_SESSION_STORE": redis.url}
+        if options.store == "cookie":  # what the other process must learn comes by the revocation log
+            stores = {"PKCE_SESSION_STORE": "cookie", "PKCE_REVOCATION_STORE": redis.url}
+        env = app_env(provider, client, ports[0], PKCE_REFRESH_MARGIN=str(margin), **stores)
         progress(f"starting two uvicorn processes of {APP} (--http {report.http})")
         processes = stack.enter_context(app_processes(ports, env))
 
@@ -811,7 +824,8 @@ def print_report(report: Report) -> None:
     print(
         f"soak: {report.users:,} users, {report.warmup:g} s warm-up + {report.duration:g} s run, "
         f"{report.concurrency} requests in flight, two uvicorn processes (--http {report.http}) on one "
-        f"Redis store; access tokens live {report.token_ttl} s, refreshed {report.refresh_margin} s before"
+        f"Redis ({STORES[report.store]}); access tokens live {report.token_ttl} s, refreshed "
+        f"{report.refresh_margin} s before"
     )
     print(f"logins ok                  {report.logins_ok:,} ({report.login_seconds:.0f} s)")
     print(f"logins failed              {report.logins_failed:,}")
@@ -875,6 +889,7 @@ def main(argv: list[str] | None = None) -> int:
         default=DEFAULT_CONCURRENCY,
         help=f"requests in flight (default {DEFAULT_CONCURRENCY})",
     )
+    parser.add_argument("--store", choices=sorted(STORES), default="redis", help="where sessions live (default redis)")
     parser.add_argument("--smoke", action="store_true", help="20 users, 1 s warm-up, 5 s run (the test's)")
     parser.add_argument("--seed", type=int, default=None, help="seed of the random choices (default: a new one)")
     parser.add_argument("--json", metavar="PATH", help="also write the report as JSON to PATH")
