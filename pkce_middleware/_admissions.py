@@ -33,6 +33,10 @@ __all__: list[str] = []
 #: each other out (no wrong answer: the whole header is compared), so it is long enough for a
 #: short cookie after ours to leave part of our value in it.
 KEY_BYTES = 64
+#: Longer headers are not admitted: what is kept is the whole header, and a client with a session
+#: could otherwise pad it with cookies of its own to make each entry as large as the server allows.
+#: Room for a session in all its chunks (`_cookie_store.MAX_CHUNK_LENGTH`) beside a site's others.
+MAX_HEADER_BYTES = 16 * 1024
 
 
 class Admissions:
@@ -63,7 +67,7 @@ class Admissions:
         if self._size <= 0:
             return
         header = _sole_cookie_header(scope)
-        if header is None:
+        if header is None or len(header) > MAX_HEADER_BYTES:
             return
         if len(self._entries) >= self._size:
             self._entries.clear()

@@ -14,6 +14,7 @@ import pytest
 from starlette.types import Message
 
 from pkce_middleware import _lifecycle as lifecycle
+from pkce_middleware._admissions import MAX_HEADER_BYTES
 from pkce_middleware._lifecycle import IDLE_RESOLUTION
 from tests.support.site import SESSION_COOKIE, Site, login, make_client, open_site, seal_session
 
@@ -162,6 +163,18 @@ async def test_the_same_tail_with_another_header_is_not_the_same_session(monkeyp
         # The key's bytes (the end of the header) are the same; the rest of the header is not.
         forged = "x" * (len(cookie) - 64) + cookie[-64:]
         assert (await with_cookie(site, forged, **JSON)).status_code == 401
+
+
+async def test_a_padded_cookie_header_is_not_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    async with open_site() as site:
+        cookie = seal_session(site.middleware)
+        opened = opened_cookies(site, monkeypatch)
+        padding = "; ".join(f"pad{n}={'p' * 1000}" for n in range(MAX_HEADER_BYTES // 1000))
+        for _ in range(2):
+            async with make_client(site.middleware) as client:
+                header = f"{padding}; {SESSION_COOKIE}={cookie}"
+                assert (await client.get("/", headers={"Cookie": header})).text == "hello carol"
+        assert opened == ["/", "/"]  # served, and opened each time: nothing of that size is kept
 
 
 async def test_no_admissions_when_the_session_cache_is_off(monkeypatch: pytest.MonkeyPatch) -> None:
