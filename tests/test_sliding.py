@@ -89,14 +89,17 @@ async def test_an_app_reusing_its_start_message_does_not_collect_our_cookies() -
         assert START["headers"] == [(b"content-type", b"text/plain")]
 
 
-async def test_a_client_that_keeps_no_cookies_gets_the_reissue_only_in_its_window(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    # The clock stands still (no minute turns over mid-test); the window is shut after the first answer.
-    frozen = time.time()
-    monkeypatch.setattr(lifecycle, "time", SimpleNamespace(time=lambda: frozen))
+@pytest.fixture
+def frozen(monkeypatch: pytest.MonkeyPatch) -> float:
+    """The lifecycle's clock, standing still: no minute turns over mid-test."""
+    now = time.time()
+    monkeypatch.setattr(lifecycle, "time", SimpleNamespace(time=lambda: now))
+    return now
+
+
+async def test_a_client_that_keeps_no_cookies_gets_the_reissue_only_in_its_window(frozen: float) -> None:
     async with open_site(session_idle_timeout=IDLE) as site:
-        site.middleware._parts.lifecycle.reissue_window = 0
+        site.middleware._parts.lifecycle.reissue_window = 0  # shut after the first answer
         aged = seal_session(site.middleware, last_seen=int(frozen) - IDLE // 2 - 5)
         first = await old_cookie_request(site.middleware, aged)
         assert first.text == "hello carol" and len(session_cookies(first)) == 1
@@ -106,11 +109,7 @@ async def test_a_client_that_keeps_no_cookies_gets_the_reissue_only_in_its_windo
             assert session_cookies(answer) == []
 
 
-async def test_a_flood_with_the_old_cookie_gets_the_reissue_in_its_first_answers_only(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    frozen = time.time()
-    monkeypatch.setattr(lifecycle, "time", SimpleNamespace(time=lambda: frozen))
+async def test_a_flood_with_the_old_cookie_gets_the_reissue_in_its_first_answers_only(frozen: float) -> None:
     async with open_site(session_idle_timeout=IDLE) as site:
         aged = seal_session(site.middleware, last_seen=int(frozen) - IDLE // 2 - 5)
         answers = [await old_cookie_request(site.middleware, aged) for _ in range(lifecycle.REISSUE_ANSWERS + 4)]
