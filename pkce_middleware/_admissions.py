@@ -17,7 +17,8 @@ It holds only while that answer cannot change, which `SessionManager` makes sure
 * everything else the answer depends on is fixed for the life of the process (keys, providers).
 
 Only a request with exactly one `Cookie` header is admitted or answered: with several (HTTP/2
-may split it), the one compared would not be all the request says.
+may split it), the one compared would not be all the request says. Its value must be `bytes`, as
+ASGI says: a server that passed a `bytearray` (unhashable) gets the full path instead of an error.
 """
 
 from __future__ import annotations
@@ -84,4 +85,4 @@ def _sole_cookie_header(scope: Scope) -> bytes | None:
             if found is not None:
                 return None
             found = value
-    return found
+    return found if found.__class__ is bytes else None

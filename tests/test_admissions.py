@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import pytest
@@ -154,6 +154,17 @@ async def test_a_session_in_one_of_two_cookie_headers_is_never_admitted_for_the_
         assert len(site.middleware._parts.lifecycle._admissions or ()) == 0
         alone = await raw_get(site, [(b"cookie", b"theme=dark"), (b"accept", b"application/json")])
         assert alone.status_code == 401
+
+
+async def test_a_cookie_header_as_a_bytearray_is_served_and_not_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    async with open_site() as site:
+        cookie = seal_session(site.middleware)
+        opened = opened_cookies(site, monkeypatch)
+        # ASGI says bytes; a server that hands over a bytearray must not turn a login into a 500.
+        header = cast(bytes, bytearray(f"{SESSION_COOKIE}={cookie}".encode()))
+        for _ in range(2):
+            assert (await raw_get(site, [(b"cookie", header)])).text == "hello carol"
+        assert opened == ["/", "/"]
 
 
 async def test_the_same_tail_with_another_header_is_not_the_same_session(monkeypatch: pytest.MonkeyPatch) -> None:
