@@ -10,8 +10,10 @@ publish on write rather than Redis's server-assisted `CLIENT TRACKING`: the same
 a single server, behind Sentinel (PUBLISH is replicated, so a process still subscribed to a demoted
 master hears the new master's writes) and on a Cluster (PUBLISH reaches every node), and on RESP2
 and RESP3 alike. What does not publish is covered otherwise: a key expiring by its TTL is a session
-the middleware finds expired by its own clocks anyway, and for a key evicted or deleted by hand an
-entry is used for at most `max_age` seconds before it is read again.
+the middleware finds expired by its own clocks anyway; a FLUSHALL or FLUSHDB (an operator ending
+every session at once, or a restart that kept no data) takes `EPOCH` with it, which the listener
+reads with each heartbeat, so it is noticed as fast as a logout; and for a key evicted or deleted
+by hand an entry is used for at most `max_age` seconds before it is read again.
 
 Three races, and what closes each:
 
@@ -57,6 +59,11 @@ logger = logging.getLogger("pkce_middleware")
 #: heartbeats (their traffic grows with the number of processes, not with its square). The sender
 #: alone knows when it sent a token, so a forged or replayed heartbeat proves nothing.
 CHANNEL = f"{PREFIX}invalidations"
+#: A hash whose `id` field, random, names this generation of the data: set by the first listener to
+#: find it missing, it changes only when the data went away together (FLUSHALL, FLUSHDB, a restart
+#: without persistence; on a Cluster, the flush of the node holding it). A hash, read with HGET,
+#: so the heartbeat's reads are told apart from the sessions' GETs in Redis's command counts.
+EPOCH = f"{PREFIX}epoch"
 
 
 def announcement(keys: Iterable[str]) -> str:
@@ -98,6 +105,8 @@ class SessionCache:
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         self._failing = False
+        #: The `EPOCH` last read; `None` until the first heartbeat.
+        self._epoch: str | None = None
         #: Times the cache was emptied because the channel (re)started: for tests and metrics.
         self.flushes = 0
 
@@ -219,6 +228,7 @@ class SessionCache:
                     self._beats[token] = now
                     if len(self._beats) > 64:  # a silent channel: keep the newest few
                         del self._beats[next(iter(self._beats))]
+                    self._check_epoch(await _epoch(client))
                     await client.publish(self._beat_channel, f"h {token}")
                     next_beat = now + self._heartbeat
                 message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=self._heartbeat)
@@ -229,6 +239,14 @@ class SessionCache:
                 connection.deregister_connect_callback(self._resubscribed)
             await pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
         return None
+
+    def _check_epoch(self, epoch: str) -> None:
+        # Whatever was cached before the change names keys that are gone; a fill under way read
+        # either the old data (its ticket is voided here) or the new (nothing, or a new login).
+        if self._epoch is not None and epoch != self._epoch:
+            logger.warning("session cache emptied: Redis lost its data (FLUSHALL, FLUSHDB, no persistence)")
+            self.flush()
+        self._epoch = epoch
 
     def _resubscribed(self, connection: object) -> None:
         self._live_until = 0.0  # until our own heartbeat comes back through the new connection
@@ -258,3 +276,12 @@ class SessionCache:
             self._failing = False
         self._live_until = max(self._live_until, sent_at + self._stale_after)
         return True
+
+
+async def _epoch(client: redis.asyncio.Redis) -> str:
+    """The data's `EPOCH`, created when it is missing."""
+    value = await client.hget(EPOCH, "id")
+    if value is None:
+        await client.hsetnx(EPOCH, "id", secrets.token_hex(8))
+        value = await client.hget(EPOCH, "id")
+    return "" if value is None else text(value)

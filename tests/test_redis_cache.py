@@ -134,6 +134,25 @@ async def test_backchannel_logout_reaches_a_process_serving_from_its_cache(redis
         assert await refused_within(copy, SEEN_WITHIN) < SEEN_WITHIN
 
 
+async def test_a_flushall_ends_cached_sessions_everywhere_within_a_second(
+    redis_server: RedisServer, inspector: redis.asyncio.Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with two_processes(redis_server.url) as (one, two, hostile):
+        await login(one.client, hostile)
+        elsewhere = same_browser(two, one.client.cookies[SESSION_COOKIE])
+        await warm(one, one.client)
+        await warm(two, elsewhere)
+
+        await inspector.flushall()  # an operator ending every session at once: nothing is announced
+        assert await refused_within(one.client, SEEN_WITHIN) < SEEN_WITHIN
+        assert await refused_within(elsewhere, SEEN_WITHIN) < SEEN_WITHIN
+        # (A process whose heartbeat was late may have read Redis and refused before it noticed.)
+        assert "session cache emptied: Redis lost its data" in caplog.text
+
+        await login(one.client, hostile)  # and a new login is served from the cache again
+        await warm(one, one.client)
+
+
 async def test_a_dropped_channel_means_a_get_per_request_until_it_is_back(
     redis_server: RedisServer, inspector: redis.asyncio.Redis
 ) -> None:

@@ -40,7 +40,7 @@ __all__ = [
 #: in the background (SUBSCRIBE, heartbeats by PUBLISH, the subscriber's health-check PING;
 #: tests/test_redis_cache.py watches the announcements of changes on the channel itself); and the
 #: handshake of a connection the pool opens when its others are busy (HELLO, CLIENT SETINFO).
-_BACKGROUND = {"info", "publish", "ping", "subscribe", "unsubscribe", "hello", "client|setinfo"}
+_BACKGROUND = {"info", "publish", "hget", "hsetnx", "ping", "subscribe", "unsubscribe", "hello", "client|setinfo"}
 
 
 @contextlib.asynccontextmanager
