@@ -36,7 +36,9 @@ __all__: list[str] = []
 
 logger = logging.getLogger("pkce_middleware")
 
-#: The idle clock is written back at most once a minute, even with the shortest idle timeout.
+#: Re-issues due within one slot of this many seconds share one new session (and one sealing);
+#: a quarter of the idle timeout when that is shorter, so that a session re-issued at the start of
+#: its slot and handed out at its end still has three quarters of the timeout ahead.
 IDLE_RESOLUTION = 60
 #: Re-issues remembered (by the session they replace), so that concurrent requests carrying the
 #: same old cookie share one new session and one sealing.
@@ -44,7 +46,7 @@ MAX_REISSUES = 1024
 #: For this many seconds after a re-issue, requests still carrying the old cookie get the new one
 #: too (a page's parallel requests, sent before the browser stored it), up to `REISSUE_ANSWERS` of
 #: them. Past that, a client still sending the old cookie keeps no cookies (a script, a load
-#: balancer's health check): it gets no Set-Cookie again until the next minute's re-issue, rather
+#: balancer's health check): it gets no Set-Cookie again until the next slot's re-issue, rather
 #: than a 2 kB header on every answer. A browser that lost every answer that carried it gets the
 #: cookie with the next re-issue, long before the idle timeout (half of it is still ahead).
 REISSUE_WINDOW = 5
@@ -85,7 +87,8 @@ class SessionManager:
         # ASP.NET Core's sliding rule: write the idle clock back once half of the window has passed.
         # A session then ends after between half and all of the idle timeout without requests,
         # and a busy one is re-issued twice per window, not on every request (no Set-Cookie).
-        self._reissue_after = max(IDLE_RESOLUTION, self._idle // 2)
+        self._reissue_after = max(1, self._idle // 2)
+        self._resolution = max(1, min(IDLE_RESOLUTION, self._idle // 4))
         self._reissued: dict[int, _Reissue] = {}
         #: `REISSUE_WINDOW` and `REISSUE_ANSWERS`, per instance (a benchmark widens them to measure
         #: a burst without end).
@@ -171,14 +174,14 @@ class SessionManager:
             until = min(until, session.access_expires_at - self._margin)
         if now - session.last_seen < self._reissue_after:
             return min(until, session.last_seen + self._reissue_after)
-        # Re-issued already: the renewed session is this minute's (`_reissue`), the next is new.
-        return min(until, (now // IDLE_RESOLUTION + 1) * IDLE_RESOLUTION)
+        # Re-issued already: the renewed session is this slot's (`_reissue`), the next is new.
+        return min(until, (now // self._resolution + 1) * self._resolution)
 
     def _reissue(self, session: Session, now: int) -> tuple[Session, bool]:
         """`session` with its idle clock moved to now, the same object for every request that
-        brings the same old session within a minute (so it is sealed once: `SessionCodec.seal`),
+        brings the same old session within a slot (so it is sealed once: `SessionCodec.seal`),
         and whether this answer should carry it (`REISSUE_WINDOW`, `REISSUE_ANSWERS`)."""
-        slot = now // IDLE_RESOLUTION
+        slot = now // self._resolution
         known = self._reissued.get(id(session))
         if known is None or known.old is not session or known.slot != slot:
             if len(self._reissued) >= MAX_REISSUES:

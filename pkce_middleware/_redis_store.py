@@ -16,15 +16,15 @@ Keys (`<h>` is a SHA-256 hex digest):
 * `pkce:lock:<h(id)>`: held by the one process refreshing that session.
 * `pkce:jti:<h(jti)>`: logout token ids already used (replay detection).
 
-Redis round trips per request: an authenticated request whose session this process has read
-before and nobody changed since is none (`_redis_cache.SessionCache`: every write below also
-announces the keys it changed, in the same transaction where it can); otherwise one GET (plus, on
-a connection idle for 30 s, the client's health-check PING); its write-back (the idle clock, at most once a minute, or a
-key rotation) adds one EVALSHA; a login is one EVALSHA (plus a GET and a MULTI/EXEC deleting the old
-session when the browser brought one); a logout is a GET and one MULTI/EXEC; a request that
-refreshes is GET, SET NX (the lock), GET (under the lock), EVALSHA (the save) and EVALSHA (the
-lock's release), and its write-back is not repeated. Waiting for another process's refresh polls
-SET NX every 50 ms.
+Redis round trips per request: an authenticated request whose session this process has read before
+and nobody changed since is none (`_redis_cache.SessionCache`: every write below also announces the
+keys it changed, in the same transaction where it can); otherwise one GET (plus, on a connection
+idle for 30 s, the client's health-check PING); its write-back (the idle clock, at most twice per
+idle timeout, or a key rotation) adds one EVALSHA; a login is one EVALSHA (plus a GET and a
+MULTI/EXEC deleting the old session when the browser brought one); a logout is a GET and one
+MULTI/EXEC; a request that refreshes is GET, SET NX (the lock), GET (under the lock), EVALSHA (the
+save) and EVALSHA (the lock's release), and its write-back is not repeated. Waiting for another
+process's refresh polls SET NX every 50 ms.
 
 Every Redis failure becomes `StoreUnavailable` (a 503 saying so; the session is not touched). The
 client reconnects by itself: a broken pooled connection is dropped and the command retried once on a
@@ -54,7 +54,6 @@ from starlette.types import Scope
 from ._cookies import CookiePolicy, CookieWriter, request_cookies
 from ._crypto import Sealer
 from ._exceptions import RefreshBusy, SessionEnded
-from ._lifecycle import IDLE_RESOLUTION
 from ._redis import REDIS_DOWN, connect, is_cluster, redacted, redis_key, text, unavailable
 from ._redis_cache import CHANNEL, SessionCache, announcement
 from ._redis_ids import SessionIds
@@ -75,8 +74,8 @@ __all__: list[str] = []
 
 logger = logging.getLogger("pkce_middleware")
 
-#: The idle clock is written back at most once a minute (`_lifecycle.IDLE_RESOLUTION`), and clocks of
-#: several processes differ a little: a key outlives the idle timeout by this much.
+#: The idle clock is written back in slots of up to a minute (`_lifecycle.IDLE_RESOLUTION`), and clocks
+#: of several processes differ a little: a key outlives the idle timeout by this much.
 _IDLE_SLACK = 120
 
 
@@ -133,7 +132,7 @@ class RedisStore:
         # When this process last sent each session's cookie, and how often a refresh renews it (as
         # often as the idle clock's re-issues, `_lifecycle.SessionManager`); see `save`.
         self._cookie_sent: OrderedDict[str, int] = OrderedDict()
-        self._renew_after = max(IDLE_RESOLUTION, (idle_timeout or max_age) // 2)
+        self._renew_after = max(1, (idle_timeout or max_age) // 2)
 
     def __repr__(self) -> str:
         return f"RedisStore(url={redacted(self._url)!r})"

@@ -14,10 +14,13 @@ on its own ports) and token lifetimes, which the provider only reads at startup.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
+from types import SimpleNamespace
 
 import pytest
 import redis.asyncio
 
+from pkce_middleware import _lifecycle as lifecycle
+from tests.support.clock import Clock
 from tests.support.redis_server import RedisServer
 from tests.support.site import Site, open_site
 
@@ -41,3 +44,10 @@ async def inspector(redis_server: RedisServer) -> AsyncIterator[redis.asyncio.Re
     await client.flushdb()
     yield client
     await client.aclose()
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> Iterator[Clock]:
+    clock = Clock()
+    monkeypatch.setattr(lifecycle, "time", SimpleNamespace(time=clock.time))
+    yield clock

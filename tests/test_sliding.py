@@ -15,6 +15,7 @@ import pytest
 
 from pkce_middleware import PKCEMiddleware
 from pkce_middleware import _lifecycle as lifecycle
+from tests.support.clock import Clock
 from tests.support.site import SESSION_COOKIE, login, make_client, open_site, seal_session
 
 IDLE = 3600
@@ -117,3 +118,30 @@ async def test_a_flood_with_the_old_cookie_gets_the_reissue_in_its_first_answers
         carried = [len(session_cookies(answer)) for answer in answers]
         assert carried == [1] * lifecycle.REISSUE_ANSWERS + [0] * 4
         assert len({cookie for answer in answers for cookie in session_cookies(answer)}) == 1
+
+
+@pytest.mark.parametrize("idle", [60, 61, 100, 119])
+async def test_a_busy_session_outlives_short_idle_timeouts(clock: Clock, idle: int) -> None:
+    """A request a second never idles out, even with the shortest idle timeout (60 s, where half
+    the window is shorter than a minute of re-issue slots)."""
+    async with open_site(session_idle_timeout=idle) as site:
+        cookie = seal_session(site.middleware, last_seen=int(clock.now), expires_at=int(clock.now) + 8 * IDLE)
+        async with make_client(site.middleware) as browser:  # keeps every cookie it is sent
+            browser.cookies.set(SESSION_COOKIE, cookie, domain="app.test")
+            statuses = []
+            for _ in range(3 * idle):
+                statuses.append((await browser.get("/", headers={"Accept": "application/json"})).status_code)
+                clock.now += 1
+        assert statuses == [200] * (3 * idle)
+
+
+async def test_a_session_left_alone_ends_after_between_half_and_all_of_a_short_idle_timeout(clock: Clock) -> None:
+    idle = 100
+    async with open_site(session_idle_timeout=idle) as site:
+        cookie = seal_session(site.middleware, last_seen=int(clock.now), expires_at=int(clock.now) + 8 * IDLE)
+        async with make_client(site.middleware) as browser:
+            browser.cookies.set(SESSION_COOKIE, cookie, domain="app.test")
+            clock.now += idle // 2 + 9  # the last request: re-issued (half the window passed)
+            assert session_cookies(await browser.get("/")) != []
+            clock.now += idle // 2 - 1  # quiet for just over half the window: still in
+            assert (await browser.get("/")).text == "hello carol"

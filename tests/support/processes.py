@@ -14,8 +14,10 @@ in both cases with the collected output in the message. `stop()` sends SIGTERM, 
 the whole process group if it is still there after `stop_timeout` seconds.
 
 The startup timeout is generous (`DEFAULT_STARTUP_TIMEOUT`): a process that works is ready long
-before it, and on a loaded 2-core machine a Node or Python start can take tens of seconds. The
-environment variable `PKCE_TEST_STARTUP_TIMEOUT` (seconds) overrides the default everywhere.
+before it, and on a loaded 2-core machine a Node or Python start can take tens of seconds. Time
+in which the waiting test process itself did not run (a paused VM, a starved process) does not
+count. The environment variable `PKCE_TEST_STARTUP_TIMEOUT` (seconds) overrides the default
+everywhere; a process that times out is reported with its state and the CPU time it used.
 """
 
 from __future__ import annotations
@@ -85,6 +87,20 @@ def startup_timeout(timeout: float | None = None) -> float:
     if not value > 0:
         raise ValueError(f"{STARTUP_TIMEOUT_ENV} must be a positive number of seconds, not {raw!r}")
     return value
+
+
+#: Seconds of one readiness step past which the step counts as a stall, not as waiting.
+_STALL = 5.0
+
+
+def _cpu_state(pid: int) -> str:
+    """What a process that is not ready is doing: its state and the CPU time it has used (Linux)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return "process state unknown"
+    ticks = os.sysconf("SC_CLK_TCK")
+    return f"process state {fields[0]}, CPU used {(int(fields[11]) + int(fields[12])) / ticks:.2f} s"
 
 
 def free_port() -> int:
@@ -223,16 +239,25 @@ class Process:
             raise RuntimeError(f"{self.name}: start() first")
         if deadline is None:
             deadline = self._started_at + startup_timeout(self.startup_timeout)
+        checked = time.monotonic()
         while True:
             if process.poll() is not None:
                 self._raise_exited(process)
             waiting_for = self._not_ready()
             if waiting_for is None:
                 return
-            if time.monotonic() >= deadline:
+            now = time.monotonic()
+            # A step that took far longer than its 0.05 s wait means this process (or the whole
+            # machine: a paused VM's monotonic clock jumps) did not run: that time is nobody's
+            # startup, and must not use up the deadline of a process that never got to start.
+            if now - checked > _STALL:
+                deadline += now - checked
+            checked = now
+            if now >= deadline:
                 raise ProcessError(
                     f"{self.name} was not ready within {deadline - self._started_at:.0f} s ({waiting_for}); "
-                    f"{STARTUP_TIMEOUT_ENV} allows more time; output so far:\n{self.output()}"
+                    f"{STARTUP_TIMEOUT_ENV} allows more time; {_cpu_state(process.pid)}; "
+                    f"output so far:\n{self.output()}"
                 )
             with self._lines_changed:
                 self._lines_changed.wait(0.05)  # woken early by new output
