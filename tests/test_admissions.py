@@ -62,6 +62,15 @@ async def with_cookie(middleware: PKCEMiddleware, cookie: str, path: str = "/", 
         return await client.get(path, headers={"Cookie": f"{SESSION_COOKIE}={cookie}", **headers})
 
 
+async def admitted_login(site: Site) -> str:
+    """Log alice in; her cookie, answered twice from a client that keeps no cookies (admitted)."""
+    await login(site.client, site.hostile)
+    cookie = site.client.cookies[SESSION_COOKIE]
+    for _ in range(2):
+        assert (await with_cookie(site.middleware, cookie)).text == "hello alice"
+    return cookie
+
+
 async def test_a_repeated_cookie_is_not_opened_again(monkeypatch: pytest.MonkeyPatch) -> None:
     async with open_site() as site:
         assert (await login(site.client, site.hostile)).status_code == 303
@@ -74,10 +83,7 @@ async def test_a_repeated_cookie_is_not_opened_again(monkeypatch: pytest.MonkeyP
 
 async def test_a_logout_ends_an_admitted_session_at_once() -> None:
     async with open_site() as site:
-        await login(site.client, site.hostile)
-        cookie = site.client.cookies[SESSION_COOKIE]
-        for _ in range(2):
-            assert (await with_cookie(site.middleware, cookie)).text == "hello alice"
+        cookie = await admitted_login(site)
         assert (await site.client.post("/auth/logout", headers={"Origin": "https://app.test"})).status_code == 303
         # A copy of the cookie (another tab, or a thief) that was admitted a moment ago.
         assert (await with_cookie(site.middleware, cookie, **JSON)).status_code == 401
@@ -220,10 +226,7 @@ async def test_a_backchannel_logout_by_sub_ends_that_users_admitted_sessions_onl
 async def test_a_frontchannel_logout_by_sid_ends_an_admitted_session() -> None:
     async with open_site(frontchannel_logout_path="/auth/frontchannel-logout") as site:
         site.hostile.sid = "op-7"
-        await login(site.client, site.hostile)
-        cookie = site.client.cookies[SESSION_COOKIE]
-        for _ in range(2):
-            assert (await with_cookie(site.middleware, cookie)).text == "hello alice"
+        cookie = await admitted_login(site)
         # The provider's iframe: cross-site, so without our SameSite=Lax cookie.
         async with make_client(site.middleware) as iframe:
             params = {"iss": site.hostile.issuer, "sid": "op-7"}
@@ -233,10 +236,7 @@ async def test_a_frontchannel_logout_by_sid_ends_an_admitted_session() -> None:
 
 async def test_a_login_that_replaces_a_session_ends_the_old_ones_admission() -> None:
     async with open_site() as site:
-        await login(site.client, site.hostile)
-        old = site.client.cookies[SESSION_COOKIE]
-        for _ in range(2):
-            assert (await with_cookie(site.middleware, old)).text == "hello alice"
+        old = await admitted_login(site)
         site.hostile.sub = "mallory"
         # The same browser switches account (`prompt=login` starts a login over a live session).
         switch = await site.client.get(site.config.login_path, params={"prompt": "login"})

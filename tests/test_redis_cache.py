@@ -66,6 +66,15 @@ def same_browser(site: Site, cookie: str) -> httpx.AsyncClient:
     return client
 
 
+async def logged_in_on_both(one: Site, two: Site, hostile: HostileProvider) -> httpx.AsyncClient:
+    """Log in on `one`; warm the session there and in `two`, for a copy of the cookie, returned."""
+    await login(one.client, hostile)
+    elsewhere = same_browser(two, one.client.cookies[SESSION_COOKIE])
+    await warm(one, one.client)
+    await warm(two, elsewhere)
+    return elsewhere
+
+
 async def warm(site: Site, client: httpx.AsyncClient, user: str = "alice") -> None:
     """Channel live, and the session read once (the fill) and served again from the cache."""
     assert (await client.get("/")).text == f"hello {user}"  # the first Redis use starts the listener
@@ -94,11 +103,8 @@ async def test_logout_is_seen_at_once_here_and_within_a_second_elsewhere(
     redis_server: RedisServer, inspector: redis.asyncio.Redis
 ) -> None:
     async with two_processes(redis_server.url) as (one, two, hostile):
-        await login(one.client, hostile)
+        elsewhere = await logged_in_on_both(one, two, hostile)
         cookie = one.client.cookies[SESSION_COOKIE]
-        elsewhere = same_browser(two, cookie)
-        await warm(one, one.client)
-        await warm(two, elsewhere)
 
         announced = inspector.pubsub()
         await announced.subscribe(CHANNEL)
@@ -123,10 +129,7 @@ async def test_logout_is_seen_at_once_here_and_within_a_second_elsewhere(
 async def test_backchannel_logout_reaches_a_process_serving_from_its_cache(redis_server: RedisServer) -> None:
     async with two_processes(redis_server.url) as (one, two, hostile):
         hostile.sid = "op-session-7"
-        await login(one.client, hostile)
-        copy = same_browser(two, one.client.cookies[SESSION_COOKIE])
-        await warm(one, one.client)
-        await warm(two, copy)
+        copy = await logged_in_on_both(one, two, hostile)
 
         token = hostile.logout_token(sid="op-session-7")
         assert (await one.client.post("/auth/backchannel-logout", data={"logout_token": token})).status_code == 200
@@ -138,10 +141,7 @@ async def test_a_flushall_ends_cached_sessions_everywhere_within_a_second(
     redis_server: RedisServer, inspector: redis.asyncio.Redis, caplog: pytest.LogCaptureFixture
 ) -> None:
     async with two_processes(redis_server.url) as (one, two, hostile):
-        await login(one.client, hostile)
-        elsewhere = same_browser(two, one.client.cookies[SESSION_COOKIE])
-        await warm(one, one.client)
-        await warm(two, elsewhere)
+        elsewhere = await logged_in_on_both(one, two, hostile)
 
         await inspector.flushall()  # an operator ending every session at once: nothing is announced
         assert await refused_within(one.client, SEEN_WITHIN) < SEEN_WITHIN
@@ -157,10 +157,7 @@ async def test_a_dropped_channel_means_a_get_per_request_until_it_is_back(
     redis_server: RedisServer, inspector: redis.asyncio.Redis
 ) -> None:
     async with two_processes(redis_server.url) as (one, two, hostile):
-        await login(one.client, hostile)
-        copy = same_browser(two, one.client.cookies[SESSION_COOKIE])
-        await warm(one, one.client)
-        await warm(two, copy)
+        copy = await logged_in_on_both(one, two, hostile)
         cache = redis_store_of(two).cache
         flushes = cache.flushes
 
