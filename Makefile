@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install test-deps redis-server chromium test fuzz lint demo bench bench-server soak readme clean
+.PHONY: install test-deps redis-server chromium test fuzz lint demo bench bench-server bench-instructions soak readme clean
 
 install: $(VENV)/.installed provider/node_modules/.package-lock.json
 
@@ -60,6 +60,12 @@ bench: install
 bench-server: install redis-server
 	@command -v wrk >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }
 	$(BIN)/python -m benchmarks.bench_server
+
+# Instructions per request under Debian's valgrind (callgrind): bench_request's rows, counted, not timed,
+# so a change can be compared on a noisy shared machine (benchmarks/README.md, "bench_instructions").
+bench-instructions: install
+	@command -v valgrind >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq valgrind >/dev/null; }
+	$(BIN)/python -m benchmarks.bench_instructions
 
 # 1,000 real logins, then 60 s of mixed traffic (logouts, refreshes) on two app processes sharing a
 # real Redis: fails on any error, cross-user answer, accepted logged-out cookie or 20 MB of growth

@@ -99,9 +99,10 @@ STARVED = 0.8
 #: A response head larger than this is no answer from our servers.
 MAX_HEAD_BYTES = 64 * 1024
 SERVER_STARTUP_TIMEOUT = 60.0
-#: Redis commands that change no data: the store's GET, a connection's setup, and the PUBLISH and
-#: SUBSCRIBE of the store's local session cache (its listener's heartbeat, a few times a second).
-READS = frozenset({"get", "ping", "hello", "client", "select", "auth", "publish", "subscribe"})
+#: Redis commands that change no data: the store's GET, a connection's setup, and the PUBLISH,
+#: SUBSCRIBE and HGET of the store's local session cache (its listener's heartbeat and the data's
+#: epoch it reads with it, a few times a second).
+READS = frozenset({"get", "ping", "hello", "client", "select", "auth", "publish", "subscribe", "hget"})
 #: What a uvicorn whose lifespan completed prints (at the default log level).
 SERVER_READY = r"Application startup complete"
 
