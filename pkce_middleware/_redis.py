@@ -308,7 +308,7 @@ def unavailable(what: str) -> Iterator[None]:
     except REDIS_DOWN as exc:
         # Connection refused or reset, timeout, LOADING, READONLY, OOM, NOAUTH: Redis cannot serve,
         # and that is a 503 for this request, never a logout.
-        detail = f"redis {what}: {_described(exc)}"
+        detail = f"redis {what}: {described(exc)}"
         if isinstance(exc, RedisClusterException):
             # No `RedisError`: the cluster client was asked what no cluster serves (keys of two
             # slots in one command: a bug here) or reached none of the nodes it knows. Either
@@ -317,7 +317,7 @@ def unavailable(what: str) -> Iterator[None]:
         raise StoreUnavailable(detail) from exc
 
 
-def _described(exc: BaseException) -> str:
+def described(exc: BaseException) -> str:
     """`Type: message`, bounded, and the error that caused it when that says more (a refused TLS
     handshake under a `ConnectionError`, a sentinel's failure under `MasterNotFoundError`)."""
     said = f"{type(exc).__name__}: {_bounded(str(exc))}"

@@ -44,8 +44,9 @@ from collections import OrderedDict
 from collections.abc import Iterable
 
 import redis.asyncio
+from redis.exceptions import ReadOnlyError, ResponseError
 
-from ._redis import PREFIX, REDIS_DOWN, text
+from ._redis import PREFIX, REDIS_DOWN, described, text
 from ._session import Session
 
 __all__: list[str] = []
@@ -107,6 +108,7 @@ class SessionCache:
         self._failing = False
         #: The `EPOCH` last read; `None` until the first heartbeat.
         self._epoch: str | None = None
+        self._epoch_unreadable = False
         #: Times the cache was emptied because the channel (re)started: for tests and metrics.
         self.flushes = 0
 
@@ -228,7 +230,7 @@ class SessionCache:
                     self._beats[token] = now
                     if len(self._beats) > 64:  # a silent channel: keep the newest few
                         del self._beats[next(iter(self._beats))]
-                    self._check_epoch(await _epoch(client))
+                    await self._read_epoch(client)
                     await client.publish(self._beat_channel, f"h {token}")
                     next_beat = now + self._heartbeat
                 message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=self._heartbeat)
@@ -239,6 +241,29 @@ class SessionCache:
                 connection.deregister_connect_callback(self._resubscribed)
             await pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
         return None
+
+    async def _read_epoch(self, client: redis.asyncio.Redis) -> None:
+        try:
+            epoch = await _epoch(client)
+        except ResponseError as exc:
+            if isinstance(exc, ReadOnlyError):
+                raise  # a demoted master: an outage of this connection, like any other
+            # Redis answers, but not this (the key holds another type, an ACL refuses HGET/HSETNX):
+            # the cache works on, only a FLUSHALL goes unnoticed, so say that once, not the outage
+            # that tearing the subscription down for it would look like.
+            if not self._epoch_unreadable:
+                logger.warning(
+                    "session cache cannot read %s, so a FLUSHALL will not empty it (delete the key or allow "
+                    "HGET and HSETNX on it): %s",
+                    EPOCH,
+                    described(exc),
+                )
+                self._epoch_unreadable = True
+            return
+        if self._epoch_unreadable:
+            logger.info("session cache reads %s again", EPOCH)
+            self._epoch_unreadable = False
+        self._check_epoch(epoch)
 
     def _check_epoch(self, epoch: str) -> None:
         # Whatever was cached before the change names keys that are gone; a fill under way read
