@@ -30,6 +30,7 @@ from tests.support.site import (
     make_config,
     open_site,
     seal_session,
+    session_cookies,
     strong_secret_key,
 )
 from tests.support.websocket import handshake
@@ -50,10 +51,6 @@ def opened_cookies(middleware: PKCEMiddleware, monkeypatch: pytest.MonkeyPatch) 
 
     monkeypatch.setattr(store, "load_now", counting)
     return opened
-
-
-def set_cookies(response: httpx.Response) -> list[str]:
-    return [v for v in response.headers.get_list("set-cookie") if v.startswith(SESSION_COOKIE + "=")]
 
 
 async def with_cookie(middleware: PKCEMiddleware, cookie: str, path: str = "/", **headers: str) -> httpx.Response:
@@ -77,7 +74,7 @@ async def test_a_repeated_cookie_is_not_opened_again(monkeypatch: pytest.MonkeyP
         opened = opened_cookies(site.middleware, monkeypatch)
         answers = [await site.client.get(f"/{n}") for n in range(4)]
         assert [a.text for a in answers] == ["hello alice"] * 4
-        assert all(set_cookies(a) == [] for a in answers)
+        assert all(session_cookies(a) == [] for a in answers)
         assert opened == ["/0"]  # the first request opened it; the other three were admitted
 
 
@@ -106,10 +103,10 @@ async def test_an_admitted_session_is_reissued_once_half_its_idle_window_passed(
         cookie = seal_session(site.middleware, last_seen=int(clock.now), expires_at=int(clock.now) + 8 * IDLE)
         young = await with_cookie(site.middleware, cookie)
         again = await with_cookie(site.middleware, cookie)
-        assert (young.text, set_cookies(young), set_cookies(again)) == ("hello carol", [], [])
+        assert (young.text, session_cookies(young), session_cookies(again)) == ("hello carol", [], [])
         clock.now += IDLE // 2
         reissued = await with_cookie(site.middleware, cookie)
-        assert reissued.text == "hello carol" and len(set_cookies(reissued)) == 1
+        assert reissued.text == "hello carol" and len(session_cookies(reissued)) == 1
 
 
 async def test_an_admitted_session_idles_out(clock: Clock) -> None:
@@ -119,7 +116,7 @@ async def test_an_admitted_session_idles_out(clock: Clock) -> None:
         cookie = seal_session(site.middleware, last_seen=int(clock.now) - IDLE + 90)
         answers = [await with_cookie(site.middleware, cookie) for _ in range(3)]
         assert [a.text for a in answers] == ["hello carol"] * 3
-        assert [len(set_cookies(a)) for a in answers] == [1, 0, 0]
+        assert [len(session_cookies(a)) for a in answers] == [1, 0, 0]
         clock.now += 90
         assert (await with_cookie(site.middleware, cookie, **JSON)).status_code == 401
 
@@ -144,7 +141,7 @@ async def test_an_admitted_session_is_refreshed_when_due(clock: Clock) -> None:
         assert site.hostile.calls["refresh"] == 0
         clock.now += 20
         refreshed = await with_cookie(site.middleware, cookie)
-        assert refreshed.text == "hello carol" and len(set_cookies(refreshed)) == 1
+        assert refreshed.text == "hello carol" and len(session_cookies(refreshed)) == 1
         assert site.hostile.calls["refresh"] == 1
 
 
@@ -259,11 +256,11 @@ async def test_a_cookie_sealed_with_a_retired_key_is_written_again_on_every_requ
         answers = [await with_cookie(site.middleware, cookie) for _ in range(3)]
         assert [a.text for a in answers] == ["hello carol"] * 3
         # Never admitted: every answer re-seals it with the new key, as the full path says.
-        assert [len(set_cookies(a)) for a in answers] == [1, 1, 1]
+        assert [len(session_cookies(a)) for a in answers] == [1, 1, 1]
         assert opened == ["/"] * 3
-        resealed = set_cookies(answers[0])[0].split(";")[0].partition("=")[2]
+        resealed = session_cookies(answers[0])[0].split(";")[0].partition("=")[2]
         assert (await with_cookie(site.middleware, resealed)).text == "hello carol"
-        assert set_cookies(await with_cookie(site.middleware, resealed)) == []
+        assert session_cookies(await with_cookie(site.middleware, resealed)) == []
 
 
 async def test_an_admitted_reissue_is_offered_again_the_next_minute(clock: Clock) -> None:
@@ -271,12 +268,12 @@ async def test_an_admitted_reissue_is_offered_again_the_next_minute(clock: Clock
         site.middleware._parts.lifecycle.reissue_window = 0  # a client that keeps no cookies
         cookie = seal_session(site.middleware, last_seen=int(clock.now) - IDLE // 2 - 5)
         first = [await with_cookie(site.middleware, cookie) for _ in range(3)]
-        assert [len(set_cookies(a)) for a in first] == [1, 0, 0]  # the later two admitted
+        assert [len(session_cookies(a)) for a in first] == [1, 0, 0]  # the later two admitted
         clock.now += IDLE_RESOLUTION - 0.5  # still this minute: still admitted, still no cookie
-        assert set_cookies(await with_cookie(site.middleware, cookie)) == []
+        assert session_cookies(await with_cookie(site.middleware, cookie)) == []
         clock.now += 0.5  # the next minute: the full path re-issues, and so must the admission
         again = await with_cookie(site.middleware, cookie)
-        assert again.text == "hello carol" and len(set_cookies(again)) == 1
+        assert again.text == "hello carol" and len(session_cookies(again)) == 1
 
 
 async def test_an_admitted_session_ends_at_its_idle_second_not_a_fraction_later(clock: Clock) -> None:

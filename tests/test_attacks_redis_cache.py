@@ -12,7 +12,6 @@ import asyncio
 import dataclasses
 import secrets
 import time
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -28,7 +27,7 @@ from pkce_middleware._redis_revocations import SharedRevocations
 from pkce_middleware._redis_store import RedisStore
 from pkce_middleware._session import Session, SessionCodec
 from pkce_middleware._shared_refresh import SharedRefresh
-from tests.support.redis_checks import make_store, new_session, request_with, saved, stores
+from tests.support.redis_checks import make_store, new_session, request_with, saved, stores, until
 from tests.support.redis_server import RedisServer
 from tests.support.site import SESSION_COOKIE, open_site, seal_session, strong_secret_key
 
@@ -41,14 +40,6 @@ SEEN_WITHIN = 2.0
 def tokens(sub: str = "alice") -> dict[str, Any]:
     """The access token this module's sessions of `sub` carry: its own per user, valid for 5 minutes."""
     return {"access_token": f"at-1-{sub}", "access_expires_at": int(time.time()) + 300}
-
-
-async def until(condition: Callable[[], bool], seconds: float = 10.0) -> None:
-    for _ in range(int(seconds / 0.01)):
-        if condition():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("not within the time allowed")
 
 
 async def live(store: RedisStore) -> None:

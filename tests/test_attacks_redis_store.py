@@ -12,11 +12,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
 
-import httpx
 import pytest
 import redis.asyncio
 
@@ -35,9 +33,10 @@ from tests.support.redis_checks import (
     saved,
     session_keys,
     stores,
+    until,
 )
 from tests.support.redis_server import RedisServer
-from tests.support.site import SESSION_COOKIE, login, strong_secret_key
+from tests.support.site import SESSION_COOKIE, login, session_cookies, strong_secret_key
 
 pytestmark = pytest.mark.redis
 
@@ -45,22 +44,10 @@ JSON = {"Accept": "application/json"}
 DAY = 86400
 
 
-def session_cookies(response: httpx.Response) -> list[str]:
-    return [v for v in response.headers.get_list("set-cookie") if v.startswith(SESSION_COOKIE + "=")]
-
-
 def max_age_of(set_cookie: str) -> int:
     found = re.search(r"Max-Age=(\d+)", set_cookie)
     assert found is not None, set_cookie
     return int(found.group(1))
-
-
-async def until(condition: Callable[[], bool], seconds: float = 10.0) -> None:
-    for _ in range(int(seconds / 0.01)):
-        if condition():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("not within the time allowed")
 
 
 # == found by this review, fixed ====================================================================

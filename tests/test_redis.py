@@ -49,7 +49,7 @@ from tests.support.redis_checks import (
     stores,
 )
 from tests.support.redis_server import RedisServer
-from tests.support.site import SESSION_COOKIE, Site, login, session_codec, strong_secret_key
+from tests.support.site import SESSION_COOKIE, Site, login, session_codec, session_cookies, strong_secret_key
 
 pytestmark = pytest.mark.redis
 
@@ -66,10 +66,6 @@ def sealed_id(key: str, session_id: str) -> str:
 def session_id_of(site: Site, cookie: str) -> bytes | None:
     """The session id sealed in the site's session cookie `cookie`."""
     return Sealer([str(k) for k in site.config.secret_keys], bound_purpose("session-id", site.config)).open(cookie)
-
-
-def session_cookies(response: httpx.Response) -> list[str]:
-    return [v for v in response.headers.get_list("set-cookie") if v.startswith(SESSION_COOKIE + "=")]
 
 
 def clock_at(monkeypatch: pytest.MonkeyPatch, module: ModuleType, moment: float) -> None:

@@ -16,7 +16,7 @@ import pytest
 from pkce_middleware import PKCEMiddleware
 from pkce_middleware import _lifecycle as lifecycle
 from tests.support.clock import Clock
-from tests.support.site import SESSION_COOKIE, login, make_client, open_site, seal_session
+from tests.support.site import SESSION_COOKIE, login, make_client, open_site, seal_session, session_cookies
 
 IDLE = 3600
 
@@ -26,10 +26,6 @@ async def old_cookie_request(app: PKCEMiddleware, cookie: str) -> httpx.Response
     async with make_client(app) as client:
         client.headers["Cookie"] = f"{SESSION_COOKIE}={cookie}"
         return await client.get("/")
-
-
-def session_cookies(response: httpx.Response) -> list[str]:
-    return [v for v in response.headers.get_list("set-cookie") if v.startswith(SESSION_COOKIE + "=")]
 
 
 async def test_no_set_cookie_while_the_session_is_young() -> None:

@@ -8,7 +8,7 @@ import contextlib
 import secrets
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import redis.asyncio
@@ -160,3 +160,12 @@ async def saved(store: RedisStore, session: Session) -> str:
     cookie = set_cookie_value(writer)
     assert cookie
     return cookie
+
+
+async def until(condition: Callable[[], bool], seconds: float = 10.0) -> None:
+    """Poll `condition` every 10 ms; fails past `seconds`."""
+    for _ in range(int(seconds / 0.01)):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("not within the time allowed")

@@ -210,6 +210,11 @@ async def login(client: httpx.AsyncClient, hostile: HostileProvider, path: str =
     return await complete_login(client, hostile, params)
 
 
+def session_cookies(response: httpx.Response) -> list[str]:
+    """The response's `Set-Cookie` values for the session cookie."""
+    return [v for v in response.headers.get_list("set-cookie") if v.startswith(SESSION_COOKIE + "=")]
+
+
 def flow_cookie_names(client: httpx.AsyncClient) -> list[str]:
     return [name for name in client.cookies if name.startswith(FLOW_COOKIE_PREFIX)]
 
