@@ -1,4 +1,5 @@
-"""The Redis store's cookie: a sealed random session id, and the Redis key it names.
+"""The Redis store's cookie: a sealed random session id, the Redis key it names, and when it is
+sent again.
 
 The same cookie comes with every request of a session, and opening it is an AES-GCM decryption
 and a hash, so the last opened values are remembered; only an exact match hits.
@@ -10,7 +11,7 @@ from collections import OrderedDict
 
 from starlette.types import Scope
 
-from ._cookies import read_cookie
+from ._cookies import CookiePolicy, CookieWriter, read_cookie
 from ._crypto import Sealer
 from ._redis import redis_key
 
@@ -21,11 +22,19 @@ _MAX_ID_COOKIE = 200
 
 
 class SessionIds:
-    def __init__(self, sealer: Sealer, cookie_name: str, *, cache_size: int) -> None:
+    def __init__(
+        self, sealer: Sealer, policy: CookiePolicy, *, cache_size: int, max_age: int, renew_after: int
+    ) -> None:
         self._sealer = sealer
-        self._name = cookie_name.encode()
+        self._policy = policy
+        self._name = policy.session_name.encode()
         self._opened: OrderedDict[str, tuple[str, str]] = OrderedDict()
         self._cache_size = cache_size
+        self._max_age = max_age
+        # When this process last sent each session's cookie, and how often a refresh renews it (as
+        # often as the idle clock's re-issues, `_lifecycle.SessionManager`); see `RedisStore.save`.
+        self._sent: OrderedDict[str, int] = OrderedDict()
+        self._renew_after = renew_after
         #: Whether a cookie is sealed with the newest key (else it is sealed again on the next write).
         self.is_current = sealer.is_current
 
@@ -56,3 +65,20 @@ class SessionIds:
 
     def seal(self, session_id: str) -> str:
         return self._sealer.seal(session_id.encode())
+
+    def sent_lately(self, session_id: str, now: int) -> bool:
+        sent = self._sent.get(session_id)
+        return sent is not None and now - sent < self._renew_after
+
+    def send(self, session_id: str, expires_at: int, now: int, cookies: CookieWriter) -> None:
+        # Max-Age is the larger of the configured maximum and what is left of this session: the
+        # first alone would end the cookie before the session when PKCE_SESSION_MAX_AGE was lowered
+        # after its login (a session keeps its `expires_at`), the second alone by however much
+        # this process's clock runs ahead of the one serving its last requests. A cookie that
+        # outlives its session costs one GET, which finds nothing and deletes it.
+        max_age = max(self._max_age, expires_at - now)
+        self._policy.set(cookies, self._policy.session_name, self.seal(session_id), max_age=max_age)
+        self._sent[session_id] = now
+        self._sent.move_to_end(session_id)
+        if len(self._sent) > self._cache_size:
+            self._sent.popitem(last=False)

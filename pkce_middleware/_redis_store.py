@@ -109,7 +109,6 @@ class RedisStore:
         self._url = url
         self._codec = codec
         self._policy = policy
-        self._max_age = max_age
         self._idle_timeout = idle_timeout
         self._lock_timeout = lock_timeout
         self._lock_wait = lock_wait
@@ -120,7 +119,8 @@ class RedisStore:
         self._legacy_names = chunk_names(policy.session_name)
         self._client: redis.asyncio.Redis | None = None
         self._save_script: AsyncScript | None = None
-        self._ids = SessionIds(id_sealer, policy.session_name, cache_size=cache_size)
+        renew_after = max(1, (idle_timeout or max_age) // 2)
+        self._ids = SessionIds(id_sealer, policy, cache_size=cache_size, max_age=max_age, renew_after=renew_after)
         self._cache_size = cache_size
         self._refreshing: dict[str, asyncio.Task[Session]] = {}
         # Sessions `single_flight` handed out exactly as they are in Redis (by id, the very object):
@@ -129,10 +129,6 @@ class RedisStore:
         self._in_redis: OrderedDict[str, Session] = OrderedDict()
         # Opened sessions by key, dropped when any process announces a change (`_redis_cache`).
         self._cache = SessionCache(size=cache_size)
-        # When this process last sent each session's cookie, and how often a refresh renews it (as
-        # often as the idle clock's re-issues, `_lifecycle.SessionManager`); see `save`.
-        self._cookie_sent: OrderedDict[str, int] = OrderedDict()
-        self._renew_after = max(1, (idle_timeout or max_age) // 2)
 
     def __repr__(self) -> str:
         return f"RedisStore(url={redacted(self._url)!r})"
@@ -232,8 +228,8 @@ class RedisStore:
             # process sent it within the same cadence: with access tokens shorter than half the
             # idle window, refreshes keep the idle clock young and are the only writes there are.
             named = update and found is not None and self._ids.is_current(found[0])
-            if not (named and refreshed and self._sent_lately(session.id, now)):
-                self._send_cookie(session, now, cookies)
+            if not (named and refreshed and self._ids.sent_lately(session.id, now)):
+                self._ids.send(session.id, session.expires_at, now, cookies)
         elif outcome == SUPERSEDED:
             # Another process refreshed it since this request loaded it: its tokens stay, and this
             # request's idle clock is dropped (the next request writes its own). The cookie is right.
@@ -246,23 +242,6 @@ class RedisStore:
         for name in self._legacy_names:
             if name in present:
                 self._policy.delete(cookies, name)
-
-    def _sent_lately(self, session_id: str, now: int) -> bool:
-        sent = self._cookie_sent.get(session_id)
-        return sent is not None and now - sent < self._renew_after
-
-    def _send_cookie(self, session: Session, now: int, cookies: CookieWriter) -> None:
-        # Max-Age is the larger of the configured maximum and what is left of this session: the
-        # first alone would end the cookie before the session when PKCE_SESSION_MAX_AGE was lowered
-        # after its login (a session keeps its `expires_at`), the second alone by however much
-        # this process's clock runs ahead of the one serving its last requests. A cookie that
-        # outlives its session costs one GET, which finds nothing and deletes it.
-        max_age = max(self._max_age, session.expires_at - now)
-        self._policy.set(cookies, self._name, self._ids.seal(session.id), max_age=max_age)
-        self._cookie_sent[session.id] = now
-        self._cookie_sent.move_to_end(session.id)
-        if len(self._cookie_sent) > self._cache_size:
-            self._cookie_sent.popitem(last=False)
 
     async def _write(self, session: Session, *, now: int, update: bool, expected: Session) -> int:
         """Store `session` (atomically, with its index entries), if it is a new one or, for an
