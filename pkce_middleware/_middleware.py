@@ -12,6 +12,7 @@ What each step means lives in its own module; this one only decides which step c
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Mapping
 from types import TracebackType
@@ -42,7 +43,7 @@ from ._routes import Routes
 from ._rules import Require
 from ._session import Session
 from ._store import PENDING
-from ._websockets import public_path, refuse_websocket, refused_socket, sending_session, watched_websocket
+from ._websockets import public_path, refuse_websocket, sending_session, watched_websocket
 
 __all__ = ["PKCEMiddleware"]
 
@@ -94,14 +95,16 @@ class PKCEMiddleware:
         # Bearer tokens come from the first provider: checked against its issuer (of several, its own configuration).
         first = config.each_provider[0][2]
         self._resource = ResourceServer(first, self._parts.provider) if config.resource is not None else None
+        challenges = self._resource.challenges if self._resource is not None else None
         self._guard = Guard(
             self._hooks,
             login_path=config.login_path,
             leeway=config.clock_leeway,
-            token_challenges=self._resource.challenges if self._resource is not None else None,
+            token_challenges=challenges,
             rules=self._parts.rules,
         )
         self._routes = Routes(self._parts, self._hooks)
+        self._refuse = functools.partial(self._routes.refuse, challenges=challenges)
         self._lifecycle = self._parts.lifecycle
         try:
             self._modes = Modes(config.bearer_paths, modes or {})
@@ -193,7 +196,7 @@ class PKCEMiddleware:
             await self._refuse(exc, scope, receive, send)
             return
         user, credentials = TokenUser(info), TokenCredentials(info, presented.token)
-        if self._parts.rules.active:
+        if self._any_rules:
             refusal = self._guard.refusal(info.claims, scope)
             if refusal is not None:
                 scope["auth"] = credentials  # the guard answers a token's caller as one: never a redirect
@@ -211,24 +214,6 @@ class PKCEMiddleware:
         scope["user"], scope["auth"] = UnauthenticatedUser(), AuthCredentials()
         scope[GUARD_KEY] = self._guard
         await self.app(scope, receive, send)
-
-    async def _refuse(
-        self, exc: PKCEMiddlewareError, scope: Scope, receive: Receive, send: Send, *, token_too: bool = False
-    ) -> None:
-        """Answer `exc`; `token_too`: the path also takes tokens, so a 401 also says how to get one."""
-        if isinstance(exc, BearerError) and self._resource is not None and not exc.challenges:
-            exc.challenges = self._resource.challenges(exc)
-        if scope["type"] == "websocket":
-            await refused_socket(exc, scope, send)
-            return
-        response = await self._hooks.error_response(exc, scope, receive)
-        if isinstance(exc, LoginRequired):
-            await self._routes.forget_session(scope, response)
-            if token_too and self._resource is not None:
-                # RFC 9728 section 5.1: an agent finds its way to a token from here too.
-                challenges = self._resource.challenges(None)
-                response.raw_headers.extend((b"www-authenticate", value.encode("latin-1")) for value in challenges)
-        await response(scope, receive, send)
 
     async def _watched_websocket(
         self, scope: Scope, receive: Receive, send: Send, ends_at: float, session: Session | None = None

@@ -26,9 +26,11 @@ from ._components import Components
 from ._cookies import CookieWriter, request_cookies
 from ._exceptions import (
     AccessDenied,
+    BearerError,
     CallbackError,
     ChooseProvider,
     LoginError,
+    LoginRequired,
     PKCEMiddlewareError,
     Reason,
     StepUpRequired,
@@ -50,6 +52,7 @@ from ._logout_routes import LogoutRoutes
 from ._origins import Origins
 from ._responses import NO_STORE
 from ._rules import Require
+from ._websockets import refused_socket
 
 __all__: list[str] = []
 
@@ -245,6 +248,34 @@ class Routes:
                 live.append((flow.created_at, name))
         live.sort()
         return stale + [name for _, name in live[: max(0, len(live) - MAX_PARALLEL_FLOWS + 1)]]
+
+    async def refuse(
+        self,
+        exc: PKCEMiddlewareError,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        *,
+        challenges: Callable[[BearerError | None], list[str]] | None = None,
+        token_too: bool = False,
+    ) -> None:
+        """Answer a request the middleware does not let through. `challenges`: the resource server's
+        `WWW-Authenticate` values, when there are bearer paths; `token_too`: the path also takes
+        tokens, so a 401 also says how to get one."""
+        if isinstance(exc, BearerError) and challenges is not None and not exc.challenges:
+            exc.challenges = challenges(exc)
+        if scope["type"] == "websocket":
+            await refused_socket(exc, scope, send)
+            return
+        response = await self._hooks.error_response(exc, scope, receive)
+        if isinstance(exc, LoginRequired):
+            await self.forget_session(scope, response)
+            if token_too and challenges is not None:
+                # RFC 9728 section 5.1: an agent finds its way to a token from here too.
+                response.raw_headers.extend(
+                    (b"www-authenticate", value.encode("latin-1")) for value in challenges(None)
+                )
+        await response(scope, receive, send)
 
     async def forget_session(self, scope: Scope, response: Response) -> None:
         """Delete a session cookie that no longer opens, so the browser stops sending it."""
