@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -86,18 +85,10 @@ async def test_an_app_reusing_its_start_message_does_not_collect_our_cookies() -
         assert START["headers"] == [(b"content-type", b"text/plain")]
 
 
-@pytest.fixture
-def frozen(monkeypatch: pytest.MonkeyPatch) -> float:
-    """The lifecycle's clock, standing still: no minute turns over mid-test."""
-    now = time.time()
-    monkeypatch.setattr(lifecycle, "time", SimpleNamespace(time=lambda: now))
-    return now
-
-
-async def test_a_client_that_keeps_no_cookies_gets_the_reissue_only_in_its_window(frozen: float) -> None:
+async def test_a_client_that_keeps_no_cookies_gets_the_reissue_only_in_its_window(clock: Clock) -> None:
     async with open_site(session_idle_timeout=IDLE) as site:
         site.middleware._parts.lifecycle.reissue_window = 0  # shut after the first answer
-        aged = seal_session(site.middleware, last_seen=int(frozen) - IDLE // 2 - 5)
+        aged = seal_session(site.middleware, last_seen=int(clock.now) - IDLE // 2 - 5)
         first = await old_cookie_request(site.middleware, aged)
         assert first.text == "hello carol" and len(session_cookies(first)) == 1
         for _ in range(3):  # a health check sending the old cookie again and again
@@ -106,9 +97,9 @@ async def test_a_client_that_keeps_no_cookies_gets_the_reissue_only_in_its_windo
             assert session_cookies(answer) == []
 
 
-async def test_a_flood_with_the_old_cookie_gets_the_reissue_in_its_first_answers_only(frozen: float) -> None:
+async def test_a_flood_with_the_old_cookie_gets_the_reissue_in_its_first_answers_only(clock: Clock) -> None:
     async with open_site(session_idle_timeout=IDLE) as site:
-        aged = seal_session(site.middleware, last_seen=int(frozen) - IDLE // 2 - 5)
+        aged = seal_session(site.middleware, last_seen=int(clock.now) - IDLE // 2 - 5)
         answers = [await old_cookie_request(site.middleware, aged) for _ in range(lifecycle.REISSUE_ANSWERS + 4)]
         assert all(answer.text == "hello carol" for answer in answers)
         carried = [len(session_cookies(answer)) for answer in answers]
